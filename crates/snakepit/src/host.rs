@@ -1,0 +1,59 @@
+//! Requests that a worker sends back to the supervisor in the middle of a call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use snakepit_proto::{HostFailure, RawValue, Value};
+
+/// A request from a worker, mid-call.
+#[derive(Debug, Clone)]
+pub struct HostRequest {
+    pub pool: Arc<str>,
+    pub worker: usize,
+    /// The call it was made from (`None` when a plugin made it between calls, from a
+    /// thread of its own).
+    pub call_id: Option<u64>,
+    /// The reference of that call, whose package decides the grants.
+    pub reference: Option<Arc<str>>,
+    pub method: String,
+    pub payload: RawValue,
+}
+
+/// The future a [`HostHandler`] returns.
+pub type HostFuture = Pin<Box<dyn Future<Output = Result<Value, HostFailure>> + Send>>;
+
+/// Serves the host requests of a pool's workers (connectors, transactions, ...).
+///
+/// Method `"echo"` never reaches the handler: the supervisor answers it itself. A
+/// closure `Fn(HostRequest) -> impl Future<Output = Result<Value, HostFailure>>` is a
+/// handler.
+pub trait HostHandler: Send + Sync + 'static {
+    fn handle(&self, req: HostRequest) -> HostFuture;
+}
+
+impl<F, Fut> HostHandler for F
+where
+    F: Fn(HostRequest) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, HostFailure>> + Send + 'static,
+{
+    fn handle(&self, req: HostRequest) -> HostFuture {
+        Box::pin(self(req))
+    }
+}
+
+/// The handler of a pool built without one: every method is unknown.
+pub(crate) struct NoHandler;
+
+impl HostHandler for NoHandler {
+    fn handle(&self, req: HostRequest) -> HostFuture {
+        Box::pin(async move { Err(unknown_method(&req.method)) })
+    }
+}
+
+pub(crate) fn unknown_method(method: &str) -> HostFailure {
+    HostFailure {
+        type_name: "UnknownMethod".into(),
+        message: format!("the supervisor has no host method {method:?}"),
+    }
+}

@@ -1,0 +1,59 @@
+//! snakepit: run Python plugins in supervised, isolated CPython worker processes.
+//!
+//! # Theory of operation
+//!
+//! A [`Pool`] owns a fixed number of worker *slots*. Each slot is an OS thread running
+//! its own single-threaded tokio runtime; it owns one worker process at a time, its end
+//! of a `socketpair`, and the worker's stdout/stderr pipes. Calls go into one bounded
+//! queue shared by the slots; an idle slot takes the next call, writes it as a CALL
+//! frame, and answers the caller's oneshot with the RESULT or EXCEPTION frame that comes
+//! back, serving the worker's HOST_REQUESTs (its connector calls) and LOG records
+//! meanwhile. The value of a RESULT is not decoded: it reaches the caller as a
+//! [`RawValue`].
+//!
+//! Every call ends. The slot watches the call's deadline, the caller (a dropped future is
+//! a cancellation), the worker's exit (pidfd) and its socket (EOF, garbage): a timed-out
+//! or dropped call is cancelled in the worker (CANCEL frame and `SIGUSR1`), and the
+//! worker's process group is killed if it does not stop within the grace period. A
+//! worker that dies is replaced at once; one that keeps dying young backs off (100 ms
+//! doubling, capped at 10 s) and the pool reports the slot as failing. Workers are
+//! recycled after `max_calls_per_worker` calls (with jitter) or above `max_worker_rss`,
+//! after the call in hand. Each worker runs in its own process group with the
+//! parent-death signal set, so nothing outlives the supervisor.
+//!
+//! The Python side is the shim in `python-shim/`, embedded in this crate and written to
+//! a cache directory at first use: nothing is installed into the worker's interpreter.
+//! The wire protocol is in the `snakepit-proto` crate.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use snakepit::{Call, Pool, Value};
+//!
+//! let pool = Pool::builder().python("python3").sys_path("plugins").workers(2).build().await?;
+//! let value = pool
+//!     .submit(Call::new("billing.invoicing:run").kwarg("period", "2026-05"))
+//!     .await?;
+//! println!("{}", value.decode()?);
+//! pool.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod event;
+mod host;
+mod launcher;
+mod pool;
+mod process;
+mod shim;
+mod worker;
+
+pub use error::{BuildError, CallError, ExitStatus, SpawnError};
+pub use event::{EventKind, RetireReason, WorkerEvent};
+pub use host::{HostFuture, HostHandler, HostRequest};
+pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus};
+pub use shim::resolve_interpreter;
+pub use snakepit_proto::{
+    DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
+};

@@ -1,0 +1,613 @@
+//! The pool: its configuration, its builder, and the handle callers use.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use snakepit_proto::{LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::error::{BuildError, CallError, SpawnError};
+use crate::event::{EventKind, WorkerEvent};
+use crate::host::{HostHandler, NoHandler};
+use crate::launcher::{LaunchMode, Launcher};
+use crate::worker;
+
+/// Keyword arguments or context: str keys to values, in order.
+pub type Map = Vec<(String, Value)>;
+
+/// Everything a worker slot needs to know, fixed when the pool is built.
+pub(crate) struct PoolConfig {
+    pub name: Arc<str>,
+    pub generation: u64,
+    pub python: PathBuf,
+    pub shim_dir: PathBuf,
+    pub sys_path: Vec<PathBuf>,
+    pub workers: usize,
+    pub call_timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_calls: Option<u64>,
+    pub max_calls_jitter: u64,
+    pub max_rss: Option<u64>,
+    pub queue_limit: usize,
+    pub spawn_timeout: Duration,
+    pub env: Vec<(OsString, OsString)>,
+    pub frame_limit: usize,
+    pub handler: Arc<dyn HostHandler>,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl PoolConfig {
+    /// The shim's command-line options for one worker (after the mode word).
+    pub(crate) fn worker_args(&self, worker_id: usize, generation: u64) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--fd".into(),
+            crate::process::WORKER_FD.to_string().into(),
+            "--protocol".into(),
+            PROTOCOL_VERSION.to_string().into(),
+            "--frame-limit".into(),
+            self.frame_limit.to_string().into(),
+            "--pool".into(),
+            (*self.name).into(),
+            "--generation".into(),
+            generation.to_string().into(),
+            "--worker-id".into(),
+            worker_id.to_string().into(),
+        ];
+        for p in &self.sys_path {
+            args.push("--sys-path".into());
+            args.push(p.into());
+        }
+        args
+    }
+}
+
+/// Builds a [`Pool`]. Every setting has a default; see each method.
+pub struct PoolBuilder {
+    name: String,
+    python: PathBuf,
+    sys_path: Vec<PathBuf>,
+    workers: usize,
+    call_timeout: Duration,
+    kill_grace: Duration,
+    max_calls: Option<u64>,
+    max_calls_jitter: Option<u64>,
+    max_rss: Option<u64>,
+    queue_limit: usize,
+    spawn_timeout: Duration,
+    env_allow: Vec<String>,
+    frame_limit: usize,
+    handler: Arc<dyn HostHandler>,
+    generation: u64,
+    launch: LaunchMode,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            name: "default".into(),
+            python: "python3".into(),
+            sys_path: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            call_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(2),
+            max_calls: None,
+            max_calls_jitter: None,
+            max_rss: None,
+            queue_limit: 1024,
+            spawn_timeout: Duration::from_secs(10),
+            env_allow: vec!["TZ".into(), "LANG".into(), "LC_ALL".into(), "PATH".into()],
+            frame_limit: DEFAULT_FRAME_LIMIT,
+            handler: Arc::new(NoHandler),
+            generation: 0,
+            launch: LaunchMode::Exec,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// The pool's name, in events and logs (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// The worker interpreter (default `python3` on PATH). It is resolved once to the real
+    /// executable behind it.
+    pub fn python(mut self, python: impl Into<PathBuf>) -> Self {
+        self.python = python.into();
+        self
+    }
+    /// A directory put on the workers' `sys.path`, in order, before the interpreter's own.
+    pub fn sys_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.sys_path.push(dir.into());
+        self
+    }
+    /// Number of worker processes (default: the CPU count).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+    /// Default timeout of a call, queueing included (default 30 s).
+    pub fn call_timeout(mut self, t: Duration) -> Self {
+        self.call_timeout = t;
+        self
+    }
+    /// How long a cancelled or timed-out call may take to stop before the worker's process
+    /// group is killed; also the grace of a shutdown (default 2 s).
+    pub fn kill_grace(mut self, t: Duration) -> Self {
+        self.kill_grace = t;
+        self
+    }
+    /// Recycle a worker after this many calls (default: never), plus a random jitter of up
+    /// to [`PoolBuilder::max_calls_jitter`] so that workers do not all recycle at once.
+    pub fn max_calls_per_worker(mut self, n: u64) -> Self {
+        self.max_calls = Some(n.max(1));
+        self
+    }
+    /// The jitter added to `max_calls_per_worker` (default: a tenth of it).
+    pub fn max_calls_jitter(mut self, n: u64) -> Self {
+        self.max_calls_jitter = Some(n);
+        self
+    }
+    /// Recycle a worker whose resident size goes above this many bytes, after the call in
+    /// hand (default: no limit).
+    pub fn max_worker_rss(mut self, bytes: u64) -> Self {
+        self.max_rss = Some(bytes);
+        self
+    }
+    /// How many calls may wait for a worker before `call` answers `Overloaded`
+    /// (default 1024).
+    pub fn queue_limit(mut self, n: usize) -> Self {
+        self.queue_limit = n;
+        self
+    }
+    /// How long a worker may take from spawn to handshake (default 10 s).
+    pub fn spawn_timeout(mut self, t: Duration) -> Self {
+        self.spawn_timeout = t;
+        self
+    }
+    /// The only environment variables passed from this process to the workers
+    /// (default `TZ`, `LANG`, `LC_ALL`, `PATH`). Replaces the list.
+    pub fn env_allowlist<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.env_allow = names.into_iter().map(Into::into).collect();
+        self
+    }
+    /// The largest frame either side accepts (default 64 MiB).
+    pub fn frame_limit(mut self, bytes: usize) -> Self {
+        self.frame_limit = bytes;
+        self
+    }
+    /// Serves the workers' host requests (default: none; `echo` always works).
+    pub fn host_handler(mut self, h: impl HostHandler) -> Self {
+        self.handler = Arc::new(h);
+        self
+    }
+    /// The code generation this pool runs (default 0), for events and logs.
+    pub fn generation(mut self, g: u64) -> Self {
+        self.generation = g;
+        self
+    }
+    /// Starts the workers and waits until each is ready. Fails if the interpreter cannot
+    /// be used or no worker starts.
+    pub async fn build(self) -> Result<Pool, BuildError> {
+        if self.workers == 0 {
+            return Err(BuildError::Config("workers must be at least 1".into()));
+        }
+        if self.frame_limit < 1024 || self.frame_limit > u32::MAX as usize {
+            return Err(BuildError::Config(
+                "frame_limit must be between 1 KiB and 4 GiB".into(),
+            ));
+        }
+        let python = self.python.clone();
+        let (python, shim_dir) = tokio::task::spawn_blocking(move || {
+            Ok::<_, SpawnError>((
+                crate::shim::resolve_interpreter(&python)?,
+                crate::shim::materialize()?,
+            ))
+        })
+        .await
+        .map_err(|e| BuildError::Config(format!("start-up task failed: {e}")))??;
+        let env = self
+            .env_allow
+            .iter()
+            .filter_map(|k| Some((OsString::from(k), std::env::var_os(k)?)))
+            .collect();
+        let cfg = Arc::new(PoolConfig {
+            name: self.name.into(),
+            generation: self.generation,
+            python,
+            shim_dir,
+            sys_path: self.sys_path,
+            workers: self.workers,
+            call_timeout: self.call_timeout,
+            kill_grace: self.kill_grace,
+            max_calls: self.max_calls,
+            max_calls_jitter: self
+                .max_calls_jitter
+                .unwrap_or_else(|| self.max_calls.map_or(0, |n| n / 10)),
+            max_rss: self.max_rss,
+            queue_limit: self.queue_limit.max(1),
+            spawn_timeout: self.spawn_timeout,
+            env,
+            frame_limit: self.frame_limit,
+            handler: self.handler,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(10),
+        });
+        Pool::start(cfg, self.launch).await
+    }
+}
+
+/// A call to make: the reference, its kwargs and context, and per-call options.
+#[derive(Debug)]
+pub struct Call {
+    reference: String,
+    kwargs: Map,
+    context: Map,
+    timeout: Option<Duration>,
+    logs: Option<mpsc::UnboundedSender<LogRecord>>,
+}
+
+impl Call {
+    /// A call of `"module.path:function"` with no kwargs and no context.
+    pub fn new(reference: impl Into<String>) -> Self {
+        Call {
+            reference: reference.into(),
+            kwargs: Map::new(),
+            context: Map::new(),
+            timeout: None,
+            logs: None,
+        }
+    }
+    pub fn kwargs(mut self, kwargs: Map) -> Self {
+        self.kwargs = kwargs;
+        self
+    }
+    pub fn kwarg(mut self, key: impl Into<String>, v: impl Into<Value>) -> Self {
+        self.kwargs.push((key.into(), v.into()));
+        self
+    }
+    pub fn context(mut self, context: Map) -> Self {
+        self.context = context;
+        self
+    }
+    /// This call's timeout instead of the pool's.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = Some(t);
+        self
+    }
+    /// Also send the call's log records (logging, prints, fd output) to this channel.
+    pub fn logs(mut self, tx: mpsc::UnboundedSender<LogRecord>) -> Self {
+        self.logs = Some(tx);
+        self
+    }
+}
+
+/// One call waiting for, or in, a worker.
+pub(crate) struct Job {
+    pub id: u64,
+    pub reference: Arc<str>,
+    /// The encoded CALL (or VALIDATE) frame.
+    pub frame: Vec<u8>,
+    pub deadline: Instant,
+    pub timeout: Duration,
+    pub reply: oneshot::Sender<Result<RawValue, CallError>>,
+    pub logs: Option<mpsc::UnboundedSender<LogRecord>>,
+}
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Finish the queue and the calls in hand until this instant, then stop.
+    Draining(Instant),
+}
+
+/// State shared by the pool handle and its worker slots.
+pub(crate) struct Shared {
+    pub events: broadcast::Sender<WorkerEvent>,
+    pub phase: watch::Sender<Phase>,
+    pub live: AtomicUsize,
+    pub failing: AtomicUsize,
+    pub restarts: AtomicU64,
+    pub last_spawn_error: Mutex<Option<SpawnError>>,
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, cfg: &PoolConfig, worker: usize, pid: Option<u32>, kind: EventKind) {
+        let _ = self.events.send(WorkerEvent {
+            pool: cfg.name.clone(),
+            worker,
+            generation: cfg.generation,
+            pid,
+            kind,
+        });
+    }
+}
+
+/// A pool of supervised Python workers. Cheap to clone; the workers stop when the last
+/// clone is dropped (or at [`Pool::shutdown`]).
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+struct PoolInner {
+    cfg: Arc<PoolConfig>,
+    queue: flume::Sender<Job>,
+    /// Kept to fail the calls still queued when the pool shuts down.
+    leftovers: flume::Receiver<Job>,
+    shared: Arc<Shared>,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    slots: Mutex<Vec<oneshot::Receiver<()>>>,
+    _launcher: Arc<Launcher>,
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        self.shared
+            .phase
+            .send_replace(Phase::Draining(Instant::now()));
+    }
+}
+
+/// A snapshot of a pool's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub name: String,
+    pub generation: u64,
+    pub workers: usize,
+    /// Workers started and ready (idle or busy).
+    pub live: usize,
+    /// Slots whose worker keeps failing to start or dying young.
+    pub failing: usize,
+    /// Workers replaced since the pool started.
+    pub restarts: u64,
+    /// Calls waiting for a worker.
+    pub queued: usize,
+}
+
+impl Pool {
+    /// A builder with every setting at its default.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    async fn start(cfg: Arc<PoolConfig>, mode: LaunchMode) -> Result<Pool, BuildError> {
+        let (queue_tx, queue_rx) = flume::bounded(cfg.queue_limit);
+        let shared = Arc::new(Shared {
+            events: broadcast::channel(1024).0,
+            phase: watch::channel(Phase::Running).0,
+            live: AtomicUsize::new(0),
+            failing: AtomicUsize::new(0),
+            restarts: AtomicU64::new(0),
+            last_spawn_error: Mutex::new(None),
+        });
+        let launcher = Arc::new(Launcher::start(mode, cfg.clone()).await?);
+        let mut ready_rx = Vec::new();
+        let mut slots = Vec::new();
+        for slot in 0..cfg.workers {
+            let (ready_tx, ready) = oneshot::channel();
+            let (done_tx, done) = oneshot::channel();
+            worker::spawn_slot(
+                worker::Slot {
+                    id: slot,
+                    cfg: cfg.clone(),
+                    shared: shared.clone(),
+                    queue: queue_rx.clone(),
+                    launcher: launcher.clone(),
+                },
+                ready_tx,
+                done_tx,
+            )
+            .map_err(|e| BuildError::Spawn(SpawnError::Os(format!("thread: {e}"))))?;
+            ready_rx.push(ready);
+            slots.push(done);
+        }
+        let pool = Pool {
+            inner: Arc::new(PoolInner {
+                cfg,
+                queue: queue_tx,
+                leftovers: queue_rx,
+                shared,
+                closed: AtomicBool::new(false),
+                next_id: AtomicU64::new(1),
+                slots: Mutex::new(slots),
+                _launcher: launcher,
+            }),
+        };
+        // Every slot reports its first start; the pool is usable if one worker is.
+        let mut first_error = None;
+        let mut any = false;
+        for r in ready_rx {
+            match r.await {
+                Ok(Ok(())) => any = true,
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(_) => {}
+            }
+        }
+        match (any, first_error) {
+            (false, Some(e)) => Err(BuildError::Spawn(e)),
+            (false, None) => Err(BuildError::Spawn(SpawnError::Os(
+                "no worker started".into(),
+            ))),
+            _ => Ok(pool),
+        }
+    }
+
+    /// Calls `reference` with `kwargs` and `context` (merged as keyword arguments).
+    pub async fn call(
+        &self,
+        reference: &str,
+        kwargs: Map,
+        context: Map,
+    ) -> Result<RawValue, CallError> {
+        self.submit(Call::new(reference).kwargs(kwargs).context(context))
+            .await
+    }
+
+    /// Makes a call. Dropping the returned future cancels the call in its worker.
+    pub async fn submit(&self, call: Call) -> Result<RawValue, CallError> {
+        let inner = &self.inner;
+        check_reference(&call.reference)?;
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = ToWorker::Call {
+            call_id: id,
+            reference: call.reference.clone(),
+            kwargs: call.kwargs,
+            context: call.context,
+        }
+        .encode();
+        self.enqueue(id, call.reference, frame, call.timeout, call.logs)
+            .await
+    }
+
+    /// Checks, in a worker, that `reference` imports and accepts `kwargs` (names and
+    /// simple annotations) with a context that has `context_keys`, without calling it.
+    pub async fn validate(
+        &self,
+        reference: &str,
+        kwargs: Map,
+        context_keys: Vec<String>,
+    ) -> Result<(), CallError> {
+        check_reference(reference)?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = ToWorker::Validate {
+            call_id: id,
+            reference: reference.to_owned(),
+            kwargs,
+            context_keys,
+        }
+        .encode();
+        self.enqueue(id, reference.to_owned(), frame, None, None)
+            .await
+            .map(drop)
+    }
+
+    async fn enqueue(
+        &self,
+        id: u64,
+        reference: String,
+        frame: Vec<u8>,
+        timeout: Option<Duration>,
+        logs: Option<mpsc::UnboundedSender<LogRecord>>,
+    ) -> Result<RawValue, CallError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(CallError::ShutDown);
+        }
+        if frame.len() - 4 > inner.cfg.frame_limit {
+            return Err(CallError::Unserializable(format!(
+                "the call's arguments take {} bytes, over the frame limit of {}",
+                frame.len() - 4,
+                inner.cfg.frame_limit
+            )));
+        }
+        if inner.shared.live.load(Ordering::Acquire) == 0
+            && inner.shared.failing.load(Ordering::Acquire) == inner.cfg.workers
+        {
+            let e = inner
+                .shared
+                .last_spawn_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(e) = e {
+                return Err(CallError::Unavailable(e));
+            }
+        }
+        let timeout = timeout.unwrap_or(inner.cfg.call_timeout);
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            id,
+            reference: reference.into(),
+            frame,
+            deadline,
+            timeout,
+            reply: tx,
+            logs,
+        };
+        match inner.queue.try_send(job) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(_)) => {
+                return Err(CallError::Overloaded(inner.cfg.queue_limit))
+            }
+            Err(flume::TrySendError::Disconnected(_)) => return Err(CallError::ShutDown),
+        }
+        // The worker ends every call it takes, deadline included; this timer covers a
+        // call that waited in the queue while no worker could take it.
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::ShutDown),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// Subscribes to worker lifecycle events (from now on).
+    pub fn events(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    /// The pool's health right now.
+    pub fn status(&self) -> PoolStatus {
+        let i = &self.inner;
+        PoolStatus {
+            name: i.cfg.name.to_string(),
+            generation: i.cfg.generation,
+            workers: i.cfg.workers,
+            live: i.shared.live.load(Ordering::Acquire),
+            failing: i.shared.failing.load(Ordering::Acquire),
+            restarts: i.shared.restarts.load(Ordering::Acquire),
+            queued: i.queue.len(),
+        }
+    }
+
+    /// The real interpreter the workers run.
+    pub fn python(&self) -> &std::path::Path {
+        &self.inner.cfg.python
+    }
+
+    /// Stops taking calls, lets the queued and running ones finish for up to `deadline`,
+    /// then stops the workers (SHUTDOWN, then SIGTERM, then SIGKILL of their process
+    /// groups after the kill grace). Calls still unfinished then fail with `ShutDown`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        inner
+            .shared
+            .phase
+            .send_replace(Phase::Draining(Instant::now() + deadline));
+        let slots = std::mem::take(&mut *inner.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        for done in slots {
+            let _ = done.await;
+        }
+        // Calls that were still queued when the last worker left.
+        while let Ok(job) = inner.leftovers.try_recv() {
+            let _ = job.reply.send(Err(CallError::ShutDown));
+        }
+    }
+}
+
+fn check_reference(reference: &str) -> Result<(), CallError> {
+    let ok = reference.split_once(':').is_some_and(|(module, func)| {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && !s.starts_with(|c: char| c.is_ascii_digit())
+                && s.chars().all(|c| c.is_alphanumeric() || c == '_')
+        };
+        module.split('.').all(ident) && func.split('.').all(ident)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(CallError::BadReference {
+            reference: reference.to_owned(),
+            message: "a reference is \"module.path:function\"".into(),
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! A worker process: how it is started, watched, killed and reaped.
+//!
+//! Death is watched through a pidfd (readable once the process has exited) and, in the
+//! worker actor, through the socket's EOF: either one ends the worker's life, and the
+//! cleanup has a deadline. The whole process group is killed, before the worker is
+//! reaped, so that nothing it spawned survives it and its pid cannot be reused meanwhile.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::unix::pipe;
+use tokio::net::UnixStream;
+
+use crate::error::{ExitStatus, SpawnError};
+use crate::launcher::Launcher;
+use crate::pool::PoolConfig;
+
+/// The fd number a worker finds its socket on.
+pub(crate) const WORKER_FD: i32 = 3;
+/// How many of a worker's last stderr lines are kept for crash reports.
+const STDERR_TAIL: usize = 20;
+
+/// The last lines a worker wrote to its stderr file descriptor.
+#[derive(Debug, Default)]
+pub(crate) struct StderrTail(VecDeque<String>);
+
+impl StderrTail {
+    fn push(&mut self, line: String) {
+        if self.0.len() == STDERR_TAIL {
+            self.0.pop_front();
+        }
+        self.0.push_back(line);
+    }
+
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.0.iter().cloned().collect()
+    }
+}
+
+/// A running worker process and its end of the socket.
+pub(crate) struct WorkerProcess {
+    pub pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    pub stderr_tail: Arc<Mutex<StderrTail>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+/// Receives the lines a worker writes to its stdout/stderr file descriptors (C code,
+/// subprocesses, a crashing interpreter; Python-level prints arrive as LOG frames).
+pub(crate) type FdLineSink = Arc<dyn Fn(&'static str, String) + Send + Sync>;
+
+fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl WorkerProcess {
+    /// Starts a fresh interpreter running the shim. Must be called from a thread that
+    /// outlives the worker: the parent-death signal fires when the forking thread exits.
+    pub(crate) fn spawn_exec(
+        cfg: &PoolConfig,
+        worker_id: usize,
+        generation: u64,
+        sink: FdLineSink,
+    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+        let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
+        let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
+        let mut cmd = Command::new(&cfg.python);
+        cmd.arg("-c")
+            .arg(crate::shim::BOOTSTRAP)
+            .arg(&cfg.shim_dir)
+            .arg("worker")
+            .args(cfg.worker_args(worker_id, generation))
+            .env_clear()
+            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let child_fd = theirs.as_raw_fd();
+        let parent = nix::unistd::getpid();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) run
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if child_fd == WORKER_FD {
+                    let flags = libc::fcntl(WORKER_FD, libc::F_GETFD);
+                    libc::fcntl(WORKER_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(child_fd, WORKER_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The supervisor may have died between fork and prctl.
+                if libc::getppid() != parent.as_raw() {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
+            path: cfg.python.clone(),
+            reason: e.to_string(),
+        })?;
+        drop(theirs);
+        let pid = Pid::from_raw(child.id() as i32);
+        let stdout = child.stdout.take().map(OwnedFd::from);
+        let stderr = child.stderr.take().map(OwnedFd::from);
+        // The Child handle is dropped: we reap by pid (std does not wait on drop).
+        drop(child);
+        let proc = WorkerProcess::adopt(pid, ours, stdout, stderr, sink);
+        if proc.is_err() {
+            let _ = killpg(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        }
+        proc
+    }
+
+    /// Wraps a started process: its pid, our end of its socket and its output pipes.
+    pub(crate) fn adopt(
+        pid: Pid,
+        sock: StdUnixStream,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+        sink: FdLineSink,
+    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+        let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
+        let pidfd = pidfd_open(pid).map_err(|e| os("pidfd_open", e))?;
+        // SAFETY: the pidfd is owned by the AsyncFd from here on and closed only when it is
+        // dropped, after its deregistration.
+        let pidfd = unsafe { AsyncFd::register(pidfd) }
+            .map_err(|e| os("registering the pidfd", e.into()))?;
+        sock.set_nonblocking(true).map_err(|e| os("socket", e))?;
+        let sock = UnixStream::from_std(sock).map_err(|e| os("socket", e))?;
+        let stderr_tail = Arc::new(Mutex::new(StderrTail::default()));
+        let mut readers = Vec::new();
+        for (stream, fd) in [("stdout", stdout), ("stderr", stderr)] {
+            let Some(fd) = fd else { continue };
+            let rx = pipe::Receiver::from_owned_fd(fd).map_err(|e| os("pipe", e))?;
+            let tail = (stream == "stderr").then(|| stderr_tail.clone());
+            readers.push(tokio::spawn(forward_lines(rx, stream, tail, sink.clone())));
+        }
+        let proc = WorkerProcess {
+            pid,
+            pidfd,
+            stderr_tail,
+            readers,
+            status: None,
+        };
+        Ok((proc, sock))
+    }
+
+    /// Resolves once the process has exited (it may still need reaping).
+    pub(crate) async fn exited(&self) {
+        // A pidfd only ever becomes readable once, at exit; an error means it is gone too.
+        let _ = self.pidfd.readable().await.map(|mut g| g.retain_ready());
+    }
+
+    /// Sends a signal to the worker process alone.
+    pub(crate) fn signal(&self, sig: Signal) {
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, sig);
+        }
+    }
+
+    /// The resident set size of the worker, in bytes.
+    pub(crate) fn rss(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        Some(pages * page)
+    }
+
+    /// Ends the worker for good. With a grace period: waits that long for it to exit on
+    /// its own, then SIGTERMs its process group and waits as long again; then (or at once,
+    /// without one) SIGKILLs the group. Reaps it and collects the rest of its stderr.
+    pub(crate) async fn finish(
+        &mut self,
+        grace: Option<Duration>,
+        launcher: &Launcher,
+    ) -> ExitStatus {
+        if let Some(s) = self.status {
+            return s;
+        }
+        let mut exited = false;
+        if let Some(grace) = grace {
+            exited = tokio::time::timeout(grace, self.exited()).await.is_ok();
+            if !exited {
+                let _ = killpg(self.pid, Signal::SIGTERM);
+                exited = tokio::time::timeout(grace, self.exited()).await.is_ok();
+            }
+        }
+        if !exited {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
+        }
+        // Anything the worker left in its group goes with it; the zombie keeps the pid
+        // (and so the group id) from being reused until it is reaped below.
+        let _ = killpg(self.pid, Signal::SIGKILL);
+        let status = launcher
+            .exit_status(self.pid)
+            .await
+            .map_or(ExitStatus::Unknown, ExitStatus::from_raw);
+        self.status = Some(status);
+        // Let the pipe readers drain what the process wrote before it died.
+        for r in self.readers.drain(..) {
+            let abort = r.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(200), r)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        status
+    }
+}
+
+/// Reaps a child of this process and returns its raw wait status.
+pub(crate) fn reap_child(pid: Pid) -> Option<i32> {
+    // The caller saw the process exit: the status is there, or very nearly.
+    for _ in 0..2000 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(code << 8),
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                return Some(sig as i32 | if core { 0x80 } else { 0 })
+            }
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+        }
+        for r in &self.readers {
+            r.abort();
+        }
+    }
+}
+
+async fn forward_lines(
+    rx: pipe::Receiver,
+    stream: &'static str,
+    tail: Option<Arc<Mutex<StderrTail>>>,
+    sink: FdLineSink,
+) {
+    let mut reader = BufReader::new(rx);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf)).into_owned();
+        if let Some(t) = &tail {
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line.clone());
+        }
+        sink(stream, line);
+    }
+}

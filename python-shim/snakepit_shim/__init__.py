@@ -1,0 +1,19 @@
+"""snakepit's Python side: the shim that runs inside every worker process.
+
+Plugin code uses only this package's top level::
+
+    from snakepit_shim import host_request, host_request_async, HostError
+
+    rows = host_request("echo", {"x": 1})            # sync, from any thread
+    rows = await host_request_async("echo", {"x": 1})  # from async code
+
+The rest (``main``, ``runner``, ``protocol``, ``codec``, ...) is the worker's machinery.
+The wire protocol is defined in crates/snakepit-proto/PROTOCOL.md.
+"""
+
+from .codec import EncodeError
+from .host import request as host_request
+from .host import request_async as host_request_async
+from .runner import CallCancelled, HostError
+
+__all__ = ["host_request", "host_request_async", "HostError", "CallCancelled", "EncodeError"]

@@ -1,0 +1,213 @@
+"""The fork-server: a template process that forks ready-to-serve workers on request.
+
+Started like a worker, with ``forkserver`` instead of ``worker``; ``--fd`` is its control
+socket (a ``socketpair(AF_UNIX, SOCK_STREAM)`` like a worker's). It imports everything a
+worker needs, runs ``gc.freeze()`` (so that the children share those pages instead of
+copying them when the collector touches them), sends a HANDSHAKE on the control socket,
+then serves these frames (same framing and codec as PROTOCOL.md):
+
+| type | name    | direction            | fields |
+|------|---------|----------------------|--------|
+| 32   | SPAWN   | supervisor -> server | ``worker_id: int``; exactly one fd (the worker's end of a new socketpair) rides on the same ``sendmsg`` as SCM_RIGHTS |
+| 33   | SPAWNED | server -> supervisor | ``worker_id: int``, ``pid: int`` |
+| 34   | EXITED  | server -> supervisor | ``pid: int``, ``status: int`` (the raw wait status from ``waitpid``) |
+| 3    | SHUTDOWN| supervisor -> server | (none) |
+
+A child makes itself a process group leader, sets its parent-death signal to SIGKILL (its
+parent is the template, which itself must die with the supervisor), exits if the template
+is already gone, closes the control socket, resets the signal handlers and serves as a
+worker on the received fd, starting with its own HANDSHAKE there.
+
+The template reaps its children on SIGCHLD (the handler only wakes the main loop through a
+wakeup fd; ``waitpid(-1, WNOHANG)`` runs in the loop) and reports each with EXITED. It exits
+at EOF on the control socket at once (its children then die of their parent-death signal),
+and after SHUTDOWN once every child has exited and been reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import os
+import platform
+import select
+import signal
+import socket
+import sys
+import traceback
+from typing import Deque, List, Set
+
+# Everything a worker imports, imported once here so that children start warm.
+import asyncio  # noqa: F401
+import asyncio.base_events  # noqa: F401
+import concurrent.futures  # noqa: F401
+import importlib  # noqa: F401
+import inspect  # noqa: F401
+import logging  # noqa: F401
+import typing  # noqa: F401
+
+from . import channel as _channel  # noqa: F401
+from . import host as _host  # noqa: F401
+from . import logbridge as _logbridge  # noqa: F401
+from . import protocol, references as _references  # noqa: F401
+from . import runner as _runner  # noqa: F401
+from .codec import select_codec
+
+PR_SET_PDEATHSIG = 1
+_MAX_FDS_PER_RECV = 16
+
+
+def _load_prctl():
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_prctl = _load_prctl()
+
+
+def serve(opts: argparse.Namespace) -> int:
+    ctrl = socket.socket(fileno=opts.fd)
+    os.set_inheritable(opts.fd, False)
+    ctrl.setblocking(True)
+    codec = select_codec()
+    template_pid = os.getpid()
+
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_w)
+
+    gc.freeze()
+    _send(ctrl, protocol.build_handshake(template_pid, platform.python_version(), codec.name))
+
+    frames = protocol.FrameBuffer(opts.frame_limit)
+    fds: Deque[int] = collections.deque()
+    children: Set[int] = set()
+    shutting_down = False
+
+    while True:
+        _reap(ctrl, children)
+        if shutting_down and not children:
+            return 0
+        try:
+            readable, _, _ = select.select([ctrl, wake_r], [], [])
+        except InterruptedError:
+            continue
+        if wake_r in readable:
+            _drain(wake_r)
+        if ctrl not in readable:
+            continue
+        data, ancillary, flags, _addr = ctrl.recvmsg(
+            1 << 16, socket.CMSG_SPACE(_MAX_FDS_PER_RECV * 4)
+        )
+        _collect_fds(ancillary, fds)
+        if flags & socket.MSG_CTRUNC:
+            sys.stderr.write("snakepit fork-server: too many fds in one message\n")
+            return 3
+        if not data:
+            return 0  # the supervisor is gone; our children follow via PDEATHSIG
+        frames.feed(data)
+        while True:
+            try:
+                body = frames.next_frame()
+                if body is None:
+                    break
+                msg = protocol.parse(body, codec)
+            except protocol.ProtocolError as exc:
+                sys.stderr.write(f"snakepit fork-server: protocol violation: {exc}\n")
+                return 3
+            if type(msg) is protocol.Spawn:
+                if not fds:
+                    sys.stderr.write("snakepit fork-server: SPAWN arrived without an fd\n")
+                    return 3
+                fd = fds.popleft()
+                pid = _spawn(msg.worker_id, fd, opts, ctrl, (wake_r, wake_w), template_pid)
+                os.close(fd)
+                children.add(pid)
+                _send(ctrl, protocol.build_spawned(msg.worker_id, pid))
+            elif type(msg) is protocol.Shutdown:
+                shutting_down = True
+            else:
+                sys.stderr.write(f"snakepit fork-server: unexpected {type(msg).__name__}\n")
+                return 3
+
+
+def _send(ctrl: socket.socket, body: bytes) -> None:
+    ctrl.sendall(protocol.frame(body))
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def _collect_fds(ancillary: List[tuple], fds: Deque[int]) -> None:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % 4
+            for i in range(0, usable, 4):
+                fds.append(int.from_bytes(data[i : i + 4], sys.byteorder, signed=True))
+
+
+def _reap(ctrl: socket.socket, children: Set[int]) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        children.discard(pid)
+        _send(ctrl, protocol.build_exited(pid, status))
+
+
+def _spawn(worker_id: int, fd: int, opts: argparse.Namespace, ctrl: socket.socket,
+           wakeup: tuple, template_pid: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        code = _child(worker_id, fd, opts, ctrl, wakeup, template_pid)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+    return 0  # not reached
+
+
+def _child(worker_id: int, fd: int, opts: argparse.Namespace, ctrl: socket.socket,
+           wakeup: tuple, template_pid: int) -> int:
+    os.setpgid(0, 0)
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != template_pid:  # the template died before we set the signal
+        return 1
+    signal.set_wakeup_fd(-1)
+    for wfd in wakeup:
+        os.close(wfd)
+    ctrl.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    from .main import exit_process, run_worker
+
+    child_opts = argparse.Namespace(**vars(opts))
+    child_opts.worker_id = worker_id
+    child_opts.mode = "worker"
+    exit_process(run_worker(fd, child_opts))
+    return 0  # not reached

@@ -1,0 +1,136 @@
+"""Requests from plugin code to the supervisor (HOST_REQUEST / HOST_REPLY).
+
+``request(method, payload)`` works from any thread, sync code and sync code running
+inside an ``async def``; ``await request_async(method, payload)`` from async code. Several
+may be in flight at once; each gets a request id unique in this worker, and the reply is
+routed to it by whichever thread reads it (see ``channel.py``). A reply with ``ok =
+false`` raises :class:`HostError`. The built-in method ``"echo"`` answers with the
+payload.
+
+No deadlock by construction: a waiter that finds nobody reading the socket reads it
+itself, so a sync request made while the event loop is blocked (sync code inside an
+``async def``) reads its own reply, and replies for the loop's futures that it meets on
+the way are handed to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Optional
+
+from . import protocol
+from .runner import CallCancelled, HostError, Worker
+
+_worker: Optional[Worker] = None
+
+
+def attach(worker: Optional[Worker]) -> None:
+    global _worker
+    _worker = worker
+
+
+def _current() -> Worker:
+    worker = _worker
+    if worker is None:
+        raise RuntimeError("snakepit_shim.host_request works only inside a snakepit worker")
+    return worker
+
+
+class _SyncSlot:
+    __slots__ = ("done", "ok", "value")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.ok = False
+        self.value: Any = None
+
+    def resolve(self, ok: bool, value: Any) -> None:  # cond held; waiters get notify_all
+        self.ok = ok
+        self.value = value
+        self.done = True
+
+
+class _AsyncSlot:
+    __slots__ = ("loop", "future", "loop_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]") -> None:
+        self.loop = loop
+        self.future = future
+        self.loop_thread = threading.get_ident()
+
+    def resolve(self, ok: bool, value: Any) -> None:
+        if threading.get_ident() == self.loop_thread:
+            self._set(ok, value)
+        else:
+            self.loop.call_soon_threadsafe(self._set, ok, value)
+
+    def _set(self, ok: bool, value: Any) -> None:
+        if self.future.done():  # the awaiting task was cancelled
+            return
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(_host_error(value))
+
+
+def _host_error(value: Any) -> HostError:
+    if isinstance(value, list) and len(value) == 2:
+        return HostError(str(value[0]), str(value[1]))
+    return HostError("HostError", repr(value))
+
+
+def request(method: str, payload: Any = None) -> Any:
+    """Send a host request and wait for its reply (sync; any thread)."""
+    worker = _current()
+    slot = _SyncSlot()
+    request_id = worker.new_request(slot)
+    try:
+        body = protocol.build_host_request(
+            request_id, worker.call_id, method, payload, worker.codec
+        )
+        worker.channel.send(body)
+        on_main = threading.get_ident() == worker.main_ident
+        if on_main:
+            worker.channel.wait_for(
+                lambda: slot.done or worker.cancel_requested or worker.channel.eof
+            )
+            if not slot.done:
+                worker.check_cancelled_on_main()
+                if worker.channel.eof:
+                    raise EOFError("the supervisor closed the channel")
+                # cancelled, but not in a place where that can be raised: keep waiting
+                worker.channel.wait_for(lambda: slot.done)
+        else:
+            worker.channel.wait_for(lambda: slot.done)
+    except BaseException:
+        if not slot.done:
+            worker.drop_request(request_id)
+        raise
+    if slot.ok:
+        return slot.value
+    raise _host_error(slot.value)
+
+
+async def request_async(method: str, payload: Any = None) -> Any:
+    """Send a host request from async code and await its reply."""
+    worker = _current()
+    loop = asyncio.get_running_loop()
+    if loop is not worker.loop or worker.task is None:
+        # A loop of the plugin's own (asyncio.run inside a sync function): it does not
+        # watch our socket, so wait in a thread, which reads the reply itself.
+        return await loop.run_in_executor(None, request, method, payload)
+    future: "asyncio.Future[Any]" = loop.create_future()
+    request_id = worker.new_request(_AsyncSlot(loop, future))
+    try:
+        body = protocol.build_host_request(
+            request_id, worker.call_id, method, payload, worker.codec
+        )
+        worker.channel.send(body)
+        return await future
+    except BaseException:
+        worker.drop_request(request_id)
+        raise
+
+
+__all__ = ["request", "request_async", "HostError", "CallCancelled", "attach"]

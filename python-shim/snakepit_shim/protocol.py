@@ -1,0 +1,398 @@
+"""Frames and messages of the snakepit wire protocol, version 1.
+
+The one definition of the protocol is ``crates/snakepit-proto/PROTOCOL.md``; this module
+implements it and must not drift from it (the golden frames in ``fixtures/frames/`` pin
+both sides).
+
+A frame is a 4-byte big-endian unsigned length ``N`` followed by ``N`` bytes of MessagePack
+holding one array ``[type, ...fields]``. ``N = 0`` is invalid, and ``N`` is checked against
+the frame limit before anything is allocated for the body. Supervisor to worker: CALL (1),
+CANCEL (2), SHUTDOWN (3), HOST_REPLY (4), VALIDATE (5); worker to supervisor: HANDSHAKE (0),
+RESULT (16), EXCEPTION (17), LOG (18), HOST_REQUEST (19). The fork-server's control channel
+adds SPAWN (32), SPAWNED (33) and EXITED (34) (see ``forkserver.py``).
+
+This module has no I/O policy of its own: :class:`FrameBuffer` turns received bytes into
+frame bodies, the ``build_*`` functions turn messages into complete frames (length
+included), and :func:`parse` checks an incoming message's shape.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, List, NamedTuple, Optional, Tuple, Union
+
+from . import codec as _codec
+from .codec import Codec, EncodeError
+
+PROTOCOL_VERSION = 1
+DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
+
+# Supervisor to worker.
+CALL = 1
+CANCEL = 2
+SHUTDOWN = 3
+HOST_REPLY = 4
+VALIDATE = 5
+# Worker to supervisor.
+HANDSHAKE = 0
+RESULT = 16
+EXCEPTION = 17
+LOG = 18
+HOST_REQUEST = 19
+# Fork-server control channel.
+SPAWN = 32
+SPAWNED = 33
+EXITED = 34
+
+NAMES = {
+    CALL: "CALL",
+    CANCEL: "CANCEL",
+    SHUTDOWN: "SHUTDOWN",
+    HOST_REPLY: "HOST_REPLY",
+    VALIDATE: "VALIDATE",
+    HANDSHAKE: "HANDSHAKE",
+    RESULT: "RESULT",
+    EXCEPTION: "EXCEPTION",
+    LOG: "LOG",
+    HOST_REQUEST: "HOST_REQUEST",
+    SPAWN: "SPAWN",
+    SPAWNED: "SPAWNED",
+    EXITED: "EXITED",
+}
+
+_LEN = struct.Struct(">I")
+_int = _codec._int
+_str = _codec._str
+_float = _codec._float
+
+
+class ProtocolError(Exception):
+    """The peer sent something the protocol does not allow."""
+
+
+class FrameTooLarge(ProtocolError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds the frame limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# --------------------------------------------------------------------------------------
+# Framing
+# --------------------------------------------------------------------------------------
+
+
+class FrameBuffer:
+    """Accumulates received bytes and cuts them into frame bodies.
+
+    The length header is checked against ``limit`` as soon as its 4 bytes are in, before
+    the body is read or any room is made for it.
+    """
+
+    __slots__ = ("buf", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+
+    def next_frame(self) -> Optional[bytes]:
+        """The next complete frame body, or None when more bytes are needed."""
+        buf = self.buf
+        if len(buf) < 4:
+            return None
+        (n,) = _LEN.unpack_from(buf, 0)
+        if n == 0:
+            raise ProtocolError("frame of length 0")
+        if n > self.limit:
+            raise FrameTooLarge(n, self.limit)
+        end = 4 + n
+        if len(buf) < end:
+            return None
+        body = bytes(buf[4:end])
+        del buf[:end]
+        return body
+
+    def needed(self) -> int:
+        """How many more bytes complete the frame in hand (at least 1)."""
+        buf = self.buf
+        if len(buf) < 4:
+            return 4 - len(buf)
+        (n,) = _LEN.unpack_from(buf, 0)
+        if n > self.limit:
+            raise FrameTooLarge(n, self.limit)
+        return max(1, 4 + n - len(buf))
+
+    def pending_bytes(self) -> int:
+        return len(self.buf)
+
+
+def read_exactly(read: Any, n: int) -> bytes:
+    """Read exactly ``n`` bytes with ``read(k)``; EOFError says how many came."""
+    chunks: List[bytes] = []
+    got = 0
+    while got < n:
+        chunk = read(n - got)
+        if not chunk:
+            raise EOFError(f"connection closed after {got} of {n} bytes")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(read: Any, limit: int) -> bytes:
+    """Read one frame body from a blocking byte stream ``read(k)``.
+
+    The length is checked against ``limit`` before the body is read. EOFError (with the
+    byte counts) when the stream ends inside a frame; EOFError("end of stream") when it
+    ends cleanly between frames.
+    """
+    first = read(4)
+    if not first:
+        raise EOFError("end of stream")
+    header = first if len(first) == 4 else first + read_exactly(read, 4 - len(first))
+    (n,) = _LEN.unpack(header)
+    if n == 0:
+        raise ProtocolError("frame of length 0")
+    if n > limit:
+        raise FrameTooLarge(n, limit)
+    return read_exactly(read, n)
+
+
+def frame(body: bytes) -> bytes:
+    """A complete frame: length header then body."""
+    return _LEN.pack(len(body)) + body
+
+
+# --------------------------------------------------------------------------------------
+# Building messages (worker to supervisor). Each returns the body; envelopes are written
+# by hand from the scalar encoders (byte-identical to either codec's encoding of the same
+# array) so that only the free-form values go through the codec.
+# --------------------------------------------------------------------------------------
+
+
+def _opt_int(v: Optional[int]) -> bytes:
+    return b"\xc0" if v is None else _int(v)
+
+
+def _opt_str(v: Optional[str]) -> bytes:
+    return b"\xc0" if v is None else _str(v)
+
+
+def build_handshake(pid: int, python: str, codec_name: str) -> bytes:
+    return b"\x95\x00" + _int(PROTOCOL_VERSION) + _int(pid) + _str(python) + _str(codec_name)
+
+
+def build_result(call_id: int, value: Any, codec: Codec) -> bytes:
+    """RESULT body; EncodeError (path under ``result``) when ``value`` cannot cross."""
+    return b"\x93\x10" + _int(call_id) + codec.encode(value, "result")
+
+
+def build_result_nil(call_id: int) -> bytes:
+    return b"\x93\x10" + _int(call_id) + b"\xc0"
+
+
+def build_exception(call_id: int, kind: str, type_name: str, message: str, tb: str) -> bytes:
+    return (
+        b"\x96\x11"
+        + _int(call_id)
+        + _str(kind)
+        + _str(type_name)
+        + _str(message)
+        + _str(tb)
+    )
+
+
+def build_log(
+    call_id: Optional[int],
+    level: int,
+    logger: str,
+    message: str,
+    exc_text: Optional[str],
+    time: float,
+) -> bytes:
+    return (
+        b"\x97\x12"
+        + _opt_int(call_id)
+        + _int(level)
+        + _str(logger)
+        + _str(message)
+        + _opt_str(exc_text)
+        + _float(time)
+    )
+
+
+def build_host_request(
+    request_id: int, call_id: Optional[int], method: str, payload: Any, codec: Codec
+) -> bytes:
+    return (
+        b"\x95\x13"
+        + _int(request_id)
+        + _opt_int(call_id)
+        + _str(method)
+        + codec.encode(payload, "payload")
+    )
+
+
+def build_spawned(worker_id: int, pid: int) -> bytes:
+    return b"\x93\x21" + _int(worker_id) + _int(pid)
+
+
+def build_exited(pid: int, status: int) -> bytes:
+    return b"\x93\x22" + _int(pid) + _int(status)
+
+
+# Supervisor-side builders: used by the tests and the golden-frame generator.
+
+
+def build_call(call_id: int, reference: str, kwargs: dict, context: dict, codec: Codec) -> bytes:
+    return (
+        b"\x95\x01"
+        + _int(call_id)
+        + _str(reference)
+        + codec.encode(kwargs, "kwargs")
+        + codec.encode(context, "context")
+    )
+
+
+def build_cancel(call_id: int) -> bytes:
+    return b"\x92\x02" + _int(call_id)
+
+
+def build_shutdown() -> bytes:
+    return b"\x91\x03"
+
+
+def build_host_reply(request_id: int, ok: bool, value: Any, codec: Codec) -> bytes:
+    return b"\x94\x04" + _int(request_id) + (b"\xc3" if ok else b"\xc2") + codec.encode(value)
+
+
+def build_validate(
+    call_id: int, reference: str, kwargs: dict, context_keys: List[str], codec: Codec
+) -> bytes:
+    return (
+        b"\x95\x05"
+        + _int(call_id)
+        + _str(reference)
+        + codec.encode(kwargs, "kwargs")
+        + codec.encode(list(context_keys), "context_keys")
+    )
+
+
+def build_spawn(worker_id: int) -> bytes:
+    return b"\x92\x20" + _int(worker_id)
+
+
+# --------------------------------------------------------------------------------------
+# Parsing messages
+# --------------------------------------------------------------------------------------
+
+
+class Call(NamedTuple):
+    call_id: int
+    reference: str
+    kwargs: dict
+    context: dict
+
+
+class Cancel(NamedTuple):
+    call_id: int
+
+
+class Shutdown(NamedTuple):
+    pass
+
+
+class HostReply(NamedTuple):
+    request_id: int
+    ok: bool
+    value: Any
+
+
+class Validate(NamedTuple):
+    call_id: int
+    reference: str
+    kwargs: dict
+    context_keys: List[str]
+
+
+class Spawn(NamedTuple):
+    worker_id: int
+
+
+Message = Union[Call, Cancel, Shutdown, HostReply, Validate, Spawn]
+
+# type -> (class, field types); `int` excludes bool.
+_SHAPES = {
+    CALL: (Call, (int, str, dict, dict)),
+    CANCEL: (Cancel, (int,)),
+    SHUTDOWN: (Shutdown, ()),
+    HOST_REPLY: (HostReply, (int, bool, object)),
+    VALIDATE: (Validate, (int, str, dict, list)),
+    SPAWN: (Spawn, (int,)),
+}
+
+
+def parse(body: bytes, codec: Codec) -> Message:
+    """Decode a supervisor-to-worker message and check its shape (ProtocolError)."""
+    try:
+        msg = codec.decode(body)
+    except _codec.DecodeError as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    if type(msg) is list and len(msg) == 5 and msg[0] == CALL:  # the hot path
+        call_id, reference, kwargs, context = msg[1], msg[2], msg[3], msg[4]
+        if (
+            type(call_id) is int
+            and type(reference) is str
+            and type(kwargs) is dict
+            and type(context) is dict
+        ):
+            return Call(call_id, reference, kwargs, context)
+    if type(msg) is not list or not msg or type(msg[0]) is not int:
+        raise ProtocolError(f"frame is not a [type, ...] array: {_preview(msg)}")
+    shape = _SHAPES.get(msg[0])
+    if shape is None:
+        raise ProtocolError(f"unknown message type {msg[0]}")
+    cls, types = shape
+    fields = msg[1:]
+    if len(fields) != len(types):
+        raise ProtocolError(
+            f"{NAMES[msg[0]]} has {len(fields)} fields, expected {len(types)}"
+        )
+    for i, (value, want) in enumerate(zip(fields, types)):
+        if want is object:
+            continue
+        if type(value) is not want:
+            raise ProtocolError(
+                f"{NAMES[msg[0]]} field {i + 1} is {type(value).__name__}, expected {want.__name__}"
+            )
+    if msg[0] == HOST_REPLY and not fields[1]:
+        err = fields[2]
+        if not (type(err) is list and len(err) == 2 and all(type(x) is str for x in err)):
+            raise ProtocolError("HOST_REPLY error value is not [type, message]")
+    if msg[0] == VALIDATE and not all(type(k) is str for k in fields[3]):
+        raise ProtocolError("VALIDATE context_keys is not a list of str")
+    return cls(*fields)
+
+
+def _preview(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def encode_error_message(err: EncodeError) -> str:
+    return str(err)
+
+
+def split_frames(data: bytes, limit: int = DEFAULT_FRAME_LIMIT) -> Tuple[List[bytes], bytes]:
+    """Cut a byte string into complete frame bodies and the incomplete rest (for tests)."""
+    fb = FrameBuffer(limit)
+    fb.feed(data)
+    out: List[bytes] = []
+    while True:
+        body = fb.next_frame()
+        if body is None:
+            return out, bytes(fb.buf)
+        out.append(body)

@@ -1,0 +1,329 @@
+"""The worker loop: calls, validation, cancellation.
+
+One call at a time. A sync plugin function runs directly on the main thread (so that
+SIGUSR1 can interrupt it even when it is blocked in C); when it returns an awaitable (an
+``async def``), that runs as a task on the worker's one event loop, driven on the main
+thread by ``run_until_complete`` while the loop watches the socket with ``add_reader``.
+
+Cancellation. The supervisor sends CANCEL, then SIGUSR1 to the worker's pid.
+- The SIGUSR1 handler (main thread) reads what is waiting on the socket without blocking,
+  and raises :class:`CallCancelled` if a CANCEL for the call in hand is among it and the
+  main thread is in plugin code (a sync call, or a step of an async call's task). A
+  signal that lands while the main thread is inside a frame read or write is remembered
+  and honoured as soon as the frame is complete.
+- A CANCEL read by anybody else (the event loop's reader, a plugin thread waiting for a
+  host reply) cancels the task, or signals the main thread so that the same handler runs.
+- A stale CANCEL (another call id, no call) and a stray SIGUSR1 are ignored.
+Either way the answer is an EXCEPTION of kind ``cancelled``, and the worker stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+from . import protocol, references
+from .channel import Channel
+from .codec import Codec, EncodeError
+from .references import ReferenceProblem
+
+_SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
+_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
+
+
+class CallCancelled(BaseException):
+    """Raised inside a call that the supervisor cancelled (a BaseException, like
+    KeyboardInterrupt, so that ``except Exception`` in plugin code lets it through)."""
+
+
+class HostError(Exception):
+    """A host request answered with ``ok = false``: ``type`` and ``message`` from Rust."""
+
+    def __init__(self, type: str, message: str) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+
+
+class Worker:
+    def __init__(self, channel: Channel, codec: Codec, frame_limit: int) -> None:
+        self.channel = channel
+        self.codec = codec
+        self.frame_limit = frame_limit
+        self.call_id: Optional[int] = None
+        self.cancel_requested = False
+        self.cancellable = False  # the main thread is in a sync plugin function
+        self.task: Optional["asyncio.Task[Any]"] = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.pending: Dict[int, Any] = {}  # request_id -> slot with resolve(ok, value)
+        self.request_ids = itertools.count(1)
+        self.end_of_call: List[Callable[[], None]] = []  # e.g. flush partial stdout lines
+        self.main_ident = threading.main_thread().ident
+        channel.route = self._route
+        channel.on_deferred_signal = self._honour_signal
+        channel.on_eof = self._on_eof
+
+    # --------------------------------------------------------------------------- loop
+
+    def install_signal_handler(self) -> None:
+        signal.signal(signal.SIGUSR1, self._on_sigusr1)
+
+    def serve(self) -> int:
+        """Handle frames until SHUTDOWN or EOF (0); a protocol violation exits 3."""
+        inbox = self.channel.inbox
+        while True:
+            try:
+                self.channel.wait_for(lambda: bool(inbox))
+            except EOFError:
+                return 0
+            except protocol.ProtocolError as exc:
+                _stderr(f"snakepit worker: protocol violation from the supervisor: {exc}")
+                return 3
+            msg = inbox.popleft()
+            kind = type(msg)
+            try:
+                if kind is protocol.Call:
+                    self.run_call(msg)
+                elif kind is protocol.Validate:
+                    self.validate(msg)
+                elif kind is protocol.Shutdown:
+                    return 0
+                else:
+                    _stderr(f"snakepit worker: unexpected {kind.__name__} message")
+                    return 3
+            except (BrokenPipeError, ConnectionResetError):
+                return 0
+
+    # -------------------------------------------------------------------------- calls
+
+    def run_call(self, msg: protocol.Call) -> None:
+        self.call_id = msg.call_id
+        self.cancel_requested = False
+        try:
+            body = self._call_body(msg)
+            for flush in self.end_of_call:
+                flush()
+        finally:
+            self.cancellable = False
+            self.call_id = None
+            self.cancel_requested = False
+        self.channel.send(body)
+
+    def _call_body(self, msg: protocol.Call) -> bytes:
+        call_id = msg.call_id
+        try:
+            target = references.resolve(msg.reference)
+            args = references.bind(target, msg.kwargs, msg.context)
+        except ReferenceProblem as problem:
+            return protocol.build_exception(
+                call_id, "reference", problem.type_name, problem.message, problem.tb
+            )
+        try:
+            try:
+                self.cancellable = True
+                value = target.func(**args)
+                self.cancellable = False
+                if inspect.isawaitable(value):
+                    value = self._run_async(value)
+            finally:
+                self.cancellable = False
+        except CallCancelled:
+            return self._cancelled(call_id)
+        except asyncio.CancelledError as exc:
+            if self.cancel_requested:
+                return self._cancelled(call_id)
+            return self._raised(call_id, exc)
+        except BaseException as exc:  # the plugin's own, SystemExit included
+            return self._raised(call_id, exc)
+        return self._result(call_id, value)
+
+    def _result(self, call_id: int, value: Any) -> bytes:
+        try:
+            body = protocol.build_result(call_id, value, self.codec)
+        except EncodeError as err:
+            return protocol.build_exception(
+                call_id, "encode", "snakepit_shim.EncodeError", str(err), ""
+            )
+        if len(body) > self.frame_limit:
+            return protocol.build_exception(
+                call_id,
+                "encode",
+                "snakepit_shim.EncodeError",
+                f"the result frame of {len(body)} bytes exceeds the frame limit of"
+                f" {self.frame_limit} bytes",
+                "",
+            )
+        return body
+
+    def _cancelled(self, call_id: int) -> bytes:
+        return protocol.build_exception(
+            call_id, "cancelled", "snakepit_shim.CallCancelled", "the call was cancelled", ""
+        )
+
+    def _raised(self, call_id: int, exc: BaseException) -> bytes:
+        type_name = qualified_name(type(exc))
+        try:
+            message = str(exc)
+        except Exception:
+            message = f"<unprintable {type_name}>"
+        return protocol.build_exception(call_id, "raised", type_name, message, format_plugin_traceback(exc))
+
+    def _run_async(self, awaitable: Any) -> Any:
+        loop = self._event_loop()
+        coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
+        task = loop.create_task(coro)
+        self.task = task
+        fd = self.channel.fd
+        loop.add_reader(fd, self.channel.poll)
+        try:
+            if self.cancel_requested:
+                task.cancel()
+            return loop.run_until_complete(task)
+        finally:
+            loop.remove_reader(fd)
+            self.task = None
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None or self.loop.is_closed():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+        return self.loop
+
+    def validate(self, msg: protocol.Validate) -> None:
+        try:
+            target = references.resolve(msg.reference)
+            references.check(target, msg.kwargs, msg.context_keys)
+        except ReferenceProblem as problem:
+            body = protocol.build_exception(
+                msg.call_id, "reference", problem.type_name, problem.message, problem.tb
+            )
+        else:
+            body = protocol.build_result_nil(msg.call_id)
+        self.channel.send(body)
+
+    # -------------------------------------------------------------------- host requests
+
+    def new_request(self, slot: Any) -> int:
+        request_id = next(self.request_ids)
+        on_main = self.channel._enter()  # the SIGUSR1 handler must not wait for cond
+        try:
+            with self.channel.cond:
+                self.pending[request_id] = slot
+        finally:
+            self.channel._leave(on_main)
+        return request_id
+
+    def drop_request(self, request_id: int) -> None:
+        on_main = self.channel._enter()
+        try:
+            with self.channel.cond:
+                self.pending.pop(request_id, None)
+        finally:
+            self.channel._leave(on_main)
+
+    # --------------------------------------------------------------------- routing
+
+    def _route(self, msg: Any, on_main: bool) -> None:
+        """Called by whichever thread read ``msg``, with the channel's cond held."""
+        kind = type(msg)
+        if kind is protocol.HostReply:
+            slot = self.pending.pop(msg.request_id, None)
+            if slot is not None:
+                slot.resolve(msg.ok, msg.value)
+        elif kind is protocol.Cancel:
+            if msg.call_id == self.call_id and not self.cancel_requested:
+                self.cancel_requested = True
+                self._interrupt(on_main)
+        else:
+            self.channel.inbox.append(msg)
+
+    def _interrupt(self, on_main: bool) -> None:
+        task = self.task
+        loop = self.loop
+        if task is not None and loop is not None:
+            if on_main:
+                task.cancel()
+            else:
+                loop.call_soon_threadsafe(task.cancel)
+        if not on_main:
+            # The main thread may be blocked in C inside plugin code: let its handler run.
+            signal.pthread_kill(self.main_ident, signal.SIGUSR1)
+
+    def _on_eof(self, on_main: bool) -> None:
+        if self.call_id is not None:
+            self._interrupt(on_main)
+
+    # -------------------------------------------------------------------- signals
+
+    def _on_sigusr1(self, signum: int, frame: Any) -> None:
+        if self.channel.io_depth > 0:
+            self.channel.signal_pending = True
+            return
+        self._honour_signal()
+
+    def _honour_signal(self) -> None:
+        """Main thread, not inside a frame: raise CallCancelled if the call in hand was
+        cancelled and we are in plugin code."""
+        if self.call_id is None:
+            return
+        if not self.cancel_requested and not self.channel.eof:
+            self.channel.poll()
+        if not (self.cancel_requested or self.channel.eof):
+            return
+        if self.task is None:
+            if self.cancellable:
+                raise CallCancelled()
+        elif self.loop is not None and asyncio.current_task(self.loop) is not None:
+            raise CallCancelled()
+
+    def check_cancelled_on_main(self) -> None:
+        """After a wait on the main thread: raise if the call in hand was cancelled."""
+        if self.call_id is not None and (self.cancel_requested or self.channel.eof):
+            if self.task is None or (
+                self.loop is not None and asyncio.current_task(self.loop) is not None
+            ):
+                raise CallCancelled()
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def qualified_name(cls: type) -> str:
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    if not module or module == "builtins":
+        return qualname
+    return f"{module}.{qualname}"
+
+
+def format_plugin_traceback(exc: BaseException) -> str:
+    """The formatted traceback with its chain, without the shim's and asyncio's frames
+    at the top."""
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        if not (filename.startswith(_SHIM_DIR) or filename.startswith(_ASYNCIO_DIR)):
+            break
+        tb = tb.tb_next
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception as fmt_exc:  # a broken __str__ somewhere in the chain
+        return f"<traceback could not be formatted: {type(fmt_exc).__name__}>"
+
+
+def _stderr(line: str) -> None:
+    stream = sys.__stderr__
+    if stream is not None:
+        try:
+            stream.write(line + "\n")
+            stream.flush()
+        except OSError:
+            pass

@@ -1,0 +1,340 @@
+"""The real worker process driven by the fake supervisor of conftest.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import CODEC, DEADLINE, start_worker, spawn_on_fd3, worker_command
+from snakepit_shim import protocol
+
+RESULT, EXCEPTION, LOG = protocol.RESULT, protocol.EXCEPTION, protocol.LOG
+
+
+def test_handshake(plugins):
+    sup = start_worker(plugins)
+    try:
+        msg = sup.recv()
+        assert msg[:3] == [protocol.HANDSHAKE, 1, sup.proc.pid]
+        assert msg[3] == "%d.%d.%d" % sys.version_info[:3]
+        assert msg[4] == CODEC.name  # SNAKEPIT_SHIM_CODEC=stdlib is inherited
+        assert sup.shutdown() == 0
+    finally:
+        sup.close()
+
+
+# ------------------------------------------------------------------------- calls
+
+
+def test_sync_call_with_context_and_kwargs(shared_worker):
+    msg = shared_worker.call("billing.invoicing:run", {"period": "2026-05"},
+                             {"job_id": "j1", "period": "context-loses"})
+    assert msg == [RESULT, shared_worker.next_call,
+                   {"period": "2026-05", "dry_run": False, "ctx": ["job_id"]}]
+
+
+def test_function_without_var_kwargs_gets_only_declared_context(shared_worker):
+    msg = shared_worker.call("billing.invoicing:strict", {"period": "p"},
+                             {"job_id": "j", "run_id": "r", "connectors": None})
+    assert msg[2] == ["p", "j"]
+
+
+def test_async_call(shared_worker):
+    assert shared_worker.call("billing.invoicing:arun", {"n": 21})[2] == {"n": 42}
+    assert shared_worker.call("billing.invoicing:arun", {"n": 1})[2] == {"n": 2}  # loop reused
+
+
+@pytest.mark.parametrize("reference,kwargs,context,type_name,fragment", [
+    ("billing.invoicing:strict", {"period": "p", "extra": 1}, {}, "TypeError",
+     "got an unexpected keyword argument 'extra' (it accepts: period, job_id)"),
+    ("billing.invoicing:strict", {}, {"job_id": "j"}, "TypeError",
+     "missing the required parameter 'period'"),
+    ("billing.nothing:run", {}, {}, "ModuleNotFoundError", "no module named 'billing.nothing'"),
+    ("nowhere.at.all:run", {}, {}, "ModuleNotFoundError", "no module named 'nowhere'"),
+    ("billing.invoicing:absent", {}, {}, "AttributeError", "has no attribute 'absent'"),
+    ("billing.invoicing:not_callable", {}, {}, "TypeError", "not callable"),
+    ("billing.invoicing", {}, {}, "ValueError", "not of the form 'package.module:function'"),
+    ("broken:f", {}, {}, "SyntaxError", "importing 'broken' failed: SyntaxError"),
+    ("raises_on_import:f", {}, {}, "RuntimeError", "import-time failure"),
+])
+def test_reference_errors(shared_worker, reference, kwargs, context, type_name, fragment):
+    msg = shared_worker.call(reference, kwargs, context)
+    assert msg[0] == EXCEPTION and msg[2] == "reference", msg
+    assert msg[3] == type_name
+    assert fragment in msg[4]
+
+
+def test_import_failure_carries_its_traceback(shared_worker):
+    msg = shared_worker.call("raises_on_import:f")
+    assert "RuntimeError: import-time failure" in msg[5]
+    assert "raises_on_import.py" in msg[5]
+
+
+def test_exception_with_chained_traceback(shared_worker):
+    msg = shared_worker.call("billing.invoicing:chained")
+    _, _, kind, type_name, message, tb = msg
+    assert (kind, type_name, message) == ("raised", "ValueError", "bad period")
+    assert "KeyError: 'missing'" in tb
+    assert "The above exception was the direct cause of the following exception" in tb
+    assert tb.rstrip().endswith("ValueError: bad period")
+    assert "snakepit_shim" not in tb  # the shim's own frames are cut
+
+
+def test_exception_type_is_qualified(shared_worker):
+    msg = shared_worker.call("billing.invoicing:custom")
+    assert msg[3] == "billing.invoicing.Oops" and msg[4] == "custom"
+
+
+def test_system_exit_in_a_plugin_does_not_end_the_worker(shared_worker):
+    msg = shared_worker.call("billing.invoicing:exits")
+    assert msg[2:5] == ["raised", "SystemExit", "5"]
+    assert shared_worker.call("billing.invoicing:identity", {"value": 1})[2] == 1
+
+
+def test_encode_error_names_the_path(shared_worker):
+    msg = shared_worker.call("billing.invoicing:bad_result")
+    assert msg[2] == "encode"
+    assert msg[4] == 'result["rows"][3]["when"]: set is not a wire type'
+
+
+def test_every_value_type_round_trips_through_a_call(shared_worker):
+    from golden_values import GOLDEN
+
+    for name in ("result-scalars", "result-long"):
+        value = dict(GOLDEN)[name][2]
+        assert shared_worker.call("billing.invoicing:identity", {"value": value})[2] == value
+
+
+def test_result_over_the_frame_limit(plugins):
+    sup = start_worker(plugins, frame_limit=65536)
+    try:
+        assert sup.recv()[0] == protocol.HANDSHAKE
+        msg = sup.call("billing.invoicing:big_result", {"size": 70000})
+        assert msg[2] == "encode"
+        assert "exceeds the frame limit of 65536 bytes" in msg[4] and "700" in msg[4]
+        assert sup.call("billing.invoicing:big_result", {"size": 100})[2] == b"x" * 100
+    finally:
+        sup.close()
+
+
+# ------------------------------------------------------------------------- logs
+
+
+def test_log_records_are_tagged_with_the_call(shared_worker):
+    shared_worker.logs.clear()
+    msg = shared_worker.call("billing.invoicing:run", {"period": "p"})
+    (log,) = [m for m in shared_worker.logs if m[3] == "billing.invoicing"]
+    assert log[:6] == [LOG, msg[1], 20, "billing.invoicing", "drafts=3", None]
+    assert abs(log[6] - time.time()) < 60
+
+
+def test_logged_exception_text(shared_worker):
+    shared_worker.logs.clear()
+    shared_worker.call("billing.invoicing:logs_exception")
+    (log,) = shared_worker.logs
+    assert log[2] == 40 and log[4] == "it broke"
+    assert "ZeroDivisionError" in log[5]
+
+
+def test_prints_become_log_lines(shared_worker):
+    shared_worker.logs.clear()
+    msg = shared_worker.call("billing.invoicing:printer", {"n": 3})
+    lines = [(m[1], m[2], m[3], m[4]) for m in shared_worker.logs]
+    call_id = msg[1]
+    assert lines == [
+        (call_id, 20, "stdout", "line 0"),
+        (call_id, 20, "stdout", "line 1"),
+        (call_id, 20, "stdout", "line 2"),
+        (call_id, 30, "stderr", "err line"),
+        (call_id, 20, "stdout", "partial"),  # flushed at the end of the call
+    ]
+
+
+def test_a_hundred_thousand_lines(shared_worker):
+    shared_worker.logs.clear()
+    msg = shared_worker.call("billing.invoicing:printer", {"n": 100_000}, timeout=60)
+    assert msg[2] == 100_000
+    assert len(shared_worker.logs) == 100_002
+    assert shared_worker.logs[99_999][4] == "line 99999"
+
+
+# ------------------------------------------------------------------------- cancel
+
+
+def _wait_started(sup, call_id):
+    """No frame announces that a call has started: give it a moment, bounded."""
+    time.sleep(0.2)
+    assert sup.proc.poll() is None
+
+
+def test_cancel_sync_call_in_sleep(shared_worker):
+    call_id = shared_worker.start_call("billing.invoicing:sleeper", {"seconds": 60})
+    _wait_started(shared_worker, call_id)
+    started = time.monotonic()
+    shared_worker.cancel(call_id)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+    assert time.monotonic() - started < 2
+    assert shared_worker.call("billing.invoicing:identity", {"value": "still here"})[2] == "still here"
+
+
+def test_cancel_async_call_in_sleep(shared_worker):
+    call_id = shared_worker.start_call("billing.invoicing:asleeper", {"seconds": 60})
+    _wait_started(shared_worker, call_id)
+    shared_worker.cancel(call_id)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+    assert shared_worker.call("billing.invoicing:arun", {"n": 2})[2] == {"n": 4}
+
+
+def test_cancel_frame_alone_cancels_an_async_call(shared_worker):
+    call_id = shared_worker.start_call("billing.invoicing:asleeper", {"seconds": 60})
+    _wait_started(shared_worker, call_id)
+    shared_worker.send(protocol.build_cancel(call_id))  # no signal
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[2] == "cancelled"
+
+
+def test_cancel_while_waiting_for_a_host_reply(shared_worker):
+    call_id = shared_worker.start_call("hosty:sleep_in_host")
+    shared_worker.auto_echo = False
+    try:
+        req = shared_worker.recv_until((protocol.HOST_REQUEST,))
+        assert req[2:4] == [call_id, "hang"]
+        shared_worker.cancel(call_id)
+        msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+        assert msg[1] == call_id and msg[2] == "cancelled"
+    finally:
+        shared_worker.auto_echo = True
+    # the late reply to the abandoned request is ignored
+    shared_worker.send(protocol.build_host_reply(req[1], True, None, CODEC))
+    assert shared_worker.call("hosty:sync_echo", {"x": 5})[2] == {"x": 5}
+
+
+def test_stale_cancel_and_stray_signal_are_ignored(shared_worker):
+    shared_worker.send(protocol.build_cancel(999_999))
+    os.kill(shared_worker.proc.pid, signal.SIGUSR1)
+    call_id = shared_worker.start_call("billing.invoicing:sleeper", {"seconds": 0.5})
+    _wait_started(shared_worker, call_id)
+    shared_worker.send(protocol.build_cancel(call_id - 1))  # another call's id
+    os.kill(shared_worker.proc.pid, signal.SIGUSR1)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg == [RESULT, call_id, "woke"]
+
+
+# ------------------------------------------------------------------------- host requests
+
+
+@pytest.mark.parametrize("reference,expected", [
+    ("hosty:sync_echo", {"x": 1}),
+    ("hosty:async_echo", {"x": 1}),
+    ("hosty:sync_inside_async", {"x": 1}),
+    ("hosty:gathered", [0, 1, 2, 3, 4]),
+    ("hosty:from_threads", [0, 1, 2, 3]),
+    ("hosty:threads_in_async", ["loop", 0, 1, 2, 3]),
+    ("hosty:own_loop", "own"),
+    ("hosty:unknown", ["UnknownMethod", "no handler for 'nope'"]),
+])
+def test_host_requests(shared_worker, reference, expected):
+    shared_worker.host_requests.clear()
+    msg = shared_worker.call(reference)
+    assert msg == [RESULT, shared_worker.next_call, expected]
+    ids = [r[1] for r in shared_worker.host_requests]
+    assert len(ids) == len(set(ids)) >= 1
+    assert all(r[2] == msg[1] for r in shared_worker.host_requests)
+
+
+def test_several_async_requests_are_in_flight_at_once(shared_worker):
+    shared_worker.auto_echo = False
+    try:
+        call_id = shared_worker.start_call("hosty:gathered", {"n": 3})
+        requests = [shared_worker.recv_until((protocol.HOST_REQUEST,)) for _ in range(3)]
+        for req in reversed(requests):  # answered out of order
+            shared_worker.answer(req)
+        msg = shared_worker.recv_until((RESULT, EXCEPTION))
+    finally:
+        shared_worker.auto_echo = True
+    assert msg == [RESULT, call_id, [0, 1, 2]]
+
+
+# ------------------------------------------------------------------------- validate
+
+
+@pytest.mark.parametrize("reference,kwargs,context_keys,fragment", [
+    ("billing.invoicing:run", {"period": "2026-05"}, ["connectors", "run_id"], None),
+    ("billing.invoicing:run", {}, ["period"], None),
+    ("billing.invoicing:run", {}, ["run_id"], "missing the required parameter 'period'"),
+    ("billing.invoicing:strict", {"period": "p", "run_id": "r"}, [],
+     "unexpected keyword argument 'run_id'"),
+    ("billing.invoicing:run", {"period": 2026}, [],
+     "kwarg 'period' = 2026 (int) does not match the annotation 'str'"),
+    ("billing.invoicing:run", {"period": "p", "dry_run": "no"}, [], "annotation 'bool'"),
+    ("annotated:run", {"period": "p", "count": None, "ratio": 2, "flag": True, "opts": {},
+                       "items": ["a"], "maybe": 3, "anything": {1, 2}.__class__.__name__}, [], None),
+    ("annotated:run", {"period": "p", "count": "3"}, [], "annotation 'int | None'"),
+    ("annotated:run", {"period": "p", "ratio": "x"}, [], "annotation 'float'"),
+    ("annotated:run", {"period": "p", "opts": []}, [], "annotation 'dict | None'"),
+    ("annotated:run", {"period": "p", "items": {}}, [], "annotation 'list[str] | None'"),
+    ("annotated:run", {"period": "p", "maybe": 1.5}, [], "annotation 'Optional[int]'"),
+    ("annotated:run", {"period": "p", "count": True}, [], "annotation 'int | None'"),
+    ("nowhere:run", {}, [], "no module named 'nowhere'"),
+])
+def test_validate(shared_worker, reference, kwargs, context_keys, fragment):
+    msg = shared_worker.validate(reference, kwargs, context_keys)
+    if fragment is None:
+        assert msg == [RESULT, shared_worker.next_call, None]
+    else:
+        assert msg[0] == EXCEPTION and msg[2] == "reference", msg
+        assert fragment in msg[4], msg[4]
+
+
+# ------------------------------------------------------------------------- lifecycle
+
+
+def test_shutdown_exits_zero(worker):
+    assert worker.shutdown() == 0
+
+
+def test_eof_exits_zero(worker):
+    worker.sock.shutdown(socket.SHUT_WR)
+    assert worker.proc.wait(DEADLINE) == 0
+
+
+def test_protocol_version_mismatch_exits_two(plugins):
+    ours, theirs = socket.socketpair()
+    proc = spawn_on_fd3(worker_command(plugins, protocol_version=2), theirs)
+    theirs.close()
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == 2
+        assert b"protocol 2" in err and err.count(b"\n") == 1
+    finally:
+        ours.close()
+
+
+def test_garbage_from_the_supervisor_exits_three(worker):
+    worker.sock.sendall(protocol.frame(b"\x92\x63\x01"))  # unknown type 99
+    assert worker.proc.wait(DEADLINE) == 3
+    assert b"unknown message type 99" in worker.proc.stderr.read()
+
+
+def test_sys_path_puts_plugins_first_and_drops_cwd(plugins, tmp_path):
+    (tmp_path / "billing").mkdir()
+    (tmp_path / "billing" / "__init__.py").write_text("raise RuntimeError('cwd shadowed plugins')\n")
+    ours, theirs = socket.socketpair()
+    proc = spawn_on_fd3(worker_command(plugins), theirs, cwd=str(tmp_path))
+    theirs.close()
+    from conftest import Supervisor
+
+    sup = Supervisor(proc, ours)
+    try:
+        assert sup.recv()[0] == protocol.HANDSHAKE
+        assert sup.call("billing.invoicing:identity", {"value": 1})[2] == 1
+    finally:
+        sup.close()

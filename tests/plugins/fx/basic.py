@@ -1,0 +1,32 @@
+"""Well-behaved fixture plugins."""
+import asyncio
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def add(*, a: int, b: int) -> dict:
+    return {"sum": a + b}
+
+
+async def add_async(*, a: int, b: int) -> dict:
+    await asyncio.sleep(0)
+    return {"sum": a + b}
+
+
+def ping(**ctx):
+    return None
+
+
+def chatty(*, n: int = 3, **ctx) -> dict:
+    for i in range(n):
+        log.info("record %d", i)
+        print(f"printed {i}")
+    return {"n": n}
+
+
+def fail(*, message: str = "boom") -> None:
+    try:
+        raise KeyError("inner")
+    except KeyError as e:
+        raise ValueError(message) from e
