@@ -1,0 +1,198 @@
+//! `snakepit bench REF`: many calls through the pool; latency percentiles and rate.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use snakepit::{Call, CallError, Map};
+
+use crate::apps::Apps;
+use crate::call::{json_map, report_error};
+use crate::error::CliError;
+
+pub struct Options {
+    pub calls: u64,
+    pub concurrency: Option<usize>,
+    pub workers: Option<usize>,
+    pub json: bool,
+}
+
+/// The `--json` summary (SPEC §7).
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    calls: u64,
+    ok: u64,
+    errors: Errors,
+    p50_us: u64,
+    p99_us: u64,
+    calls_per_sec: f64,
+    workers_restarted: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Errors {
+    raised: u64,
+    timeout: u64,
+    crashed: u64,
+    overloaded: u64,
+    cancelled: u64,
+}
+
+impl Errors {
+    fn count(&mut self, e: &CallError) {
+        match e.kind() {
+            "raised" | "reference" => self.raised += 1,
+            "timeout" => self.timeout += 1,
+            "crashed" => self.crashed += 1,
+            "overloaded" => self.overloaded += 1,
+            _ => self.cancelled += 1,
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.raised + self.timeout + self.crashed + self.overloaded + self.cancelled
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as u64
+}
+
+pub async fn run(
+    apps: &Apps,
+    reference: &str,
+    kwargs: Option<&str>,
+    opts: Options,
+) -> Result<ExitCode, CliError> {
+    let kwargs: Arc<Map> = Arc::new(json_map("--kwargs", kwargs)?);
+    let mut builder = apps.pool_builder();
+    if let Some(w) = opts.workers {
+        builder = builder.workers(w);
+    }
+    // A bench keeps every call it makes: the queue must hold them all.
+    let concurrency = opts
+        .concurrency
+        .or(opts.workers)
+        .or(apps.runtime.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let pool = builder
+        .queue_limit(concurrency.max(1024))
+        .build()
+        .await
+        .map_err(|e| CliError::Pool(format!("{e} (interpreter: {})", apps.python.display())))?;
+    // Load the plugin once: a bad reference is an error, not ten thousand of them.
+    if let Err(e) = pool
+        .submit(Call::new(reference).kwargs((*kwargs).clone()))
+        .await
+    {
+        if matches!(e, CallError::BadReference { .. }) {
+            return Ok(ExitCode::from(report_error(reference, &e)));
+        }
+    }
+    let restarts_before = pool.status().restarts;
+    let bar = ProgressBar::new(opts.calls);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} calls [{bar:30}] {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency.max(1) {
+        let (pool, next, kwargs, bar, reference) = (
+            pool.clone(),
+            next.clone(),
+            kwargs.clone(),
+            bar.clone(),
+            reference.to_owned(),
+        );
+        let calls = opts.calls;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = Errors::default();
+            while next.fetch_add(1, Ordering::Relaxed) < calls {
+                let t = Instant::now();
+                match pool
+                    .submit(Call::new(reference.as_str()).kwargs((*kwargs).clone()))
+                    .await
+                {
+                    Ok(_) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                    Err(e) => errors.count(&e),
+                }
+                bar.inc(1);
+            }
+            (lat, errors)
+        }));
+    }
+    let mut lat = Vec::with_capacity(opts.calls as usize);
+    let mut errors = Errors::default();
+    for t in tasks {
+        let (l, e) = t
+            .await
+            .map_err(|e| CliError::Pool(format!("a bench task failed: {e}")))?;
+        lat.extend(l);
+        errors.raised += e.raised;
+        errors.timeout += e.timeout;
+        errors.crashed += e.crashed;
+        errors.overloaded += e.overloaded;
+        errors.cancelled += e.cancelled;
+    }
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    let workers_restarted = pool.status().restarts - restarts_before;
+    pool.shutdown(Duration::from_secs(5)).await;
+    lat.sort_unstable();
+    let s = Summary {
+        calls: opts.calls,
+        ok: lat.len() as u64,
+        p50_us: percentile(&lat, 0.50),
+        p99_us: percentile(&lat, 0.99),
+        calls_per_sec: ((lat.len() as u64 + errors.total()) as f64 / elapsed.as_secs_f64() * 10.0)
+            .round()
+            / 10.0,
+        errors,
+        workers_restarted,
+    };
+    let accounted = s.ok + s.errors.total() == s.calls;
+    if opts.json {
+        println!(
+            "{}",
+            serde_json::to_string(&s).map_err(|e| CliError::Pool(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{reference}: {} calls, {} ok, {} errors ({} raised, {} timeout, {} crashed, {} overloaded, {} cancelled)",
+            s.calls, s.ok, s.errors.total(), s.errors.raised, s.errors.timeout, s.errors.crashed, s.errors.overloaded, s.errors.cancelled
+        );
+        println!(
+            "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted",
+            s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted
+        );
+    }
+    Ok(if accounted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!((percentile(&v, 0.5), percentile(&v, 0.99)), (50, 99));
+        assert_eq!(percentile(&[], 0.5), 0);
+        assert_eq!(percentile(&[7], 0.99), 7);
+    }
+}

@@ -1,0 +1,121 @@
+//! `snakepit call REF`: one call in a fresh worker; the result as JSON on stdout.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use snakepit::{Call, CallError, LogRecord, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::apps::Apps;
+use crate::error::CliError;
+
+/// Parses a `--kwargs`/`--ctx` flag: a JSON object.
+pub fn json_map(flag: &str, text: Option<&str>) -> Result<Map, CliError> {
+    let Some(text) = text else {
+        return Ok(Map::new());
+    };
+    let usage = |why: String| {
+        CliError::Usage(format!(
+            "{flag} must be a JSON object such as '{{\"period\": \"2026-05\"}}': {why}"
+        ))
+    };
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| usage(e.to_string()))?;
+    match Value::from_json(&json) {
+        Value::Map(m) => Ok(m),
+        other => Err(usage(format!("got a {}", other.type_name()))),
+    }
+}
+
+/// Prints a plugin's log record on stderr.
+pub fn print_log(rec: &LogRecord, quiet: bool) {
+    if quiet && rec.level < 30 {
+        return;
+    }
+    let level = match rec.level {
+        l if l >= 50 => "CRITICAL",
+        l if l >= 40 => "ERROR",
+        l if l >= 30 => "WARNING",
+        l if l >= 20 => "INFO",
+        _ => "DEBUG",
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = match rec.logger.as_str() {
+        "stdout" | "stderr" | "fd.stdout" | "fd.stderr" => writeln!(err, "{}", rec.message),
+        logger => writeln!(err, "{level} {logger}: {}", rec.message),
+    };
+    if let Some(exc) = &rec.exc_text {
+        let _ = writeln!(err, "{exc}");
+    }
+}
+
+/// The exit code and the stderr report of a failed call (SPEC §7).
+pub fn report_error(reference: &str, e: &CallError) -> u8 {
+    match e {
+        CallError::Raised(exc) => {
+            eprint!("{}", exc.traceback);
+            if !exc.traceback.ends_with('\n') {
+                eprintln!();
+            }
+            eprintln!(
+                "snakepit: {reference} raised {}: {}",
+                exc.type_name, exc.message
+            );
+            1
+        }
+        CallError::Unserializable(_) => {
+            eprintln!("snakepit: {reference}: {e}");
+            1
+        }
+        CallError::BadReference { .. } => {
+            eprintln!("snakepit: {e}");
+            2
+        }
+        _ => {
+            eprintln!("snakepit: {reference}: {e}");
+            3
+        }
+    }
+}
+
+pub async fn run(
+    apps: &Apps,
+    reference: &str,
+    kwargs: Option<&str>,
+    ctx: Option<&str>,
+    timeout: Option<Duration>,
+    quiet: bool,
+) -> Result<ExitCode, CliError> {
+    let kwargs = json_map("--kwargs", kwargs)?;
+    let context = json_map("--ctx", ctx)?;
+    let pool = apps
+        .pool_builder()
+        .workers(1)
+        .build()
+        .await
+        .map_err(|e| CliError::Pool(format!("{e} (interpreter: {})", apps.python.display())))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut call = Call::new(reference)
+        .kwargs(kwargs)
+        .context(context)
+        .logs(tx);
+    if let Some(t) = timeout {
+        call = call.timeout(t);
+    }
+    let printer = tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            print_log(&rec, quiet);
+        }
+    });
+    let result = pool.submit(call).await;
+    pool.shutdown(Duration::from_secs(2)).await;
+    drop(pool);
+    let _ = printer.await;
+    match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
+        Ok(json) => {
+            println!("{json}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Ok(ExitCode::from(report_error(reference, &e))),
+    }
+}

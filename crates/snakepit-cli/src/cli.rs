@@ -1,0 +1,124 @@
+//! Flags and subcommands (SPEC §7).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "snakepit",
+    version,
+    about = "Run Python plugins in supervised CPython workers"
+)]
+pub struct Args {
+    /// The apps dir (default: $LIBERTY_APPS_DIR, else the working directory).
+    #[arg(long, global = true, env = "LIBERTY_APPS_DIR", value_name = "DIR")]
+    pub apps: Option<PathBuf>,
+    /// The worker interpreter (default: [runtime] python in app.toml, $SNAKEPIT_PYTHON,
+    /// <apps>/.venv/bin/python, ./.venv/bin/python, python3).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More tracing output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr (plugin log lines below WARNING are dropped too).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call a plugin once; its result as JSON on stdout.
+    Call {
+        /// "module.path:function"
+        reference: String,
+        /// The call's kwargs, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        kwargs: Option<String>,
+        /// The runtime context, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        ctx: Option<String>,
+        /// Call timeout, e.g. 30s, 2m (default: [runtime] call_timeout, else 30s).
+        #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+        timeout: Option<Duration>,
+        /// Call through the running `snakepit serve` of this apps dir.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Load a plugin through the pool and call it many times; report latency and rate.
+    Bench {
+        /// "module.path:function"
+        reference: String,
+        /// The kwargs of every call, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        kwargs: Option<String>,
+        /// How many calls in all.
+        #[arg(long, default_value_t = 10_000)]
+        calls: u64,
+        /// How many calls in flight at once (default: the number of workers).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Worker processes (default: [runtime] workers, else the CPU count).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"))
+}
+
+pub async fn run(args: Args) -> Result<ExitCode, CliError> {
+    let apps = crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref())?;
+    match args.command {
+        Command::Call {
+            reference,
+            kwargs,
+            ctx,
+            timeout,
+            remote,
+        } => {
+            if remote {
+                return Err(CliError::Usage(
+                    "--remote needs a running `snakepit serve`, which this version does not have yet; \
+                     drop --remote to call the plugin in a local worker"
+                        .into(),
+                ));
+            }
+            crate::call::run(
+                &apps,
+                &reference,
+                kwargs.as_deref(),
+                ctx.as_deref(),
+                timeout,
+                args.quiet,
+            )
+            .await
+        }
+        Command::Bench {
+            reference,
+            kwargs,
+            calls,
+            concurrency,
+            workers,
+        } => {
+            let opts = crate::bench::Options {
+                calls,
+                concurrency,
+                workers,
+                json: args.json,
+            };
+            crate::bench::run(&apps, &reference, kwargs.as_deref(), opts).await
+        }
+    }
+}

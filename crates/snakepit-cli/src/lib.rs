@@ -1,0 +1,56 @@
+//! The `snakepit` command line: a thin layer over the `snakepit` crate that reads an
+//! install's TOML files, maps errors to the exit codes of the product contract, and
+//! keeps stdout for machine output only (plugin logs and progress go to stderr).
+
+mod apps;
+mod bench;
+mod call;
+mod cli;
+mod error;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+pub use error::CliError;
+
+/// Parses the command line, runs the command, and returns its exit code.
+pub fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    init_tracing(args.verbose, args.quiet);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("snakepit: failed to start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match rt.block_on(cli::run(args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("snakepit: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SNAKEPIT_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},snakepit::plugin=off"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 1)
+        .init();
+}
