@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: the Rust workspace (unit, golden-frame and integration tests, which
+# spawn real CPython workers) and the shim's pytest suite, once with the msgpack C
+# extension and once with the stdlib codec. Needs only cargo and python3: pytest and
+# msgpack go into a venv under target/ that this script makes itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+venv=target/pyvenv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpack' 2>/dev/null; then
+    echo "== making $venv (pytest, msgpack)"
+    "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --no-fail-fast
+    cargo test --workspace --doc
+else
+    cargo test --workspace --no-fail-fast
+fi
+
+echo "== shim tests (msgpack C extension)"
+"$venv/bin/python" -m pytest -q python-shim/tests
+echo "== shim tests (stdlib codec)"
+SNAKEPIT_SHIM_CODEC=stdlib "$venv/bin/python" -m pytest -q python-shim/tests
