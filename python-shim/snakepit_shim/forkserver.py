@@ -8,7 +8,7 @@ then serves these frames (same framing and codec as PROTOCOL.md):
 
 | type | name    | direction            | fields |
 |------|---------|----------------------|--------|
-| 32   | SPAWN   | supervisor -> server | ``worker_id: int``; exactly one fd (the worker's end of a new socketpair) rides on the same ``sendmsg`` as SCM_RIGHTS |
+| 32   | SPAWN   | supervisor -> server | ``worker_id: int``; exactly three fds ride on the same ``sendmsg`` as SCM_RIGHTS: the worker's end of a new socketpair, then the write ends of its stdout and stderr pipes |
 | 33   | SPAWNED | server -> supervisor | ``worker_id: int``, ``pid: int`` |
 | 34   | EXITED  | server -> supervisor | ``pid: int``, ``status: int`` (the raw wait status from ``waitpid``) |
 | 3    | SHUTDOWN| supervisor -> server | (none) |
@@ -19,9 +19,11 @@ is already gone, closes the control socket, resets the signal handlers and serve
 worker on the received fd, starting with its own HANDSHAKE there.
 
 The template reaps its children on SIGCHLD (the handler only wakes the main loop through a
-wakeup fd; ``waitpid(-1, WNOHANG)`` runs in the loop) and reports each with EXITED. It exits
-at EOF on the control socket at once (its children then die of their parent-death signal),
-and after SHUTDOWN once every child has exited and been reported.
+wakeup fd; ``waitpid(-1, WNOHANG)`` runs in the loop) and reports each with EXITED. At EOF
+on the control socket, or on SIGTERM (its parent-death signal: the supervisor is gone), it
+SIGKILLs the process group of every child it has (so that a plugin's subprocesses die
+too, not only the worker), then exits; after SHUTDOWN it exits once every child has
+exited and been reported.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ def serve(opts: argparse.Namespace) -> int:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
+    terminated = []
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.append(signum))
     signal.set_wakeup_fd(wake_w)
 
     gc.freeze()
@@ -93,6 +97,9 @@ def serve(opts: argparse.Namespace) -> int:
     shutting_down = False
 
     while True:
+        if terminated:
+            _kill_groups(children)
+            return 0
         _reap(ctrl, children)
         if shutting_down and not children:
             return 0
@@ -112,7 +119,8 @@ def serve(opts: argparse.Namespace) -> int:
             sys.stderr.write("snakepit fork-server: too many fds in one message\n")
             return 3
         if not data:
-            return 0  # the supervisor is gone; our children follow via PDEATHSIG
+            _kill_groups(children)  # the supervisor is gone: so is everything we started
+            return 0
         frames.feed(data)
         while True:
             try:
@@ -124,12 +132,13 @@ def serve(opts: argparse.Namespace) -> int:
                 sys.stderr.write(f"snakepit fork-server: protocol violation: {exc}\n")
                 return 3
             if type(msg) is protocol.Spawn:
-                if not fds:
-                    sys.stderr.write("snakepit fork-server: SPAWN arrived without an fd\n")
+                if len(fds) < 3:
+                    sys.stderr.write("snakepit fork-server: SPAWN arrived without its 3 fds\n")
                     return 3
-                fd = fds.popleft()
-                pid = _spawn(msg.worker_id, fd, opts, ctrl, (wake_r, wake_w), template_pid)
-                os.close(fd)
+                worker_fds = (fds.popleft(), fds.popleft(), fds.popleft())
+                pid = _spawn(msg.worker_id, worker_fds, opts, ctrl, (wake_r, wake_w), template_pid)
+                for fd in worker_fds:
+                    os.close(fd)
                 children.add(pid)
                 _send(ctrl, protocol.build_spawned(msg.worker_id, pid))
             elif type(msg) is protocol.Shutdown:
@@ -159,6 +168,15 @@ def _collect_fds(ancillary: List[tuple], fds: Deque[int]) -> None:
                 fds.append(int.from_bytes(data[i : i + 4], sys.byteorder, signed=True))
 
 
+def _kill_groups(children: Set[int]) -> None:
+    """SIGKILLs the process group of every child (each child leads its own group)."""
+    for pid in children:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def _reap(ctrl: socket.socket, children: Set[int]) -> None:
     while True:
         try:
@@ -171,14 +189,14 @@ def _reap(ctrl: socket.socket, children: Set[int]) -> None:
         _send(ctrl, protocol.build_exited(pid, status))
 
 
-def _spawn(worker_id: int, fd: int, opts: argparse.Namespace, ctrl: socket.socket,
+def _spawn(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
            wakeup: tuple, template_pid: int) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _child(worker_id, fd, opts, ctrl, wakeup, template_pid)
+        code = _child(worker_id, fds, opts, ctrl, wakeup, template_pid)
     except BaseException:
         try:
             traceback.print_exc()
@@ -189,13 +207,18 @@ def _spawn(worker_id: int, fd: int, opts: argparse.Namespace, ctrl: socket.socke
     return 0  # not reached
 
 
-def _child(worker_id: int, fd: int, opts: argparse.Namespace, ctrl: socket.socket,
+def _child(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
            wakeup: tuple, template_pid: int) -> int:
     os.setpgid(0, 0)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != template_pid:  # the template died before we set the signal
         return 1
+    fd, out_fd, err_fd = fds
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    os.close(out_fd)
+    os.close(err_fd)
     signal.set_wakeup_fd(-1)
     for wfd in wakeup:
         os.close(wfd)

@@ -70,62 +70,88 @@ fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// A shim process just started by `exec`, before it is wrapped.
+pub(crate) struct Spawned {
+    pub pid: Pid,
+    pub sock: StdUnixStream,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Starts `python -c BOOTSTRAP <shimdir> <mode> <args>` in its own process group, with
+/// the environment reduced to the allowlist, its socket on fd 3, and `pdeathsig` as its
+/// parent-death signal. Must be called from a thread that outlives the process: the
+/// parent-death signal fires when the forking *thread* exits.
+pub(crate) fn exec_shim(
+    cfg: &PoolConfig,
+    mode: &str,
+    args: Vec<std::ffi::OsString>,
+    pdeathsig: Signal,
+    stdout: Stdio,
+) -> Result<Spawned, SpawnError> {
+    let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
+    let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
+    let mut cmd = Command::new(&cfg.python);
+    cmd.arg("-c")
+        .arg(crate::shim::BOOTSTRAP)
+        .arg(&cfg.shim_dir)
+        .arg(mode)
+        .args(args)
+        .env_clear()
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child_fd = theirs.as_raw_fd();
+    let parent = nix::unistd::getpid();
+    let sig = pdeathsig as libc::c_ulong;
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) run
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if child_fd == WORKER_FD {
+                let flags = libc::fcntl(WORKER_FD, libc::F_GETFD);
+                libc::fcntl(WORKER_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(child_fd, WORKER_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, sig) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor may have died between fork and prctl.
+            if libc::getppid() != parent.as_raw() {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
+        path: cfg.python.clone(),
+        reason: e.to_string(),
+    })?;
+    drop(theirs);
+    // The Child handle is dropped: we reap by pid (std does not wait on drop).
+    Ok(Spawned {
+        pid: Pid::from_raw(child.id() as i32),
+        sock: ours,
+        stdout: child.stdout.take().map(OwnedFd::from),
+        stderr: child.stderr.take().map(OwnedFd::from),
+    })
+}
+
 impl WorkerProcess {
-    /// Starts a fresh interpreter running the shim. Must be called from a thread that
-    /// outlives the worker: the parent-death signal fires when the forking thread exits.
+    /// Starts a fresh interpreter running the shim as a worker.
     pub(crate) fn spawn_exec(
         cfg: &PoolConfig,
         worker_id: usize,
         generation: u64,
         sink: FdLineSink,
     ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
-        let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
-        let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
-        let mut cmd = Command::new(&cfg.python);
-        cmd.arg("-c")
-            .arg(crate::shim::BOOTSTRAP)
-            .arg(&cfg.shim_dir)
-            .arg("worker")
-            .args(cfg.worker_args(worker_id, generation))
-            .env_clear()
-            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let child_fd = theirs.as_raw_fd();
-        let parent = nix::unistd::getpid();
-        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) run
-        // between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if child_fd == WORKER_FD {
-                    let flags = libc::fcntl(WORKER_FD, libc::F_GETFD);
-                    libc::fcntl(WORKER_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(child_fd, WORKER_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The supervisor may have died between fork and prctl.
-                if libc::getppid() != parent.as_raw() {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
-            path: cfg.python.clone(),
-            reason: e.to_string(),
-        })?;
-        drop(theirs);
-        let pid = Pid::from_raw(child.id() as i32);
-        let stdout = child.stdout.take().map(OwnedFd::from);
-        let stderr = child.stderr.take().map(OwnedFd::from);
-        // The Child handle is dropped: we reap by pid (std does not wait on drop).
-        drop(child);
-        let proc = WorkerProcess::adopt(pid, ours, stdout, stderr, sink);
+        let args = cfg.worker_args(worker_id, generation);
+        let s = exec_shim(cfg, "worker", args, Signal::SIGKILL, Stdio::piped())?;
+        let pid = s.pid;
+        let proc = WorkerProcess::adopt(pid, s.sock, s.stdout, s.stderr, sink);
         if proc.is_err() {
             let _ = killpg(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
