@@ -91,6 +91,8 @@ pub async fn run(
     let pool = apps
         .pool_builder()
         .workers(1)
+        // One call: a fresh interpreter is one process instead of a template and a fork.
+        .fresh_interpreters(true)
         .build()
         .await
         .map_err(|e| CliError::Pool(format!("{e} (interpreter: {})", apps.python.display())))?;
