@@ -14,6 +14,6 @@ The wire protocol is defined in crates/snakepit-proto/PROTOCOL.md.
 from .codec import EncodeError
 from .host import request as host_request
 from .host import request_async as host_request_async
-from .runner import CallCancelled, HostError
+from .errors import CallCancelled, HostError
 
 __all__ = ["host_request", "host_request_async", "HostError", "CallCancelled", "EncodeError"]

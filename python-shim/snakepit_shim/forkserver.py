@@ -136,7 +136,11 @@ def serve(opts: argparse.Namespace) -> int:
                     sys.stderr.write("snakepit fork-server: SPAWN arrived without its 3 fds\n")
                     return 3
                 worker_fds = (fds.popleft(), fds.popleft(), fds.popleft())
-                pid = _spawn(msg.worker_id, worker_fds, opts, ctrl, (wake_r, wake_w), template_pid)
+                for stream in (sys.stdout, sys.stderr):  # nothing buffered gets written twice
+                    if stream is not None:
+                        stream.flush()
+                pid = _spawn(msg.worker_id, worker_fds, opts, ctrl, (wake_r, wake_w, *fds),
+                             template_pid)
                 for fd in worker_fds:
                     os.close(fd)
                 children.add(pid)
@@ -190,13 +194,13 @@ def _reap(ctrl: socket.socket, children: Set[int]) -> None:
 
 
 def _spawn(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
-           wakeup: tuple, template_pid: int) -> int:
+           inherited: tuple, template_pid: int) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _child(worker_id, fds, opts, ctrl, wakeup, template_pid)
+        code = _child(worker_id, fds, opts, ctrl, inherited, template_pid)
     except BaseException:
         try:
             traceback.print_exc()
@@ -208,7 +212,7 @@ def _spawn(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.so
 
 
 def _child(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
-           wakeup: tuple, template_pid: int) -> int:
+           inherited: tuple, template_pid: int) -> int:
     os.setpgid(0, 0)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -220,8 +224,8 @@ def _child(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.so
     os.close(out_fd)
     os.close(err_fd)
     signal.set_wakeup_fd(-1)
-    for wfd in wakeup:
-        os.close(wfd)
+    for other in inherited:  # the wakeup pipe, and fds that came for later SPAWNs
+        os.close(other)
     ctrl.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)

@@ -15,12 +15,12 @@ the way are handed to them.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from typing import Any, Optional
 
 from . import protocol
-from .runner import CallCancelled, HostError, Worker
+from .errors import CallCancelled, HostError
+from .runner import Worker
 
 _worker: Optional[Worker] = None
 
@@ -54,7 +54,7 @@ class _SyncSlot:
 class _AsyncSlot:
     __slots__ = ("loop", "future", "loop_thread")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]") -> None:
+    def __init__(self, loop: Any, future: Any) -> None:
         self.loop = loop
         self.future = future
         self.loop_thread = threading.get_ident()
@@ -114,13 +114,15 @@ def request(method: str, payload: Any = None) -> Any:
 
 async def request_async(method: str, payload: Any = None) -> Any:
     """Send a host request from async code and await its reply."""
+    import asyncio  # already imported: we are in async code
+
     worker = _current()
     loop = asyncio.get_running_loop()
     if loop is not worker.loop or worker.task is None:
         # A loop of the plugin's own (asyncio.run inside a sync function): it does not
         # watch our socket, so wait in a thread, which reads the reply itself.
         return await loop.run_in_executor(None, request, method, payload)
-    future: "asyncio.Future[Any]" = loop.create_future()
+    future = loop.create_future()
     request_id = worker.new_request(_AsyncSlot(loop, future))
     try:
         body = protocol.build_host_request(

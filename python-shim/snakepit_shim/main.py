@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import faulthandler
 import logging
 import os
 import platform
@@ -85,8 +86,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 def run_worker(fd: int, opts: argparse.Namespace) -> int:
     """Serve calls on ``fd`` until SHUTDOWN or EOF; returns the exit status."""
-    os.set_inheritable(fd, False)  # a plugin's subprocesses must not get the channel
-    sock = socket.socket(fileno=fd)
+    try:
+        os.set_inheritable(fd, False)  # a plugin's subprocesses must not get the channel
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        sys.stderr.write(f"snakepit shim: --fd {fd} is not a usable socket: {exc}\n")
+        return 2
+    faulthandler.enable(file=sys.__stderr__)  # a crash in C leaves its trace on stderr
     sock.setblocking(True)
     codec = select_codec()
     channel = Channel(sock, opts.frame_limit, codec)

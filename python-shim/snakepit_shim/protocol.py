@@ -19,10 +19,10 @@ included), and :func:`parse` checks an incoming message's shape.
 from __future__ import annotations
 
 import struct
-from typing import Any, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, List, NamedTuple, Optional, Union
 
 from . import codec as _codec
-from .codec import Codec, EncodeError
+from .codec import Codec
 
 PROTOCOL_VERSION = 1
 DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
@@ -173,12 +173,21 @@ def frame(body: bytes) -> bytes:
 # --------------------------------------------------------------------------------------
 
 
+def _text(v: str) -> bytes:
+    """A free-text field (messages, tracebacks, names): a lone surrogate becomes '?'
+    instead of failing the frame."""
+    try:
+        return _str(v)
+    except UnicodeEncodeError:
+        return _str(v.encode("utf-8", "replace").decode("utf-8"))
+
+
 def _opt_int(v: Optional[int]) -> bytes:
     return b"\xc0" if v is None else _int(v)
 
 
-def _opt_str(v: Optional[str]) -> bytes:
-    return b"\xc0" if v is None else _str(v)
+def _opt_text(v: Optional[str]) -> bytes:
+    return b"\xc0" if v is None else _text(v)
 
 
 def build_handshake(pid: int, python: str, codec_name: str) -> bytes:
@@ -199,9 +208,9 @@ def build_exception(call_id: int, kind: str, type_name: str, message: str, tb: s
         b"\x96\x11"
         + _int(call_id)
         + _str(kind)
-        + _str(type_name)
-        + _str(message)
-        + _str(tb)
+        + _text(type_name)
+        + _text(message)
+        + _text(tb)
     )
 
 
@@ -217,9 +226,9 @@ def build_log(
         b"\x97\x12"
         + _opt_int(call_id)
         + _int(level)
-        + _str(logger)
-        + _str(message)
-        + _opt_str(exc_text)
+        + _text(logger)
+        + _text(message)
+        + _opt_text(exc_text)
         + _float(time)
     )
 
@@ -338,6 +347,17 @@ _SHAPES = {
 def parse(body: bytes, codec: Codec) -> Message:
     """Decode a supervisor-to-worker message and check its shape (ProtocolError)."""
     try:
+        if codec is _codec.STDLIB and type(body) is bytes:
+            fields = _codec.stdlib_decode_call(body)  # the per-call hot path
+            if fields is not None:
+                call_id, reference, kwargs, context = fields
+                if (
+                    type(call_id) is int
+                    and type(reference) is str
+                    and type(kwargs) is dict
+                    and type(context) is dict
+                ):
+                    return Call(call_id, reference, kwargs, context)
         msg = codec.decode(body)
     except _codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
@@ -380,19 +400,3 @@ def parse(body: bytes, codec: Codec) -> Message:
 def _preview(v: Any) -> str:
     text = repr(v)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def encode_error_message(err: EncodeError) -> str:
-    return str(err)
-
-
-def split_frames(data: bytes, limit: int = DEFAULT_FRAME_LIMIT) -> Tuple[List[bytes], bytes]:
-    """Cut a byte string into complete frame bodies and the incomplete rest (for tests)."""
-    fb = FrameBuffer(limit)
-    fb.feed(data)
-    out: List[bytes] = []
-    while True:
-        body = fb.next_frame()
-        if body is None:
-            return out, bytes(fb.buf)
-        out.append(body)

@@ -16,6 +16,8 @@ import traceback
 import typing
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from .errors import CallCancelled
+
 NoneType = type(None)
 
 
@@ -93,9 +95,9 @@ def _import(module_name: str) -> Any:
             f"importing {module_name!r} failed: {exc}",
             _format(exc),
         ) from None
+    except CallCancelled:
+        raise
     except BaseException as exc:  # SyntaxError, an error at import time, even SystemExit
-        if type(exc).__name__ == "CallCancelled":
-            raise
         raise ReferenceProblem(
             _qualified_name(type(exc)),
             f"importing {module_name!r} failed: {type(exc).__name__}: {exc}",

@@ -19,7 +19,6 @@ Either way the answer is an EXCEPTION of kind ``cancelled``, and the worker stay
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import itertools
 import os
@@ -27,29 +26,17 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from . import protocol, references
 from .channel import Channel
 from .codec import Codec, EncodeError
+from .errors import CallCancelled
 from .references import ReferenceProblem
 
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
-_ASYNCIO_DIR = os.path.dirname(os.path.abspath(asyncio.__file__))
-
-
-class CallCancelled(BaseException):
-    """Raised inside a call that the supervisor cancelled (a BaseException, like
-    KeyboardInterrupt, so that ``except Exception`` in plugin code lets it through)."""
-
-
-class HostError(Exception):
-    """A host request answered with ``ok = false``: ``type`` and ``message`` from Rust."""
-
-    def __init__(self, type: str, message: str) -> None:
-        super().__init__(f"{type}: {message}")
-        self.type = type
-        self.message = message
+# asyncio is imported on the first async call only (it costs ~45 ms of start-up).
+_ASYNCIO_DIR = os.path.join(os.path.dirname(os.path.abspath(os.__file__)), "asyncio")
 
 
 class Worker:
@@ -60,8 +47,9 @@ class Worker:
         self.call_id: Optional[int] = None
         self.cancel_requested = False
         self.cancellable = False  # the main thread is in a sync plugin function
-        self.task: Optional["asyncio.Task[Any]"] = None
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.task: Any = None  # the asyncio.Task of an async call in hand
+        self.loop: Any = None  # the worker's asyncio event loop, made on first use
+        self.cancelled_early: Set[int] = set()  # CANCELs for CALLs still in the inbox
         self.pending: Dict[int, Any] = {}  # request_id -> slot with resolve(ok, value)
         self.request_ids = itertools.count(1)
         self.end_of_call: List[Callable[[], None]] = []  # e.g. flush partial stdout lines
@@ -105,7 +93,9 @@ class Worker:
 
     def run_call(self, msg: protocol.Call) -> None:
         self.call_id = msg.call_id
-        self.cancel_requested = False
+        # a CANCEL that overtook us while the CALL waited in the inbox
+        self.cancel_requested = msg.call_id in self.cancelled_early
+        self.cancelled_early.discard(msg.call_id)
         try:
             body = self._call_body(msg)
             for flush in self.end_of_call:
@@ -117,17 +107,22 @@ class Worker:
         self.channel.send(body)
 
     def _call_body(self, msg: protocol.Call) -> bytes:
+        """Run the call; the frame to answer with. From here until the plugin function
+        returns (importing the plugin included), SIGUSR1 may raise CallCancelled."""
         call_id = msg.call_id
-        try:
-            target = references.resolve(msg.reference)
-            args = references.bind(target, msg.kwargs, msg.context)
-        except ReferenceProblem as problem:
-            return protocol.build_exception(
-                call_id, "reference", problem.type_name, problem.message, problem.tb
-            )
         try:
             try:
                 self.cancellable = True
+                if self.cancel_requested:
+                    raise CallCancelled()
+                try:
+                    target = references.resolve(msg.reference)
+                    args = references.bind(target, msg.kwargs, msg.context)
+                except ReferenceProblem as problem:
+                    self.cancellable = False
+                    return protocol.build_exception(
+                        call_id, "reference", problem.type_name, problem.message, problem.tb
+                    )
                 value = target.func(**args)
                 self.cancellable = False
                 if inspect.isawaitable(value):
@@ -136,11 +131,9 @@ class Worker:
                 self.cancellable = False
         except CallCancelled:
             return self._cancelled(call_id)
-        except asyncio.CancelledError as exc:
-            if self.cancel_requested:
-                return self._cancelled(call_id)
-            return self._raised(call_id, exc)
         except BaseException as exc:  # the plugin's own, SystemExit included
+            if self.cancel_requested and _is_asyncio_cancel(exc):
+                return self._cancelled(call_id)
             return self._raised(call_id, exc)
         return self._result(call_id, value)
 
@@ -150,6 +143,14 @@ class Worker:
         except EncodeError as err:
             return protocol.build_exception(
                 call_id, "encode", "snakepit_shim.EncodeError", str(err), ""
+            )
+        except Exception as exc:  # e.g. a tzinfo whose utcoffset() raises
+            return protocol.build_exception(
+                call_id,
+                "encode",
+                qualified_name(type(exc)),
+                f"the result could not be encoded: {type(exc).__name__}: {exc}",
+                format_plugin_traceback(exc),
             )
         if len(body) > self.frame_limit:
             return protocol.build_exception(
@@ -173,9 +174,13 @@ class Worker:
             message = str(exc)
         except Exception:
             message = f"<unprintable {type_name}>"
-        return protocol.build_exception(call_id, "raised", type_name, message, format_plugin_traceback(exc))
+        return protocol.build_exception(
+            call_id, "raised", type_name, message, format_plugin_traceback(exc)
+        )
 
     def _run_async(self, awaitable: Any) -> Any:
+        import asyncio
+
         loop = self._event_loop()
         coro = awaitable if asyncio.iscoroutine(awaitable) else _await(awaitable)
         task = loop.create_task(coro)
@@ -190,7 +195,9 @@ class Worker:
             loop.remove_reader(fd)
             self.task = None
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
+    def _event_loop(self) -> Any:
+        import asyncio
+
         if self.loop is None or self.loop.is_closed():
             self.loop = asyncio.new_event_loop()
             asyncio.set_event_loop(self.loop)
@@ -238,9 +245,16 @@ class Worker:
             if slot is not None:
                 slot.resolve(msg.ok, msg.value)
         elif kind is protocol.Cancel:
-            if msg.call_id == self.call_id and not self.cancel_requested:
-                self.cancel_requested = True
-                self._interrupt(on_main)
+            if msg.call_id == self.call_id:
+                if not self.cancel_requested:
+                    self.cancel_requested = True
+                    self._interrupt(on_main)
+            elif any(
+                type(m) is protocol.Call and m.call_id == msg.call_id
+                for m in self.channel.inbox
+            ):
+                self.cancelled_early.add(msg.call_id)
+            # else: stale (that call is over), ignored
         else:
             self.channel.inbox.append(msg)
 
@@ -280,20 +294,29 @@ class Worker:
         if self.task is None:
             if self.cancellable:
                 raise CallCancelled()
-        elif self.loop is not None and asyncio.current_task(self.loop) is not None:
+        elif self._in_task_step():
             raise CallCancelled()
+
+    def _in_task_step(self) -> bool:
+        """True while the loop runs a task's code (plugin code), not its own machinery."""
+        import asyncio
+
+        return self.loop is not None and asyncio.current_task(self.loop) is not None
 
     def check_cancelled_on_main(self) -> None:
         """After a wait on the main thread: raise if the call in hand was cancelled."""
         if self.call_id is not None and (self.cancel_requested or self.channel.eof):
-            if self.task is None or (
-                self.loop is not None and asyncio.current_task(self.loop) is not None
-            ):
+            if self.task is None or self._in_task_step():
                 raise CallCancelled()
 
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def _is_asyncio_cancel(exc: BaseException) -> bool:
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
 
 
 def qualified_name(cls: type) -> str:

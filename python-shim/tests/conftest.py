@@ -185,6 +185,10 @@ PLUGINS = {
             await asyncio.sleep(seconds)
             return "woke"
 
+        async def blocking_in_async(seconds: float = 60):
+            time.sleep(seconds)  # blocks the event loop: only the signal gets in
+            return "woke"
+
         def chained():
             try:
                 {}["missing"]
@@ -221,6 +225,54 @@ PLUGINS = {
 
         def identity(value=None):
             return value
+
+        def busy():
+            while True:
+                pass
+
+        def print_forever():
+            i = 0
+            while True:
+                print("tick", i)
+                i += 1
+
+        _go = None
+
+        def start_background_logger():
+            import threading
+            global _go
+            _go = threading.Event()
+
+            def later():
+                _go.wait(10)
+                time.sleep(0.2)  # after the releasing call has answered
+                log.warning("from a thread between calls")
+
+            threading.Thread(target=later, daemon=True).start()
+
+        def release_background_logger():
+            _go.set()
+
+        def surrogate_error():
+            log.warning("bad \\udcff name")
+            raise ValueError("bad \\udcff name")
+
+        def broken_tz():
+            import datetime
+
+            class Broken(datetime.tzinfo):
+                def utcoffset(self, dt):
+                    raise RuntimeError("no offset")
+
+            return {"when": datetime.datetime(2026, 1, 1, tzinfo=Broken())}
+
+        def spawn_grandchild(pid_file: str):
+            import os, subprocess
+            child = subprocess.Popen(["sleep", "300"])  # in the worker's process group
+            with open(pid_file + ".tmp", "w") as f:
+                f.write(str(child.pid))
+            os.rename(pid_file + ".tmp", pid_file)
+            return child.pid
 
         not_callable = 42
     ''',
@@ -268,6 +320,7 @@ PLUGINS = {
             return host_request("hang", None)
     ''',
     "broken.py": "def f(:\n",
+    "slow_import.py": "import time\ntime.sleep(60)\ndef f():\n    return 1\n",
     "raises_on_import.py": "raise RuntimeError('import-time failure')\n",
     "annotated.py": '''
         from __future__ import annotations
@@ -285,7 +338,7 @@ def write_plugins(root: Path) -> Path:
     for name, text in PLUGINS.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
     return root
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -103,6 +102,19 @@ def test_encode_error_names_the_path(shared_worker):
     assert msg[4] == 'result["rows"][3]["when"]: set is not a wire type'
 
 
+def test_text_with_lone_surrogates_still_crosses(shared_worker):
+    shared_worker.logs.clear()
+    msg = shared_worker.call("billing.invoicing:surrogate_error")
+    assert msg[2:5] == ["raised", "ValueError", "bad ? name"]
+    assert shared_worker.logs[0][4] == "bad ? name"
+
+
+def test_value_that_fails_while_encoding(shared_worker):
+    msg = shared_worker.call("billing.invoicing:broken_tz")
+    assert msg[2] == "encode" and "no offset" in msg[4]
+    assert shared_worker.call("billing.invoicing:identity", {"value": 1})[2] == 1
+
+
 def test_every_value_type_round_trips_through_a_call(shared_worker):
     from golden_values import GOLDEN
 
@@ -193,6 +205,15 @@ def test_cancel_async_call_in_sleep(shared_worker):
     assert shared_worker.call("billing.invoicing:arun", {"n": 2})[2] == {"n": 4}
 
 
+def test_cancel_async_call_blocked_in_sync_code(shared_worker):
+    call_id = shared_worker.start_call("billing.invoicing:blocking_in_async")
+    _wait_started(shared_worker, call_id)
+    shared_worker.cancel(call_id)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+    assert shared_worker.call("billing.invoicing:arun", {"n": 3})[2] == {"n": 6}
+
+
 def test_cancel_frame_alone_cancels_an_async_call(shared_worker):
     call_id = shared_worker.start_call("billing.invoicing:asleeper", {"seconds": 60})
     _wait_started(shared_worker, call_id)
@@ -226,6 +247,49 @@ def test_stale_cancel_and_stray_signal_are_ignored(shared_worker):
     os.kill(shared_worker.proc.pid, signal.SIGUSR1)
     msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
     assert msg == [RESULT, call_id, "woke"]
+
+
+@pytest.mark.parametrize("reference", ["billing.invoicing:sleeper", "billing.invoicing:asleeper"])
+def test_cancel_that_overtakes_its_call(shared_worker, reference):
+    # CALL and CANCEL in one write: the CANCEL is read while the CALL waits in the inbox
+    shared_worker.next_call += 1
+    call_id = shared_worker.next_call
+    shared_worker.sock.sendall(
+        protocol.frame(protocol.build_call(call_id, reference, {}, {}, CODEC))
+        + protocol.frame(protocol.build_cancel(call_id)))
+    os.kill(shared_worker.proc.pid, signal.SIGUSR1)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+
+
+def test_cancel_during_a_slow_import(shared_worker):
+    call_id = shared_worker.start_call("slow_import:f")
+    _wait_started(shared_worker, call_id)
+    shared_worker.cancel(call_id)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+    assert shared_worker.call("billing.invoicing:identity", {"value": 8})[2] == 8
+
+
+@pytest.mark.parametrize("reference", ["billing.invoicing:busy", "billing.invoicing:print_forever"])
+def test_cancel_running_python_code(shared_worker, reference):
+    # a pure-Python loop, and one that is mostly inside frame writes (the signal then
+    # waits for the frame to complete)
+    call_id = shared_worker.start_call(reference)
+    _wait_started(shared_worker, call_id)
+    shared_worker.cancel(call_id)
+    msg = shared_worker.recv_until((RESULT, EXCEPTION), timeout=5)
+    assert msg[1] == call_id and msg[2] == "cancelled"
+    shared_worker.logs.clear()
+    assert shared_worker.call("billing.invoicing:identity", {"value": 7})[2] == 7
+
+
+def test_log_between_calls_has_no_call_id(shared_worker):
+    shared_worker.call("billing.invoicing:start_background_logger")
+    shared_worker.logs.clear()
+    shared_worker.call("billing.invoicing:release_background_logger")
+    msg = shared_worker.recv_until((LOG,), timeout=5)
+    assert msg[1:5] == [None, 30, "billing.invoicing", "from a thread between calls"]
 
 
 # ------------------------------------------------------------------------- host requests
@@ -322,6 +386,12 @@ def test_garbage_from_the_supervisor_exits_three(worker):
     worker.sock.sendall(protocol.frame(b"\x92\x63\x01"))  # unknown type 99
     assert worker.proc.wait(DEADLINE) == 3
     assert b"unknown message type 99" in worker.proc.stderr.read()
+
+
+def test_oversized_frame_from_the_supervisor_exits_three(worker):
+    worker.sock.sendall(b"\x7f\xff\xff\xff")  # 2 GiB announced, nothing sent
+    assert worker.proc.wait(DEADLINE) == 3
+    assert b"exceeds the frame limit of 67108864 bytes" in worker.proc.stderr.read()
 
 
 def test_sys_path_puts_plugins_first_and_drops_cwd(plugins, tmp_path):
