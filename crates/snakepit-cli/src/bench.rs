@@ -105,6 +105,9 @@ pub async fn run(
     );
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    // Each caller runs on an OS thread of its own with a single-threaded runtime: the
+    // caller then waits on its worker's socket directly, one wakeup per call (see the
+    // dispatch notes in ARCHITECTURE.md); a shared multi-threaded runtime adds hand-offs.
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency.max(1) {
         let (pool, next, kwargs, bar, reference) = (
@@ -115,29 +118,36 @@ pub async fn run(
             reference.to_owned(),
         );
         let calls = opts.calls;
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = Errors::default();
-            while next.fetch_add(1, Ordering::Relaxed) < calls {
-                let t = Instant::now();
-                match pool
-                    .submit(Call::new(reference.as_str()).kwargs((*kwargs).clone()))
-                    .await
-                {
-                    Ok(_) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                    Err(e) => errors.count(&e),
+        tasks.push(std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok::<_, std::io::Error>(rt.block_on(async move {
+                let mut lat = Vec::new();
+                let mut errors = Errors::default();
+                while next.fetch_add(1, Ordering::Relaxed) < calls {
+                    let t = Instant::now();
+                    match pool
+                        .submit(Call::new(reference.as_str()).kwargs((*kwargs).clone()))
+                        .await
+                    {
+                        Ok(_) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
+                        Err(e) => errors.count(&e),
+                    }
+                    bar.inc(1);
                 }
-                bar.inc(1);
-            }
-            (lat, errors)
+                (lat, errors)
+            }))
         }));
     }
     let mut lat = Vec::with_capacity(opts.calls as usize);
     let mut errors = Errors::default();
     for t in tasks {
-        let (l, e) = t
-            .await
-            .map_err(|e| CliError::Pool(format!("a bench task failed: {e}")))?;
+        let (l, e) = tokio::task::block_in_place(|| t.join())
+            .map_err(|_| CliError::Pool("a bench thread panicked".into()))?
+            .map_err(|e| {
+                CliError::Pool(format!("a bench thread could not start its runtime: {e}"))
+            })?;
         lat.extend(l);
         errors.raised += e.raised;
         errors.timeout += e.timeout;

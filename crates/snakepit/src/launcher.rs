@@ -74,6 +74,13 @@ impl Launcher {
         }
     }
 
+    /// Stops the fork-server, if any (its children are gone by then).
+    pub(crate) fn close(&self) {
+        if let Launcher::ForkServer(fs) = self {
+            close(&fs.state);
+        }
+    }
+
     /// The raw wait status of a worker that has exited.
     pub(crate) async fn exit_status(&self, pid: Pid) -> Option<i32> {
         match self {

@@ -40,6 +40,7 @@
 //! # Ok(()) }
 //! ```
 
+mod dispatch;
 mod error;
 mod event;
 mod host;

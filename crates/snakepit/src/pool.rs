@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use snakepit_proto::{LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+use crate::dispatch::{Checkout, Dispatch};
+
 use crate::error::{BuildError, CallError, SpawnError};
 use crate::event::{EventKind, WorkerEvent};
 use crate::host::{HostHandler, NoHandler};
@@ -298,7 +300,7 @@ impl Call {
     }
 }
 
-/// One call waiting for, or in, a worker.
+/// One call on its way to a worker.
 pub(crate) struct Job {
     pub id: u64,
     pub reference: Arc<str>,
@@ -306,7 +308,6 @@ pub(crate) struct Job {
     pub frame: Vec<u8>,
     pub deadline: Instant,
     pub timeout: Duration,
-    pub reply: oneshot::Sender<Result<RawValue, CallError>>,
     pub logs: Option<mpsc::UnboundedSender<LogRecord>>,
 }
 
@@ -326,6 +327,7 @@ pub(crate) struct Shared {
     pub failing: AtomicUsize,
     pub restarts: AtomicU64,
     pub last_spawn_error: Mutex<Option<SpawnError>>,
+    pub dispatch: Dispatch,
 }
 
 impl Shared {
@@ -349,14 +351,11 @@ pub struct Pool {
 
 struct PoolInner {
     cfg: Arc<PoolConfig>,
-    queue: flume::Sender<Job>,
-    /// Kept to fail the calls still queued when the pool shuts down.
-    leftovers: flume::Receiver<Job>,
     shared: Arc<Shared>,
     closed: AtomicBool,
     next_id: AtomicU64,
     slots: Mutex<Vec<oneshot::Receiver<()>>>,
-    _launcher: Arc<Launcher>,
+    launcher: Arc<Launcher>,
 }
 
 impl Drop for PoolInner {
@@ -390,7 +389,6 @@ impl Pool {
     }
 
     async fn start(cfg: Arc<PoolConfig>, mode: LaunchMode) -> Result<Pool, BuildError> {
-        let (queue_tx, queue_rx) = flume::bounded(cfg.queue_limit);
         let shared = Arc::new(Shared {
             events: broadcast::channel(1024).0,
             phase: watch::channel(Phase::Running).0,
@@ -398,6 +396,7 @@ impl Pool {
             failing: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
             last_spawn_error: Mutex::new(None),
+            dispatch: Dispatch::default(),
         });
         let launcher = Arc::new(Launcher::start(mode, cfg.clone()).await?);
         let mut ready_rx = Vec::new();
@@ -410,7 +409,6 @@ impl Pool {
                     id: slot,
                     cfg: cfg.clone(),
                     shared: shared.clone(),
-                    queue: queue_rx.clone(),
                     launcher: launcher.clone(),
                 },
                 ready_tx,
@@ -423,13 +421,11 @@ impl Pool {
         let pool = Pool {
             inner: Arc::new(PoolInner {
                 cfg,
-                queue: queue_tx,
-                leftovers: queue_rx,
                 shared,
                 closed: AtomicBool::new(false),
                 next_id: AtomicU64::new(1),
                 slots: Mutex::new(slots),
-                _launcher: launcher,
+                launcher,
             }),
         };
         // Every slot reports its first start; the pool is usable if one worker is.
@@ -534,30 +530,27 @@ impl Pool {
         }
         let timeout = timeout.unwrap_or(inner.cfg.call_timeout);
         let deadline = Instant::now() + timeout;
-        let (tx, rx) = oneshot::channel();
         let job = Job {
             id,
             reference: reference.into(),
             frame,
             deadline,
             timeout,
-            reply: tx,
             logs,
         };
-        match inner.queue.try_send(job) {
-            Ok(()) => {}
-            Err(flume::TrySendError::Full(_)) => {
-                return Err(CallError::Overloaded(inner.cfg.queue_limit))
-            }
-            Err(flume::TrySendError::Disconnected(_)) => return Err(CallError::ShutDown),
-        }
-        // The worker ends every call it takes, deadline included; this timer covers a
-        // call that waited in the queue while no worker could take it.
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::ShutDown),
-            Err(_) => Err(CallError::Timeout(timeout)),
-        }
+        let dispatch = &inner.shared.dispatch;
+        let lease = match dispatch.checkout(inner.cfg.queue_limit) {
+            Checkout::Ready(lease) => lease,
+            Checkout::Full => return Err(CallError::Overloaded(inner.cfg.queue_limit)),
+            Checkout::Closed => return Err(CallError::ShutDown),
+            // Waiting for a worker counts against the call's timeout.
+            Checkout::Wait(rx) => match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(lease)) => lease,
+                Ok(Err(_)) => return Err(CallError::ShutDown),
+                Err(_) => return Err(CallError::Timeout(timeout)),
+            },
+        };
+        crate::dispatch::call_on(&inner.cfg, dispatch, lease, &job).await
     }
 
     /// Subscribes to worker lifecycle events (from now on).
@@ -575,7 +568,7 @@ impl Pool {
             live: i.shared.live.load(Ordering::Acquire),
             failing: i.shared.failing.load(Ordering::Acquire),
             restarts: i.shared.restarts.load(Ordering::Acquire),
-            queued: i.queue.len(),
+            queued: i.shared.dispatch.waiting(),
         }
     }
 
@@ -594,14 +587,13 @@ impl Pool {
             .shared
             .phase
             .send_replace(Phase::Draining(Instant::now() + deadline));
+        inner.shared.dispatch.drain();
         let slots = std::mem::take(&mut *inner.slots.lock().unwrap_or_else(|p| p.into_inner()));
         for done in slots {
             let _ = done.await;
         }
-        // Calls that were still queued when the last worker left.
-        while let Ok(job) = inner.leftovers.try_recv() {
-            let _ = job.reply.send(Err(CallError::ShutDown));
-        }
+        inner.shared.dispatch.fail_waiters();
+        inner.launcher.close();
     }
 }
 

@@ -199,20 +199,18 @@ impl WorkerProcess {
         let _ = self.pidfd.readable().await.map(|mut g| g.retain_ready());
     }
 
+    /// SIGKILLs the worker's process group.
+    pub(crate) fn kill_group(&self) {
+        if self.status.is_none() {
+            let _ = killpg(self.pid, Signal::SIGKILL);
+        }
+    }
+
     /// Sends a signal to the worker process alone.
     pub(crate) fn signal(&self, sig: Signal) {
         if self.status.is_none() {
             let _ = nix::sys::signal::kill(self.pid, sig);
         }
-    }
-
-    /// The resident set size of the worker, in bytes.
-    pub(crate) fn rss(&self) -> Option<u64> {
-        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid)).ok()?;
-        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-        Some(pages * page)
     }
 
     /// Ends the worker for good. With a grace period: waits that long for it to exit on
@@ -258,6 +256,15 @@ impl WorkerProcess {
         }
         status
     }
+}
+
+/// The resident set size of a process, in bytes.
+pub(crate) fn rss(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    Some(pages * page)
 }
 
 /// Reaps a child of this process and returns its raw wait status.

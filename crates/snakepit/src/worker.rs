@@ -1,23 +1,22 @@
 //! A worker slot: one OS thread with its own single-threaded tokio runtime, owning one
-//! worker process at a time, its socket and its state, for the life of the pool.
+//! worker process at a time for the life of the pool.
 //!
-//! The slot takes calls from the pool's shared queue only when its worker is idle, so
-//! the queue balances itself. A call's life in the slot:
+//! The slot starts the worker, waits for its handshake and lends it to the pool
+//! ([`crate::dispatch`]): callers then talk to the worker themselves. The slot watches
+//! the process (its pidfd) and takes the worker back when a caller hands it back: to
+//! cancel a call and wait out the grace period, to reap a dead worker and report its exit
+//! status and stderr, or to retire it. Then it starts the next one, backing off when
+//! workers keep dying young.
 //!
 //! ```text
-//!  Idle ──job──▶ Busy ──RESULT/EXCEPTION──▶ Idle (or Retire: max calls, RSS)
-//!                 │ deadline or caller gone
-//!                 ▼
-//!             Cancelling ──answer──▶ Idle
-//!                 │ grace over
-//!                 ▼
-//!              killed (process group) ──▶ replaced
+//!  spawn ─▶ handshake ─▶ lent (idle ⇄ in a caller's call) ─▶ handed back ─▶ finish ─▶ spawn
+//!                           │ cancel: CANCEL + SIGUSR1, answer within grace ─▶ lent again
+//!                           └ exit seen on the pidfd while idle ─▶ finish
 //! ```
 //!
-//! Why a thread per slot: the dispatch cost of a call is wakeups, not work. With each
-//! worker's socket on its own thread, two busy workers never wait on one another's
-//! reactor; and the thread that forks a worker lives as long as the worker, which the
-//! parent-death signal requires.
+//! Why a thread per slot: the thread that forks a worker must live as long as the
+//! worker (the parent-death signal follows the forking thread), and a slot's blocking
+//! moments (spawning, reaping) never stall a caller or another slot.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -28,18 +27,19 @@ use snakepit_proto::{
     ExceptionKind, FrameBuffer, FromWorker, HostFailure, LogRecord, PyException, RawValue,
     ToWorker, PROTOCOL_VERSION,
 };
+use std::io::Write;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::dispatch::{Handback, Lease, Reply};
 use crate::error::{CallError, ConnError, ExitStatus, SpawnError};
 use crate::event::{EventKind, RetireReason};
-use crate::host::HostRequest;
 use crate::launcher::Launcher;
-use crate::pool::{Job, Phase, PoolConfig, Shared};
+use crate::pool::{Phase, PoolConfig, Shared};
 use crate::process::{FdLineSink, WorkerProcess};
 
 /// One worker slot of a pool.
@@ -47,11 +47,8 @@ pub(crate) struct Slot {
     pub id: usize,
     pub cfg: Arc<PoolConfig>,
     pub shared: Arc<Shared>,
-    pub queue: flume::Receiver<Job>,
     pub launcher: Arc<Launcher>,
 }
-
-type Reply = oneshot::Sender<Result<RawValue, CallError>>;
 
 /// How a worker's life ended, as far as the slot knows before reaping it.
 enum End {
@@ -66,10 +63,10 @@ enum End {
 
 /// The call in hand, for routing the lines a worker writes to its fds.
 #[derive(Default)]
-struct CurrentCall(Mutex<Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>>);
+pub(crate) struct CurrentCall(Mutex<Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>>);
 
 impl CurrentCall {
-    fn set(&self, v: Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>) {
+    pub(crate) fn set(&self, v: Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
     }
 }
@@ -126,7 +123,7 @@ impl Conn {
     }
 }
 
-fn log_record(rec: &LogRecord, pool: &str, worker: usize) {
+pub(crate) fn log_record(rec: &LogRecord, pool: &str, worker: usize) {
     let (logger, msg, call) = (&rec.logger, &rec.message, rec.call_id);
     let exc = rec.exc_text.as_deref().unwrap_or("");
     macro_rules! ev {
@@ -149,20 +146,13 @@ fn now_unix() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-async fn closed(reply: &mut Option<Reply>) {
-    match reply {
-        Some(r) => r.closed().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn answer(reply: &mut Option<Reply>, result: Result<RawValue, CallError>) {
     if let Some(r) = reply.take() {
         let _ = r.send(result);
     }
 }
 
-fn call_error(e: PyException, reference: &str) -> CallError {
+pub(crate) fn call_error(e: PyException, reference: &str) -> CallError {
     match e.kind {
         ExceptionKind::Raised => CallError::Raised(e),
         ExceptionKind::Reference => CallError::BadReference {
@@ -180,8 +170,9 @@ impl Slot {
         let mut failures: u32 = 0;
         let mut marked_failing = false;
         let mut phase = self.shared.phase.subscribe();
+        let (back_tx, mut back_rx) = mpsc::unbounded_channel();
         loop {
-            if *phase.borrow() != Phase::Running && self.queue.is_empty() {
+            if *phase.borrow() != Phase::Running {
                 break;
             }
             let current = Arc::new(CurrentCall::default());
@@ -226,8 +217,30 @@ impl Slot {
             }
             self.shared.live.fetch_add(1, Ordering::AcqRel);
             let span = tracing::info_span!("worker", pool = %self.cfg.name, worker = self.id, generation = self.cfg.generation, pid);
+            let lease = match conn.sock.into_std() {
+                Ok(sock) => Lease {
+                    slot: self.id,
+                    pid: proc.pid,
+                    sock,
+                    buf: conn.buf,
+                    served: 0,
+                    limit: self
+                        .cfg
+                        .max_calls
+                        .map(|n| n + fastrand::u64(0..=self.cfg.max_calls_jitter)),
+                    last_rss: Instant::now(),
+                    current: current.clone(),
+                    back: back_tx.clone(),
+                },
+                Err(e) => {
+                    warn!(error = %e, "cannot hand the worker's socket over");
+                    let _ = proc.finish(None, &self.launcher).await;
+                    self.shared.live.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+            };
             let (end, served) = self
-                .serve(&mut proc, conn, &current, &mut phase)
+                .watch(&mut proc, lease, &mut back_rx, &mut phase)
                 .instrument(span)
                 .await;
             self.shared.live.fetch_sub(1, Ordering::AcqRel);
@@ -246,12 +259,19 @@ impl Slot {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .lines();
-                    warn!(pool = %self.cfg.name, worker = self.id, pid, %status, "worker died");
+                    let stopping = *phase.borrow() != Phase::Running;
+                    if !stopping {
+                        warn!(pool = %self.cfg.name, worker = self.id, pid, %status, "worker died");
+                    }
                     answer(
                         &mut reply,
-                        Err(CallError::WorkerCrashed {
-                            status,
-                            stderr: stderr.clone(),
+                        Err(if stopping {
+                            CallError::ShutDown
+                        } else {
+                            CallError::WorkerCrashed {
+                                status,
+                                stderr: stderr.clone(),
+                            }
                         }),
                     );
                     self.emit(Some(pid), EventKind::Exited { status, stderr });
@@ -372,203 +392,147 @@ impl Slot {
         }
     }
 
-    /// Serves calls until the worker ends; returns how, and how many calls it served.
-    async fn serve(
+    /// Lends the worker to the pool and watches it until it comes back for good.
+    /// Returns how its life ended and how many calls it served.
+    async fn watch(
         &self,
         proc: &mut WorkerProcess,
-        mut conn: Conn,
-        current: &CurrentCall,
+        lease: Lease,
+        back: &mut mpsc::UnboundedReceiver<Handback>,
         phase: &mut watch::Receiver<Phase>,
     ) -> (End, u64) {
-        let limit = self
-            .cfg
-            .max_calls
-            .map(|n| n + fastrand::u64(0..=self.cfg.max_calls_jitter));
-        let mut served = 0u64;
-        let mut last_rss = Instant::now();
+        let dispatch = &self.shared.dispatch;
+        dispatch.checkin(lease);
+        let mut exited = false;
+        let mut killed = false;
         loop {
-            let draining = *phase.borrow() != Phase::Running;
-            let job = if draining {
-                match self.queue.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => {
-                        let _ = conn.send(&ToWorker::Shutdown.encode()).await;
-                        return (End::Stop, served);
-                    }
-                }
-            } else {
-                tokio::select! {
-                    biased;
-                    m = conn.next() => match m {
-                        Ok(Some(FromWorker::Log(rec))) => { self.log(&rec, None); continue }
-                        Ok(Some(other)) => return (self.violation(proc, &format!("unexpected message while idle: {other:?}")), served),
-                        Ok(None) => return (End::Died(None), served),
-                        Err(e) => return (self.violation(proc, &e.to_string()), served),
-                    },
-                    _ = proc.exited() => return (End::Died(None), served),
-                    _ = phase.changed() => continue,
-                    j = self.queue.recv_async() => match j {
-                        Ok(job) => job,
-                        Err(_) => return (End::Stop, served),
-                    },
-                }
+            let drain_at = match *phase.borrow() {
+                Phase::Draining(until) => Some(tokio::time::Instant::from_std(until)),
+                Phase::Running => None,
             };
-            if job.reply.is_closed() {
-                continue;
-            }
-            if job.deadline <= Instant::now() {
-                let _ = job.reply.send(Err(CallError::Timeout(job.timeout)));
-                continue;
-            }
-            let began = Instant::now();
-            current.set(Some((job.id, job.logs.clone())));
-            let span = tracing::debug_span!("call", id = job.id, callable = %job.reference);
-            let end = self
-                .run_call(proc, &mut conn, job, phase)
-                .instrument(span)
-                .await;
-            current.set(None);
-            if let Some(end) = end {
-                return (end, served);
-            }
-            served += 1;
-            if limit.is_some_and(|l| served >= l) {
-                let _ = conn.send(&ToWorker::Shutdown.encode()).await;
-                return (End::Retire(RetireReason::MaxCalls), served);
-            }
-            if let Some(max) = self.cfg.max_rss {
-                if began.elapsed() >= Duration::from_millis(1)
-                    || last_rss.elapsed() >= Duration::from_millis(10)
-                {
-                    last_rss = Instant::now();
-                    if proc.rss().is_some_and(|rss| rss > max) {
-                        let _ = conn.send(&ToWorker::Shutdown.encode()).await;
-                        return (End::Retire(RetireReason::Rss), served);
+            tokio::select! {
+                biased;
+                h = back.recv() => match h {
+                    Some(Handback::Died { lease, reply }) => return (End::Died(reply), lease.served),
+                    Some(Handback::Retire { lease, reason }) => {
+                        if matches!(reason, RetireReason::MaxCalls | RetireReason::Rss | RetireReason::Shutdown) {
+                            let _ = (&lease.sock).write(&ToWorker::Shutdown.encode());
+                        }
+                        let end = if reason == RetireReason::Shutdown { End::Stop } else { End::Retire(reason) };
+                        return (end, lease.served);
+                    }
+                    Some(Handback::Cancel { lease, call_id, reason, reply }) => {
+                        let served = lease.served;
+                        match self.cancel(proc, lease, call_id, reason, reply).await {
+                            Ok(lease) => dispatch.checkin(lease),
+                            Err(end) => return (end, served),
+                        }
+                    }
+                    // Unreachable: this slot holds a sender.
+                    None => return (End::Stop, 0),
+                },
+                _ = proc.exited(), if !exited => {
+                    exited = true;
+                    if let Some(lease) = dispatch.take_idle(self.id) {
+                        return (End::Died(None), lease.served);
+                    }
+                    // A caller has it: its read sees the EOF and hands it back.
+                }
+                _ = sleep_until(drain_at.unwrap_or_else(tokio::time::Instant::now)), if drain_at.is_some() && !killed => {
+                    // The shutdown deadline passed with a call still running.
+                    killed = true;
+                    proc.kill_group();
+                }
+                r = phase.changed() => {
+                    if r.is_err() {
+                        return (End::Stop, 0);
                     }
                 }
             }
         }
     }
 
-    fn log(&self, rec: &LogRecord, sink: Option<&mpsc::UnboundedSender<LogRecord>>) {
-        log_record(rec, &self.cfg.name, self.id);
-        if let Some(tx) = sink {
-            let _ = tx.send(rec.clone());
-        }
-    }
-
-    fn violation(&self, proc: &WorkerProcess, detail: &str) -> End {
-        warn!(pool = %self.cfg.name, worker = self.id, pid = proc.pid.as_raw(), detail, "worker broke the protocol; killing it");
-        End::Retire(RetireReason::Protocol)
-    }
-
-    /// Runs one job on the worker. `None` when the worker is still good for more.
-    async fn run_call(
+    /// Cancels `call_id` in the worker and waits for its answer up to the grace period.
+    /// The worker comes back ready for more, or the slot's verdict on it.
+    async fn cancel(
         &self,
         proc: &mut WorkerProcess,
-        conn: &mut Conn,
-        job: Job,
-        phase: &mut watch::Receiver<Phase>,
-    ) -> Option<End> {
-        let mut reply = Some(job.reply);
-        if !conn.send(&job.frame).await {
-            return Some(End::Died(reply));
-        }
-        let mut host: JoinSet<(u64, Result<snakepit_proto::Value, HostFailure>)> = JoinSet::new();
-        let mut cancel_by: Option<(tokio::time::Instant, RetireReason)> = None;
-        let deadline = tokio::time::Instant::from_std(job.deadline);
-        let drain_at = |p: &watch::Receiver<Phase>| match *p.borrow() {
-            Phase::Draining(until) => Some(tokio::time::Instant::from_std(until)),
-            Phase::Running => None,
+        lease: Lease,
+        call_id: u64,
+        reason: RetireReason,
+        mut reply: Option<Reply>,
+    ) -> Result<Lease, End> {
+        let Lease {
+            sock,
+            buf,
+            served,
+            limit,
+            last_rss,
+            current,
+            back,
+            ..
+        } = lease;
+        let sock = match UnixStream::from_std(sock) {
+            Ok(s) => s,
+            Err(_) => return Err(End::Retire(reason)),
         };
-        let mut drain = drain_at(phase);
+        let mut conn = Conn { sock, buf };
+        if !conn.send(&ToWorker::Cancel { call_id }.encode()).await {
+            return Err(End::Died(reply));
+        }
+        proc.signal(Signal::SIGUSR1);
+        let grace = tokio::time::Instant::now() + self.cfg.kill_grace;
         loop {
             tokio::select! {
                 biased;
                 m = conn.next() => match m {
-                    Ok(Some(FromWorker::Result { call_id, value })) if call_id == job.id => {
+                    Ok(Some(FromWorker::Result { call_id: id, value })) if id == call_id => {
                         answer(&mut reply, Ok(value));
-                        return None;
+                        break;
                     }
-                    Ok(Some(FromWorker::Exception { call_id, exception })) if call_id == job.id => {
-                        answer(&mut reply, Err(call_error(exception, &job.reference)));
-                        return None;
+                    Ok(Some(FromWorker::Exception { call_id: id, exception })) if id == call_id => {
+                        answer(&mut reply, Err(call_error(exception, "")));
+                        break;
                     }
-                    Ok(Some(FromWorker::Log(rec))) => self.log(&rec, job.logs.as_ref()),
-                    Ok(Some(FromWorker::HostRequest { request_id, call_id, method, payload })) => {
-                        if method == "echo" {
-                            let frame = ToWorker::HostReply { request_id, reply: payload.decode().map_err(|e| HostFailure {
-                                type_name: "DecodeError".into(), message: e.to_string() }) }.encode();
-                            if !conn.send(&frame).await {
-                                return Some(End::Died(reply));
-                            }
-                        } else {
-                            let req = HostRequest {
-                                pool: self.cfg.name.clone(),
-                                worker: self.id,
-                                call_id,
-                                reference: Some(job.reference.clone()),
-                                method,
-                                payload,
-                            };
-                            let fut = self.cfg.handler.handle(req);
-                            host.spawn(async move { (request_id, fut.await) });
+                    Ok(Some(FromWorker::Log(rec))) => log_record(&rec, &self.cfg.name, self.id),
+                    Ok(Some(FromWorker::HostRequest { request_id, .. })) => {
+                        let refusal = ToWorker::HostReply {
+                            request_id,
+                            reply: Err(HostFailure { type_name: "CallCancelled".into(), message: "the call is being cancelled".into() }),
+                        };
+                        if !conn.send(&refusal.encode()).await {
+                            return Err(End::Died(reply));
                         }
                     }
                     Ok(Some(other)) => {
-                        let detail = format!("unexpected message during call {}: {other:?}", job.id);
-                        answer(&mut reply, Err(CallError::Protocol(detail.clone())));
-                        return Some(self.violation(proc, &detail));
+                        warn!(pool = %self.cfg.name, worker = self.id, "unexpected message while cancelling: {other:?}");
+                        return Err(End::Retire(RetireReason::Protocol));
                     }
-                    Ok(None) => return Some(End::Died(reply)),
+                    Ok(None) => return Err(End::Died(reply)),
                     Err(e) => {
-                        answer(&mut reply, Err(CallError::Protocol(e.to_string())));
-                        return Some(self.violation(proc, &e.to_string()));
+                        warn!(pool = %self.cfg.name, worker = self.id, error = %e, "worker broke the protocol while cancelling");
+                        return Err(End::Retire(RetireReason::Protocol));
                     }
                 },
-                Some(done) = host.join_next() => {
-                    let (request_id, result) = match done {
-                        Ok(r) => r,
-                        Err(e) => {
-                            warn!(error = %e, "host request handler failed");
-                            continue;
-                        }
-                    };
-                    if !conn.send(&ToWorker::HostReply { request_id, reply: result }.encode()).await {
-                        return Some(End::Died(reply));
-                    }
+                _ = proc.exited() => return Err(End::Died(reply)),
+                _ = sleep_until(grace) => {
+                    debug!(call_id, "the worker did not stop within the grace period; killing it");
+                    return Err(End::Retire(reason));
                 }
-                _ = proc.exited() => return Some(End::Died(reply)),
-                _ = sleep_until(deadline), if cancel_by.is_none() => {
-                    debug!(id = job.id, "call timed out; cancelling it in the worker");
-                    answer(&mut reply, Err(CallError::Timeout(job.timeout)));
-                    cancel_by = Some(self.cancel(proc, conn, job.id, RetireReason::Timeout).await);
-                }
-                _ = closed(&mut reply), if cancel_by.is_none() => {
-                    debug!(id = job.id, "caller dropped the call; cancelling it in the worker");
-                    cancel_by = Some(self.cancel(proc, conn, job.id, RetireReason::Cancelled).await);
-                }
-                _ = sleep_until(cancel_by.map_or(deadline, |c| c.0)), if cancel_by.is_some() => {
-                    return Some(End::Retire(cancel_by.map_or(RetireReason::Timeout, |c| c.1)));
-                }
-                _ = sleep_until(drain.unwrap_or(deadline)), if drain.is_some() => {
-                    answer(&mut reply, Err(CallError::ShutDown));
-                    return Some(End::Retire(RetireReason::Shutdown));
-                }
-                r = phase.changed() => if r.is_ok() { drain = drain_at(phase) },
             }
         }
-    }
-
-    async fn cancel(
-        &self,
-        proc: &WorkerProcess,
-        conn: &mut Conn,
-        call_id: u64,
-        reason: RetireReason,
-    ) -> (tokio::time::Instant, RetireReason) {
-        let _ = conn.send(&ToWorker::Cancel { call_id }.encode()).await;
-        proc.signal(Signal::SIGUSR1);
-        (tokio::time::Instant::now() + self.cfg.kill_grace, reason)
+        let Conn { sock, buf } = conn;
+        let sock = sock.into_std().map_err(|_| End::Retire(reason))?;
+        Ok(Lease {
+            slot: self.id,
+            pid: proc.pid,
+            sock,
+            buf,
+            served,
+            limit,
+            last_rss,
+            current,
+            back,
+        })
     }
 }

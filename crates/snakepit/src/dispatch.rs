@@ -1,0 +1,445 @@
+//! The call path: a caller leases an idle worker and talks to it itself.
+//!
+//! The cost of a call is wakeups, not work. So on the common path no other thread takes
+//! part: the caller's task checks a ready worker out of the pool (a [`Lease`]), writes
+//! the CALL frame to the worker's socket with one `send`, waits for the socket on its own
+//! runtime's reactor, reads the answer and checks the worker back in: one wakeup per call,
+//! like a blocking ping-pong. Logs and host requests are served on the way.
+//!
+//! Everything else is handed back to the worker's slot thread ([`Handback`]), which owns
+//! the process: a timed-out or dropped call (the slot sends CANCEL and waits out the
+//! grace period), a worker that died (the slot reaps it and answers the caller with the
+//! exit status and stderr), a worker to retire (max calls, RSS, protocol violation).
+//! A caller that finds no idle worker waits in a bounded FIFO; a worker checked in is
+//! handed straight to the first waiter still waiting.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BufMut;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use nix::unistd::Pid;
+use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, ToWorker, Value};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::CallError;
+use crate::event::RetireReason;
+use crate::host::HostRequest;
+use crate::pool::PoolConfig;
+use crate::worker::{call_error, log_record, CurrentCall};
+
+pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
+
+/// A ready worker, checked out of the pool for one call.
+pub(crate) struct Lease {
+    pub slot: usize,
+    pub pid: Pid,
+    pub sock: StdUnixStream,
+    pub buf: FrameBuffer,
+    pub served: u64,
+    /// Retire after this many calls.
+    pub limit: Option<u64>,
+    pub last_rss: Instant,
+    pub current: Arc<CurrentCall>,
+    pub back: mpsc::UnboundedSender<Handback>,
+}
+
+/// A worker going back to its slot thread, with what the slot must do.
+pub(crate) enum Handback {
+    /// Cancel `call_id` in the worker (CANCEL + SIGUSR1), wait for its answer up to the
+    /// grace period, then return it to the pool or kill it. `reply` is answered with what
+    /// the worker says (a timed-out caller has been answered already).
+    Cancel {
+        lease: Lease,
+        call_id: u64,
+        reason: RetireReason,
+        reply: Option<Reply>,
+    },
+    /// The worker's socket closed or failed: reap it and answer `reply` with the crash.
+    Died { lease: Lease, reply: Option<Reply> },
+    /// Retire the worker.
+    Retire { lease: Lease, reason: RetireReason },
+}
+
+impl Lease {
+    fn hand_back(self, h: impl FnOnce(Lease) -> Handback) {
+        let back = self.back.clone();
+        // The slot only goes away after its worker: a failed send means the pool is gone.
+        let _ = back.send(h(self));
+    }
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Lease>,
+    waiters: VecDeque<oneshot::Sender<Lease>>,
+    draining: bool,
+}
+
+/// The pool's idle workers and the callers waiting for one.
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    state: Mutex<State>,
+}
+
+/// What `checkout` found.
+pub(crate) enum Checkout {
+    Ready(Lease),
+    Wait(oneshot::Receiver<Lease>),
+    Full,
+    Closed,
+}
+
+impl Dispatch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An idle worker, or a place in the queue (at most `queue_limit` waiting).
+    pub(crate) fn checkout(&self, queue_limit: usize) -> Checkout {
+        let mut st = self.lock();
+        if st.draining {
+            return Checkout::Closed;
+        }
+        if let Some(lease) = st.idle.pop() {
+            return Checkout::Ready(lease);
+        }
+        if st.waiters.len() >= queue_limit {
+            st.waiters.retain(|w| !w.is_closed());
+            if st.waiters.len() >= queue_limit {
+                return Checkout::Full;
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(tx);
+        Checkout::Wait(rx)
+    }
+
+    /// Returns a worker: to the first caller still waiting, else to the idle list. While
+    /// the pool drains, the worker goes back to its slot to be stopped.
+    pub(crate) fn checkin(&self, mut lease: Lease) {
+        let mut st = self.lock();
+        while let Some(w) = st.waiters.pop_front() {
+            match w.send(lease) {
+                Ok(()) => return,
+                Err(l) => lease = l,
+            }
+        }
+        if st.draining {
+            drop(st);
+            lease.hand_back(|lease| Handback::Retire {
+                lease,
+                reason: RetireReason::Shutdown,
+            });
+            return;
+        }
+        st.idle.push(lease);
+    }
+
+    /// Takes slot `slot`'s worker out of the idle list, if it is there.
+    pub(crate) fn take_idle(&self, slot: usize) -> Option<Lease> {
+        let mut st = self.lock();
+        let i = st.idle.iter().position(|l| l.slot == slot)?;
+        Some(st.idle.swap_remove(i))
+    }
+
+    /// Stops lending workers to new calls: idle ones go back to their slots to stop; the
+    /// calls already waiting still get the workers that finish their calls.
+    pub(crate) fn drain(&self) {
+        let idle = {
+            let mut st = self.lock();
+            st.draining = true;
+            std::mem::take(&mut st.idle)
+        };
+        for lease in idle {
+            lease.hand_back(|lease| Handback::Retire {
+                lease,
+                reason: RetireReason::Shutdown,
+            });
+        }
+    }
+
+    /// Fails the calls still waiting (their workers are gone).
+    pub(crate) fn fail_waiters(&self) {
+        let waiters = std::mem::take(&mut self.lock().waiters);
+        drop(waiters);
+    }
+
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().waiters.len()
+    }
+}
+
+/// A lease in a caller's hands; dropping it mid-call cancels the call in the worker.
+struct Held {
+    lease: Option<Lease>,
+    call_id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let call_id = self.call_id;
+            lease.hand_back(|lease| Handback::Cancel {
+                lease,
+                call_id,
+                reason: RetireReason::Cancelled,
+                reply: None,
+            });
+        }
+    }
+}
+
+/// How an exchange with a worker ended.
+enum Exchange {
+    Done(Result<RawValue, CallError>),
+    Died,
+    Violation(String),
+}
+
+/// The raw fd of a lease's socket, for registering it with the caller's reactor.
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: data is a valid slice; MSG_NOSIGNAL turns a dead peer into EPIPE, not SIGPIPE.
+    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Reads what the socket has into the frame buffer's spare capacity (no zeroing).
+pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
+    let space = buf.read_space();
+    if space.capacity() - space.len() < 4096 {
+        space.reserve(64 * 1024);
+    }
+    let chunk = space.chunk_mut();
+    // SAFETY: recv writes at most chunk.len() bytes into the chunk; we then advance by
+    // exactly the number of bytes it wrote.
+    let n = unsafe { libc::recv(fd, chunk.as_mut_ptr().cast(), chunk.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised n bytes.
+    unsafe { space.advance_mut(n as usize) };
+    Ok(n as usize)
+}
+
+type HostDone =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<Value, HostFailure>)> + Send>>;
+
+/// Runs one call on a leased worker, from the caller's task.
+pub(crate) async fn call_on(
+    cfg: &Arc<PoolConfig>,
+    dispatch: &Dispatch,
+    lease: Lease,
+    job: &crate::pool::Job,
+) -> Result<RawValue, CallError> {
+    let began = Instant::now();
+    lease.current.set(Some((job.id, job.logs.clone())));
+    let mut held = Held {
+        lease: Some(lease),
+        call_id: job.id,
+    };
+    let outcome = {
+        let lease = held.lease.as_mut().expect("held until the exchange ends");
+        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job)).await
+    };
+    // `current` keeps naming this call until the next one: fd-level output is read by the
+    // slot's thread and may arrive a moment after the call's answer.
+    let mut lease = held.lease.take().expect("the exchange returned it");
+    match outcome {
+        Ok(Exchange::Done(result)) => {
+            lease.served += 1;
+            if let Some(reason) = retire_reason(cfg, &mut lease, began) {
+                lease.hand_back(|lease| Handback::Retire { lease, reason });
+            } else {
+                dispatch.checkin(lease);
+            }
+            result
+        }
+        Ok(Exchange::Violation(detail)) => {
+            tracing::warn!(pool = %cfg.name, worker = lease.slot, pid = lease.pid.as_raw(), detail, "worker broke the protocol; killing it");
+            lease.hand_back(|lease| Handback::Retire {
+                lease,
+                reason: RetireReason::Protocol,
+            });
+            Err(CallError::Protocol(detail))
+        }
+        Ok(Exchange::Died) => {
+            let (tx, rx) = oneshot::channel();
+            lease.hand_back(|lease| Handback::Died {
+                lease,
+                reply: Some(tx),
+            });
+            rx.await.unwrap_or(Err(CallError::ShutDown))
+        }
+        Err(_elapsed) => {
+            tracing::debug!(id = job.id, "call timed out; cancelling it in the worker");
+            let call_id = job.id;
+            lease.hand_back(|lease| Handback::Cancel {
+                lease,
+                call_id,
+                reason: RetireReason::Timeout,
+                reply: None,
+            });
+            Err(CallError::Timeout(job.timeout))
+        }
+    }
+}
+
+/// Whether a worker that just finished a call must be retired.
+fn retire_reason(cfg: &PoolConfig, lease: &mut Lease, began: Instant) -> Option<RetireReason> {
+    if lease.limit.is_some_and(|l| lease.served >= l) {
+        return Some(RetireReason::MaxCalls);
+    }
+    let max = cfg.max_rss?;
+    // Reading /proc costs ≈ 10 µs: after slow calls, or every 10 ms of fast ones.
+    if began.elapsed() >= Duration::from_millis(1)
+        || lease.last_rss.elapsed() >= Duration::from_millis(10)
+    {
+        lease.last_rss = Instant::now();
+        if crate::process::rss(lease.pid).is_some_and(|rss| rss > max) {
+            return Some(RetireReason::Rss);
+        }
+    }
+    None
+}
+
+/// Writes the job's frame and reads until its answer, serving logs and host requests.
+async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
+    let fd = lease.sock.as_raw_fd();
+    // SAFETY: the registration is dropped at the end of this function, before the lease
+    // (and so the socket) can move on.
+    let afd = match unsafe {
+        AsyncFd::register_with_interest(Fd(fd), Interest::READABLE | Interest::WRITABLE)
+    } {
+        Ok(a) => a,
+        Err(e) => return Exchange::Violation(format!("cannot watch the worker's socket: {}", e)),
+    };
+    if write_all(&afd, &job.frame).await.is_err() {
+        return Exchange::Died;
+    }
+    let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
+    loop {
+        loop {
+            let body = match lease.buf.next_frame() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Exchange::Violation(e.to_string()),
+            };
+            let msg = match FromWorker::decode(&body) {
+                Ok(m) => m,
+                Err(e) => return Exchange::Violation(format!("undecodable frame: {e}")),
+            };
+            match msg {
+                FromWorker::Result { call_id, value } if call_id == job.id => {
+                    return Exchange::Done(Ok(value))
+                }
+                FromWorker::Exception { call_id, exception } if call_id == job.id => {
+                    return Exchange::Done(Err(call_error(exception, &job.reference)))
+                }
+                FromWorker::Log(rec) => forward_log(cfg, lease.slot, &rec, job.logs.as_ref()),
+                FromWorker::HostRequest {
+                    request_id,
+                    call_id,
+                    method,
+                    payload,
+                } => {
+                    if method == "echo" {
+                        let reply = payload.decode().map_err(|e| HostFailure {
+                            type_name: "DecodeError".into(),
+                            message: e.to_string(),
+                        });
+                        let frame = ToWorker::HostReply { request_id, reply }.encode();
+                        if write_all(&afd, &frame).await.is_err() {
+                            return Exchange::Died;
+                        }
+                    } else {
+                        let fut = cfg.handler.handle(HostRequest {
+                            pool: cfg.name.clone(),
+                            worker: lease.slot,
+                            call_id,
+                            reference: Some(job.reference.clone()),
+                            method,
+                            payload,
+                        });
+                        host.push(Box::pin(async move { (request_id, fut.await) }));
+                    }
+                }
+                other => {
+                    return Exchange::Violation(format!(
+                        "unexpected message during call {}: {other:?}",
+                        job.id
+                    ))
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            r = afd.readable() => {
+                let Ok(mut guard) = r else { return Exchange::Died };
+                match guard.try_io(|_| recv_into(fd, &mut lease.buf)) {
+                    Ok(Ok(0)) => {
+                        return match lease.buf.check_eof() {
+                            Ok(()) => Exchange::Died,
+                            Err(e) => Exchange::Violation(e.to_string()),
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(_)) => return Exchange::Died,
+                    Err(_would_block) => {}
+                }
+            }
+            Some((request_id, reply)) = host.next(), if !host.is_empty() => {
+                if write_all(&afd, &ToWorker::HostReply { request_id, reply }.encode()).await.is_err() {
+                    return Exchange::Died;
+                }
+            }
+        }
+    }
+}
+
+async fn write_all(afd: &AsyncFd<Fd>, mut data: &[u8]) -> io::Result<()> {
+    let fd = afd.get_ref().0;
+    while !data.is_empty() {
+        match send(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut guard = afd.writable().await?;
+                guard.clear_ready();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn forward_log(
+    cfg: &PoolConfig,
+    slot: usize,
+    rec: &LogRecord,
+    sink: Option<&mpsc::UnboundedSender<LogRecord>>,
+) {
+    log_record(rec, &cfg.name, slot);
+    if let Some(tx) = sink {
+        let _ = tx.send(rec.clone());
+    }
+}
