@@ -1,5 +1,12 @@
 //! Integration tests: real CPython workers against the fixture plugins in
 //! `tests/plugins/`. One binary, a module per area.
 
-mod calls;
 mod support;
+
+mod calls;
+mod chaos;
+mod dispatch;
+mod host;
+mod hostile;
+mod lifecycle;
+mod logs;

@@ -30,3 +30,10 @@ def fail(*, message: str = "boom") -> None:
         raise KeyError("inner")
     except KeyError as e:
         raise ValueError(message) from e
+
+
+def pid(**ctx) -> int:
+    """The worker's pid: which process served a call."""
+    import os
+
+    return os.getpid()

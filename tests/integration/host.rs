@@ -1,0 +1,154 @@
+//! Host requests: a plugin calling back into the supervisor mid-call, sync and async.
+
+use std::time::Duration;
+
+use snakepit::{Call, CallError, HostFailure, HostRequest, Pool, Value};
+
+use crate::support::builder;
+
+fn payload() -> Value {
+    Value::map([
+        ("s", Value::from("héllo")),
+        ("n", Value::Int(-42)),
+        ("f", Value::Float(1.5)),
+        ("b", Value::Bytes(vec![0, 255])),
+        ("l", Value::List(vec![Value::Nil, Value::Bool(true)])),
+        ("d", Value::Decimal("12.50".into())),
+    ])
+}
+
+async fn run(pool: &Pool, call: Call) -> Value {
+    pool.submit(call).await.unwrap().decode().unwrap()
+}
+
+#[tokio::test]
+async fn echo_from_sync_async_and_sync_inside_async() {
+    let pool = builder().build().await.unwrap();
+    for f in [
+        "fx.hostcalls:echo_sync",
+        "fx.hostcalls:echo_async",
+        "fx.hostcalls:sync_echo_inside_async",
+    ] {
+        let call = Call::new(f)
+            .kwarg("payload", payload())
+            .timeout(Duration::from_secs(10));
+        assert_eq!(run(&pool, call).await, payload(), "{f}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_async_echoes_with_gather() {
+    let pool = builder().build().await.unwrap();
+    let v = run(
+        &pool,
+        Call::new("fx.hostcalls:echo_gather").kwarg("n", 50i64),
+    )
+    .await;
+    assert_eq!(v, Value::List((0..50).map(Value::Int).collect()));
+}
+
+fn handler_pool() -> snakepit::PoolBuilder {
+    builder().host_handler(|req: HostRequest| async move {
+        match req.method.as_str() {
+            "upper" => {
+                let v = req.payload.decode().map_err(|e| HostFailure {
+                    type_name: "DecodeError".into(),
+                    message: e.to_string(),
+                })?;
+                Ok(Value::from(v.as_str().unwrap_or("").to_uppercase()))
+            }
+            "whoami" => Ok(Value::map([
+                (
+                    "reference",
+                    Value::from(req.reference.as_deref().unwrap_or("")),
+                ),
+                ("has_call_id", Value::Bool(req.call_id.is_some())),
+            ])),
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok(Value::from("late"))
+            }
+            "deny" => Err(HostFailure {
+                type_name: "PermissionDenied".into(),
+                message: "not granted to this plugin".into(),
+            }),
+            other => Err(HostFailure {
+                type_name: "UnknownMethod".into(),
+                message: format!("no method {other}"),
+            }),
+        }
+    })
+}
+
+fn custom(f: &str, method: &str, payload: Value) -> Call {
+    Call::new(f)
+        .kwarg("method", method)
+        .kwarg("payload", payload)
+        .timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn custom_handler_answers_and_fails() {
+    let pool = handler_pool().build().await.unwrap();
+    for f in ["fx.hostcalls:custom", "fx.hostcalls:custom_async"] {
+        assert_eq!(
+            run(&pool, custom(f, "upper", "abc".into())).await,
+            Value::map([("ok", Value::from("ABC"))]),
+            "{f}"
+        );
+        assert_eq!(
+            run(&pool, custom(f, "slow", Value::Nil)).await,
+            Value::map([("ok", Value::from("late"))]),
+            "{f}"
+        );
+        assert_eq!(
+            run(&pool, custom(f, "whoami", Value::Nil)).await,
+            Value::map([(
+                "ok",
+                Value::map([
+                    ("reference", Value::from(f)),
+                    ("has_call_id", Value::Bool(true))
+                ])
+            )]),
+            "{f}"
+        );
+        assert_eq!(
+            run(&pool, custom(f, "deny", Value::Nil)).await,
+            Value::map([
+                ("error_type", Value::from("PermissionDenied")),
+                ("error_message", Value::from("not granted to this plugin")),
+            ]),
+            "{f}"
+        );
+    }
+    // "echo" never reaches the handler.
+    assert_eq!(
+        run(
+            &pool,
+            Call::new("fx.hostcalls:echo_sync").kwarg("payload", 7i64)
+        )
+        .await,
+        Value::Int(7)
+    );
+    // Uncaught, the HostError is the plugin's exception.
+    let err = pool
+        .submit(custom("fx.hostcalls:custom_uncaught", "deny", Value::Nil))
+        .await
+        .unwrap_err();
+    let CallError::Raised(e) = &err else {
+        panic!("expected Raised, got {err:?}")
+    };
+    assert!(e.type_name.ends_with("HostError"), "{e:?}");
+    assert!(e.message.contains("not granted"), "{e:?}");
+}
+
+#[tokio::test]
+async fn without_a_handler_other_methods_are_unknown() {
+    let pool = builder().build().await.unwrap();
+    let v = run(&pool, custom("fx.hostcalls:custom", "sql", Value::Nil)).await;
+    assert_eq!(
+        v.get("error_type"),
+        Some(&Value::from("UnknownMethod")),
+        "{v:?}"
+    );
+}
