@@ -321,115 +321,154 @@ fn retire_reason(cfg: &PoolConfig, lease: &mut Lease, began: Instant) -> Option<
     None
 }
 
-/// Writes the job's frame and reads until its answer, serving logs and host requests.
-async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
-    let fd = lease.sock.as_raw_fd();
-    // SAFETY: the registration is dropped at the end of this function, before the lease
-    // (and so the socket) can move on.
-    let afd = match unsafe {
-        AsyncFd::register_with_interest(Fd(fd), Interest::READABLE | Interest::WRITABLE)
-    } {
-        Ok(a) => a,
-        Err(e) => return Exchange::Violation(format!("cannot watch the worker's socket: {}", e)),
-    };
-    if write_all(&afd, &job.frame).await.is_err() {
-        return Exchange::Died;
+/// Why a worker's socket can no longer be used.
+pub(crate) enum WireError {
+    /// It closed or failed: the worker is dead or dying.
+    Closed,
+    /// The worker sent something that is not the protocol.
+    Violation(String),
+}
+
+/// A worker's socket, registered with the current runtime's reactor for as long as this
+/// lives, and the buffer its frames are reassembled in.
+pub(crate) struct Wire<'a> {
+    afd: AsyncFd<Fd>,
+    buf: &'a mut FrameBuffer,
+}
+
+impl<'a> Wire<'a> {
+    pub(crate) fn new(sock: &StdUnixStream, buf: &'a mut FrameBuffer) -> io::Result<Self> {
+        // SAFETY: the registration is dropped with the Wire, which borrows the socket's
+        // buffer and so cannot outlive the lease holding the socket.
+        let afd = unsafe {
+            AsyncFd::register_with_interest(
+                Fd(sock.as_raw_fd()),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        }
+        .map_err(io::Error::from)?;
+        Ok(Wire { afd, buf })
     }
-    let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
-    loop {
-        loop {
-            let body = match lease.buf.next_frame() {
-                Ok(Some(b)) => b,
-                Ok(None) => break,
-                Err(e) => return Exchange::Violation(e.to_string()),
-            };
-            let msg = match FromWorker::decode(&body) {
-                Ok(m) => m,
-                Err(e) => return Exchange::Violation(format!("undecodable frame: {e}")),
-            };
-            match msg {
-                FromWorker::Result { call_id, value } if call_id == job.id => {
-                    return Exchange::Done(Ok(value))
+
+    /// Writes a whole frame.
+    pub(crate) async fn send(&self, mut data: &[u8]) -> Result<(), WireError> {
+        let fd = self.afd.get_ref().0;
+        while !data.is_empty() {
+            match send(fd, data) {
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let mut guard = self.afd.writable().await.map_err(|_| WireError::Closed)?;
+                    guard.clear_ready();
                 }
-                FromWorker::Exception { call_id, exception } if call_id == job.id => {
-                    return Exchange::Done(Err(call_error(exception, &job.reference)))
-                }
-                FromWorker::Log(rec) => forward_log(cfg, lease.slot, &rec, job.logs.as_ref()),
-                FromWorker::HostRequest {
-                    request_id,
-                    call_id,
-                    method,
-                    payload,
-                } => {
-                    if method == "echo" {
-                        let reply = payload.decode().map_err(|e| HostFailure {
-                            type_name: "DecodeError".into(),
-                            message: e.to_string(),
-                        });
-                        let frame = ToWorker::HostReply { request_id, reply }.encode();
-                        if write_all(&afd, &frame).await.is_err() {
-                            return Exchange::Died;
-                        }
-                    } else {
-                        let fut = cfg.handler.handle(HostRequest {
-                            pool: cfg.name.clone(),
-                            worker: lease.slot,
-                            call_id,
-                            reference: Some(job.reference.clone()),
-                            method,
-                            payload,
-                        });
-                        host.push(Box::pin(async move { (request_id, fut.await) }));
-                    }
-                }
-                other => {
-                    return Exchange::Violation(format!(
-                        "unexpected message during call {}: {other:?}",
-                        job.id
-                    ))
-                }
+                Err(_) => return Err(WireError::Closed),
             }
         }
-        tokio::select! {
-            biased;
-            r = afd.readable() => {
-                let Ok(mut guard) = r else { return Exchange::Died };
-                match guard.try_io(|_| recv_into(fd, &mut lease.buf)) {
-                    Ok(Ok(0)) => {
-                        return match lease.buf.check_eof() {
-                            Ok(()) => Exchange::Died,
-                            Err(e) => Exchange::Violation(e.to_string()),
-                        }
-                    }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Ok(Err(_)) => return Exchange::Died,
-                    Err(_would_block) => {}
+        Ok(())
+    }
+
+    /// The next message, reading as needed. Cancel-safe: bytes read stay in the buffer.
+    pub(crate) async fn next(&mut self) -> Result<FromWorker, WireError> {
+        let fd = self.afd.get_ref().0;
+        loop {
+            match self.buf.next_frame() {
+                Ok(Some(body)) => {
+                    return FromWorker::decode(&body)
+                        .map_err(|e| WireError::Violation(format!("undecodable frame: {e}")))
                 }
+                Ok(None) => {}
+                Err(e) => return Err(WireError::Violation(e.to_string())),
             }
-            Some((request_id, reply)) = host.next(), if !host.is_empty() => {
-                if write_all(&afd, &ToWorker::HostReply { request_id, reply }.encode()).await.is_err() {
-                    return Exchange::Died;
+            let mut guard = self.afd.readable().await.map_err(|_| WireError::Closed)?;
+            match guard.try_io(|_| recv_into(fd, self.buf)) {
+                Ok(Ok(0)) => {
+                    return Err(match self.buf.check_eof() {
+                        Ok(()) => WireError::Closed,
+                        Err(e) => WireError::Violation(e.to_string()),
+                    })
                 }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(Err(_)) => return Err(WireError::Closed),
             }
         }
     }
 }
 
-async fn write_all(afd: &AsyncFd<Fd>, mut data: &[u8]) -> io::Result<()> {
-    let fd = afd.get_ref().0;
-    while !data.is_empty() {
-        match send(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut guard = afd.writable().await?;
-                guard.clear_ready();
+/// Writes the job's frame and reads until its answer, serving logs and host requests.
+async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
+    let slot = lease.slot;
+    let mut wire = match Wire::new(&lease.sock, &mut lease.buf) {
+        Ok(w) => w,
+        Err(e) => return Exchange::Violation(format!("cannot watch the worker's socket: {e}")),
+    };
+    let broken = |e: WireError| match e {
+        WireError::Closed => Exchange::Died,
+        WireError::Violation(d) => Exchange::Violation(d),
+    };
+    if let Err(e) = wire.send(&job.frame).await {
+        return broken(e);
+    }
+    let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            m = wire.next() => match m {
+                Ok(m) => m,
+                Err(e) => return broken(e),
+            },
+            Some((request_id, reply)) = host.next(), if !host.is_empty() => {
+                if let Err(e) = wire.send(&ToWorker::HostReply { request_id, reply }.encode()).await {
+                    return broken(e);
+                }
+                continue;
             }
-            Err(e) => return Err(e),
+        };
+        match msg {
+            FromWorker::Result { call_id, value } if call_id == job.id => {
+                return Exchange::Done(Ok(value))
+            }
+            FromWorker::Exception { call_id, exception } if call_id == job.id => {
+                return Exchange::Done(Err(call_error(exception, &job.reference)))
+            }
+            FromWorker::Log(rec) => forward_log(cfg, slot, &rec, job.logs.as_ref()),
+            FromWorker::HostRequest {
+                request_id,
+                call_id,
+                method,
+                payload,
+            } => {
+                if method == "echo" {
+                    let reply = payload.decode().map_err(|e| HostFailure {
+                        type_name: "DecodeError".into(),
+                        message: e.to_string(),
+                    });
+                    if let Err(e) = wire
+                        .send(&ToWorker::HostReply { request_id, reply }.encode())
+                        .await
+                    {
+                        return broken(e);
+                    }
+                } else {
+                    let fut = cfg.handler.handle(HostRequest {
+                        pool: cfg.name.clone(),
+                        worker: slot,
+                        call_id,
+                        reference: Some(job.reference.clone()),
+                        method,
+                        payload,
+                    });
+                    host.push(Box::pin(async move { (request_id, fut.await) }));
+                }
+            }
+            other => {
+                return Exchange::Violation(format!(
+                    "unexpected message during call {}: {other:?}",
+                    job.id
+                ))
+            }
         }
     }
-    Ok(())
 }
 
 pub(crate) fn forward_log(

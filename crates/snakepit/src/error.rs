@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use snakepit_proto::{DecodeError, FrameError, PyException};
+use snakepit_proto::PyException;
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,13 +147,4 @@ impl CallError {
             CallError::Cancelled | CallError::ShutDown => "cancelled",
         }
     }
-}
-
-/// What broke on a worker's socket.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnError {
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    #[error("undecodable frame: {0}")]
-    Decode(#[from] DecodeError),
 }

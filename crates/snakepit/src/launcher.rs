@@ -24,7 +24,6 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use nix::unistd::Pid;
 use snakepit_proto::{read_frame, FromWorker, ToWorker};
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -67,7 +66,7 @@ impl Launcher {
         worker: usize,
         generation: u64,
         sink: FdLineSink,
-    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+    ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         match self {
             Launcher::Exec(cfg) => WorkerProcess::spawn_exec(cfg, worker, generation, sink),
             Launcher::ForkServer(fs) => fs.spawn(worker, sink).await,
@@ -137,7 +136,7 @@ impl ForkServer {
         &self,
         worker: usize,
         sink: FdLineSink,
-    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+    ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
         let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
         let (out_r, out_w) = pipe().map_err(|e| os("pipe", e))?;

@@ -19,7 +19,6 @@ use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
-use tokio::net::UnixStream;
 
 use crate::error::{ExitStatus, SpawnError};
 use crate::launcher::Launcher;
@@ -147,7 +146,7 @@ impl WorkerProcess {
         worker_id: usize,
         generation: u64,
         sink: FdLineSink,
-    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+    ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         let args = cfg.worker_args(worker_id, generation);
         let s = exec_shim(cfg, "worker", args, Signal::SIGKILL, Stdio::piped())?;
         let pid = s.pid;
@@ -166,7 +165,7 @@ impl WorkerProcess {
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
         sink: FdLineSink,
-    ) -> Result<(WorkerProcess, UnixStream), SpawnError> {
+    ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
         let pidfd = pidfd_open(pid).map_err(|e| os("pidfd_open", e))?;
         // SAFETY: the pidfd is owned by the AsyncFd from here on and closed only when it is
@@ -174,7 +173,6 @@ impl WorkerProcess {
         let pidfd = unsafe { AsyncFd::register(pidfd) }
             .map_err(|e| os("registering the pidfd", e.into()))?;
         sock.set_nonblocking(true).map_err(|e| os("socket", e))?;
-        let sock = UnixStream::from_std(sock).map_err(|e| os("socket", e))?;
         let stderr_tail = Arc::new(Mutex::new(StderrTail::default()));
         let mut readers = Vec::new();
         for (stream, fd) in [("stdout", stdout), ("stderr", stderr)] {

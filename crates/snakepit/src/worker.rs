@@ -28,15 +28,14 @@ use snakepit_proto::{
     ToWorker, PROTOCOL_VERSION,
 };
 use std::io::Write;
+use std::os::unix::net::UnixStream as StdUnixStream;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::dispatch::{Handback, Lease, Reply};
-use crate::error::{CallError, ConnError, ExitStatus, SpawnError};
+use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
+use crate::error::{CallError, ExitStatus, SpawnError};
 use crate::event::{EventKind, RetireReason};
 use crate::launcher::Launcher;
 use crate::pool::{Phase, PoolConfig, Shared};
@@ -94,35 +93,6 @@ pub(crate) fn spawn_slot(
         .map(drop)
 }
 
-/// A worker's socket with its frame reassembly buffer.
-struct Conn {
-    sock: UnixStream,
-    buf: FrameBuffer,
-}
-
-impl Conn {
-    /// The next message; `Ok(None)` at a clean EOF. Cancel-safe.
-    async fn next(&mut self) -> Result<Option<FromWorker>, ConnError> {
-        loop {
-            if let Some(body) = self.buf.next_frame()? {
-                return Ok(Some(FromWorker::decode(&body)?));
-            }
-            match self.sock.read_buf(self.buf.read_space()).await {
-                Ok(0) => {
-                    self.buf.check_eof()?;
-                    return Ok(None);
-                }
-                Ok(_) => {}
-                Err(e) => return Err(ConnError::Frame(e.into())),
-            }
-        }
-    }
-
-    async fn send(&mut self, frame: &[u8]) -> bool {
-        self.sock.write_all(frame).await.is_ok()
-    }
-}
-
 pub(crate) fn log_record(rec: &LogRecord, pool: &str, worker: usize) {
     let (logger, msg, call) = (&rec.logger, &rec.message, rec.call_id);
     let exc = rec.exc_text.as_deref().unwrap_or("");
@@ -177,7 +147,7 @@ impl Slot {
             }
             let current = Arc::new(CurrentCall::default());
             let started = Instant::now();
-            let (mut proc, conn) = match self.start(current.clone()).await {
+            let (mut proc, sock, buf) = match self.start(current.clone()).await {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(pool = %self.cfg.name, worker = self.id, error = %e, "worker failed to start");
@@ -217,27 +187,19 @@ impl Slot {
             }
             self.shared.live.fetch_add(1, Ordering::AcqRel);
             let span = tracing::info_span!("worker", pool = %self.cfg.name, worker = self.id, generation = self.cfg.generation, pid);
-            let lease = match conn.sock.into_std() {
-                Ok(sock) => Lease {
-                    slot: self.id,
-                    pid: proc.pid,
-                    sock,
-                    buf: conn.buf,
-                    served: 0,
-                    limit: self
-                        .cfg
-                        .max_calls
-                        .map(|n| n + fastrand::u64(0..=self.cfg.max_calls_jitter)),
-                    last_rss: Instant::now(),
-                    current: current.clone(),
-                    back: back_tx.clone(),
-                },
-                Err(e) => {
-                    warn!(error = %e, "cannot hand the worker's socket over");
-                    let _ = proc.finish(None, &self.launcher).await;
-                    self.shared.live.fetch_sub(1, Ordering::AcqRel);
-                    continue;
-                }
+            let lease = Lease {
+                slot: self.id,
+                pid: proc.pid,
+                sock,
+                buf,
+                served: 0,
+                limit: self
+                    .cfg
+                    .max_calls
+                    .map(|n| n + fastrand::u64(0..=self.cfg.max_calls_jitter)),
+                last_rss: Instant::now(),
+                current: current.clone(),
+                back: back_tx.clone(),
             };
             let (end, served) = self
                 .watch(&mut proc, lease, &mut back_rx, &mut phase)
@@ -334,7 +296,10 @@ impl Slot {
     }
 
     /// Starts a worker and waits for its handshake.
-    async fn start(&self, current: Arc<CurrentCall>) -> Result<(WorkerProcess, Conn), SpawnError> {
+    async fn start(
+        &self,
+        current: Arc<CurrentCall>,
+    ) -> Result<(WorkerProcess, StdUnixStream, FrameBuffer), SpawnError> {
         let (pool, worker) = (self.cfg.name.clone(), self.id);
         let sink: FdLineSink = Arc::new(move |stream, line| {
             let guard = current.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -356,25 +321,27 @@ impl Slot {
             .launcher
             .spawn(self.id, self.cfg.generation, sink)
             .await?;
-        let mut conn = Conn {
-            sock,
-            buf: FrameBuffer::new(self.cfg.frame_limit),
-        };
+        let mut buf = FrameBuffer::new(self.cfg.frame_limit);
         let deadline = tokio::time::Instant::now() + self.cfg.spawn_timeout;
-        let outcome = tokio::select! {
-            m = conn.next() => match m {
-                Ok(Some(FromWorker::Handshake { version, .. })) if version == PROTOCOL_VERSION => Ok(()),
-                Ok(Some(FromWorker::Handshake { version, .. })) => Err(SpawnError::Handshake(format!(
-                    "the shim speaks protocol {version}, the supervisor {PROTOCOL_VERSION}"))),
-                Ok(Some(other)) => Err(SpawnError::Handshake(format!("expected HANDSHAKE, got {other:?}"))),
-                Ok(None) => Err(SpawnError::Exited { status: ExitStatus::Unknown, stderr: vec![] }),
-                Err(e) => Err(SpawnError::Handshake(e.to_string())),
+        let outcome = match Wire::new(&sock, &mut buf) {
+            Err(e) => Err(SpawnError::Os(format!(
+                "registering the worker's socket: {e}"
+            ))),
+            Ok(mut wire) => tokio::select! {
+                m = wire.next() => match m {
+                    Ok(FromWorker::Handshake { version, .. }) if version == PROTOCOL_VERSION => Ok(()),
+                    Ok(FromWorker::Handshake { version, .. }) => Err(SpawnError::Handshake(format!(
+                        "the shim speaks protocol {version}, the supervisor {PROTOCOL_VERSION}"))),
+                    Ok(other) => Err(SpawnError::Handshake(format!("expected HANDSHAKE, got {other:?}"))),
+                    Err(WireError::Closed) => Err(SpawnError::Exited { status: ExitStatus::Unknown, stderr: vec![] }),
+                    Err(WireError::Violation(d)) => Err(SpawnError::Handshake(d)),
+                },
+                _ = proc.exited() => Err(SpawnError::Exited { status: ExitStatus::Unknown, stderr: vec![] }),
+                _ = sleep_until(deadline) => Err(SpawnError::Timeout(self.cfg.spawn_timeout)),
             },
-            _ = proc.exited() => Err(SpawnError::Exited { status: ExitStatus::Unknown, stderr: vec![] }),
-            _ = sleep_until(deadline) => Err(SpawnError::Timeout(self.cfg.spawn_timeout)),
         };
         match outcome {
-            Ok(()) => Ok((proc, conn)),
+            Ok(()) => Ok((proc, sock, buf)),
             Err(e) => {
                 let status = proc
                     .finish(Some(Duration::from_millis(200)), &self.launcher)
@@ -457,82 +424,70 @@ impl Slot {
     async fn cancel(
         &self,
         proc: &mut WorkerProcess,
-        lease: Lease,
+        mut lease: Lease,
         call_id: u64,
         reason: RetireReason,
         mut reply: Option<Reply>,
     ) -> Result<Lease, End> {
-        let Lease {
-            sock,
-            buf,
-            served,
-            limit,
-            last_rss,
-            current,
-            back,
-            ..
-        } = lease;
-        let sock = match UnixStream::from_std(sock) {
-            Ok(s) => s,
-            Err(_) => return Err(End::Retire(reason)),
+        let Ok(mut wire) = Wire::new(&lease.sock, &mut lease.buf) else {
+            return Err(End::Retire(reason));
         };
-        let mut conn = Conn { sock, buf };
-        if !conn.send(&ToWorker::Cancel { call_id }.encode()).await {
+        if wire
+            .send(&ToWorker::Cancel { call_id }.encode())
+            .await
+            .is_err()
+        {
             return Err(End::Died(reply));
         }
         proc.signal(Signal::SIGUSR1);
         let grace = tokio::time::Instant::now() + self.cfg.kill_grace;
         loop {
-            tokio::select! {
+            let msg = tokio::select! {
                 biased;
-                m = conn.next() => match m {
-                    Ok(Some(FromWorker::Result { call_id: id, value })) if id == call_id => {
-                        answer(&mut reply, Ok(value));
-                        break;
-                    }
-                    Ok(Some(FromWorker::Exception { call_id: id, exception })) if id == call_id => {
-                        answer(&mut reply, Err(call_error(exception, "")));
-                        break;
-                    }
-                    Ok(Some(FromWorker::Log(rec))) => log_record(&rec, &self.cfg.name, self.id),
-                    Ok(Some(FromWorker::HostRequest { request_id, .. })) => {
-                        let refusal = ToWorker::HostReply {
-                            request_id,
-                            reply: Err(HostFailure { type_name: "CallCancelled".into(), message: "the call is being cancelled".into() }),
-                        };
-                        if !conn.send(&refusal.encode()).await {
-                            return Err(End::Died(reply));
-                        }
-                    }
-                    Ok(Some(other)) => {
-                        warn!(pool = %self.cfg.name, worker = self.id, "unexpected message while cancelling: {other:?}");
-                        return Err(End::Retire(RetireReason::Protocol));
-                    }
-                    Ok(None) => return Err(End::Died(reply)),
-                    Err(e) => {
-                        warn!(pool = %self.cfg.name, worker = self.id, error = %e, "worker broke the protocol while cancelling");
-                        return Err(End::Retire(RetireReason::Protocol));
-                    }
-                },
+                m = wire.next() => m,
                 _ = proc.exited() => return Err(End::Died(reply)),
                 _ = sleep_until(grace) => {
                     debug!(call_id, "the worker did not stop within the grace period; killing it");
                     return Err(End::Retire(reason));
                 }
+            };
+            match msg {
+                Ok(FromWorker::Result { call_id: id, value }) if id == call_id => {
+                    answer(&mut reply, Ok(value));
+                    break;
+                }
+                Ok(FromWorker::Exception {
+                    call_id: id,
+                    exception,
+                }) if id == call_id => {
+                    answer(&mut reply, Err(call_error(exception, "")));
+                    break;
+                }
+                Ok(FromWorker::Log(rec)) => log_record(&rec, &self.cfg.name, self.id),
+                Ok(FromWorker::HostRequest { request_id, .. }) => {
+                    let refusal = ToWorker::HostReply {
+                        request_id,
+                        reply: Err(HostFailure {
+                            type_name: "CallCancelled".into(),
+                            message: "the call is being cancelled".into(),
+                        }),
+                    };
+                    if wire.send(&refusal.encode()).await.is_err() {
+                        return Err(End::Died(reply));
+                    }
+                }
+                Ok(other) => {
+                    warn!(pool = %self.cfg.name, worker = self.id, "unexpected message while cancelling: {other:?}");
+                    return Err(End::Retire(RetireReason::Protocol));
+                }
+                Err(WireError::Closed) => return Err(End::Died(reply)),
+                Err(WireError::Violation(d)) => {
+                    warn!(pool = %self.cfg.name, worker = self.id, detail = d, "worker broke the protocol while cancelling");
+                    return Err(End::Retire(RetireReason::Protocol));
+                }
             }
         }
-        let Conn { sock, buf } = conn;
-        let sock = sock.into_std().map_err(|_| End::Retire(reason))?;
-        Ok(Lease {
-            slot: self.id,
-            pid: proc.pid,
-            sock,
-            buf,
-            served,
-            limit,
-            last_rss,
-            current,
-            back,
-        })
+        drop(wire);
+        Ok(lease)
     }
 }
