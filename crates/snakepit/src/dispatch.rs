@@ -176,6 +176,33 @@ impl Dispatch {
     }
 }
 
+/// A caller's place in the queue. Dropping it (a timeout, or the caller's future dropped)
+/// must not lose a worker that was handed over at that very moment: it is checked back in.
+pub(crate) struct Waiting<'a> {
+    rx: oneshot::Receiver<Lease>,
+    dispatch: &'a Dispatch,
+}
+
+impl<'a> Waiting<'a> {
+    pub(crate) fn new(rx: oneshot::Receiver<Lease>, dispatch: &'a Dispatch) -> Self {
+        Waiting { rx, dispatch }
+    }
+
+    /// The worker, once one is checked in for this caller; `None` if the pool stopped.
+    pub(crate) async fn lease(&mut self) -> Option<Lease> {
+        (&mut self.rx).await.ok()
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.rx.close();
+        if let Ok(lease) = self.rx.try_recv() {
+            self.dispatch.checkin(lease);
+        }
+    }
+}
+
 /// A lease in a caller's hands; dropping it mid-call cancels the call in the worker.
 struct Held {
     lease: Option<Lease>,
@@ -480,5 +507,62 @@ pub(crate) fn forward_log(
     log_record(rec, &cfg.name, slot);
     if let Some(tx) = sink {
         let _ = tx.send(rec.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(slot: usize, back: &mpsc::UnboundedSender<Handback>) -> Lease {
+        Lease {
+            slot,
+            pid: Pid::from_raw(1),
+            sock: StdUnixStream::pair().unwrap().0,
+            buf: FrameBuffer::new(1024),
+            served: 0,
+            limit: None,
+            last_rss: Instant::now(),
+            current: Arc::default(),
+            back: back.clone(),
+        }
+    }
+
+    #[test]
+    fn a_worker_handed_to_a_caller_that_just_gave_up_is_not_lost() {
+        let d = Dispatch::default();
+        let (back, _rx) = mpsc::unbounded_channel();
+        let Checkout::Wait(rx) = d.checkout(4) else {
+            panic!("nothing is idle yet")
+        };
+        let waiting = Waiting::new(rx, &d);
+        d.checkin(lease(0, &back)); // handed to the waiter...
+        drop(waiting); // ...which is dropped before it looks
+        assert!(matches!(d.checkout(4), Checkout::Ready(l) if l.slot == 0));
+    }
+
+    #[test]
+    fn the_queue_is_bounded_and_closed_waiters_do_not_count() {
+        let d = Dispatch::default();
+        let a = d.checkout(1);
+        assert!(matches!(d.checkout(1), Checkout::Full));
+        drop(a);
+        assert!(matches!(d.checkout(1), Checkout::Wait(_)));
+    }
+
+    #[test]
+    fn draining_sends_idle_workers_back_and_refuses_new_calls() {
+        let d = Dispatch::default();
+        let (back, mut rx) = mpsc::unbounded_channel();
+        d.checkin(lease(3, &back));
+        d.drain();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Handback::Retire {
+                reason: RetireReason::Shutdown,
+                ..
+            })
+        ));
+        assert!(matches!(d.checkout(4), Checkout::Closed));
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use snakepit_proto::{LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::dispatch::{Checkout, Dispatch};
+use crate::dispatch::{Checkout, Dispatch, Waiting};
 
 use crate::error::{BuildError, CallError, SpawnError};
 use crate::event::{EventKind, WorkerEvent};
@@ -544,11 +544,14 @@ impl Pool {
             Checkout::Full => return Err(CallError::Overloaded(inner.cfg.queue_limit)),
             Checkout::Closed => return Err(CallError::ShutDown),
             // Waiting for a worker counts against the call's timeout.
-            Checkout::Wait(rx) => match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(lease)) => lease,
-                Ok(Err(_)) => return Err(CallError::ShutDown),
-                Err(_) => return Err(CallError::Timeout(timeout)),
-            },
+            Checkout::Wait(rx) => {
+                let mut waiting = Waiting::new(rx, dispatch);
+                match tokio::time::timeout_at(deadline.into(), waiting.lease()).await {
+                    Ok(Some(lease)) => lease,
+                    Ok(None) => return Err(CallError::ShutDown),
+                    Err(_) => return Err(CallError::Timeout(timeout)),
+                }
+            }
         };
         crate::dispatch::call_on(&inner.cfg, dispatch, lease, &job).await
     }
