@@ -45,7 +45,7 @@ class _SyncSlot:
         self.ok = False
         self.value: Any = None
 
-    def resolve(self, ok: bool, value: Any) -> None:  # cond held; waiters get notify_all
+    def resolve(self, ok: bool, value: Any) -> None:  # channel lock held; waiters notified
         self.ok = ok
         self.value = value
         self.done = True

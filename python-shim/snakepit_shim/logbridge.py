@@ -165,6 +165,8 @@ class LineWriter(io.TextIOBase):
         """Partial lines wait for their newline (or the end of the call)."""
 
     def flush_partial(self) -> None:
+        if not self._partial:  # the common case, without the lock (a racy peek is fine:
+            return  # a line being written by a thread right now is flushed next time)
         with self._lock:
             if not self._partial:
                 return
@@ -182,7 +184,13 @@ class Installed:
         self.stdout = stdout
         self.stderr = stderr
 
+    def has_partial(self) -> bool:
+        """A partial line waits (a racy peek without the locks, fine at the end of a call:
+        a line that a thread is writing right now goes with the next one)."""
+        return bool(self.stdout._partial or self.stderr._partial)
+
     def flush_partial(self) -> None:
+        """End of a call: send the partial lines."""
         self.stdout.flush_partial()
         self.stderr.flush_partial()
 

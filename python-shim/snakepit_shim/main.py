@@ -101,7 +101,7 @@ def run_worker(fd: int, opts: argparse.Namespace) -> int:
     installed = logbridge.install(
         channel.send, lambda: worker.call_id, opts.frame_limit, getattr(opts, "level", logging.INFO)
     )
-    worker.end_of_call.append(installed.flush_partial)
+    worker.output = installed
     worker.install_signal_handler()
     try:
         channel.send(protocol.build_handshake(os.getpid(), platform.python_version(), codec.name))

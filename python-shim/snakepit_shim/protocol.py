@@ -19,7 +19,7 @@ included), and :func:`parse` checks an incoming message's shape.
 from __future__ import annotations
 
 import struct
-from typing import Any, List, NamedTuple, Optional, Union
+from typing import Any, Callable, List, NamedTuple, Optional, Union
 
 from . import codec as _codec
 from .codec import Codec
@@ -199,6 +199,37 @@ def build_result(call_id: int, value: Any, codec: Codec) -> bytes:
     return b"\x93\x10" + _int(call_id) + codec.encode(value, "result")
 
 
+class _OverLimit(Exception):
+    pass
+
+
+def build_result_frame(call_id: int, value: Any, codec: Codec, limit: int) -> bytes:
+    """A complete RESULT frame (length included), the common small values encoded
+    without a trip through the codec (byte-identical to it). Raises when ``value``
+    cannot cross or the frame would exceed ``limit``: the caller then builds the
+    EXCEPTION with :func:`build_result` (which names the problem)."""
+    t = type(value)
+    if value is None:
+        v = b"\xc0"
+    elif t is int:
+        v = _int(value)
+    elif t is str:
+        v = _str(value)
+    elif t is bool:
+        v = b"\xc3" if value else b"\xc2"
+    elif t is float:
+        v = _float(value)
+    else:
+        v = codec.encode(value, "result")
+    cid = _int(call_id)
+    n = 2 + len(cid) + len(v)
+    if n > limit:
+        raise _OverLimit(n)
+    if n < 4096:
+        return _LEN.pack(n) + b"\x93\x10" + cid + v
+    return b"".join((_LEN.pack(n), b"\x93\x10", cid, v))
+
+
 def build_result_nil(call_id: int) -> bytes:
     return b"\x93\x10" + _int(call_id) + b"\xc0"
 
@@ -344,6 +375,9 @@ _SHAPES = {
 }
 
 
+_new_tuple = tuple.__new__
+
+
 def parse(body: bytes, codec: Codec) -> Message:
     """Decode a supervisor-to-worker message and check its shape (ProtocolError)."""
     try:
@@ -357,10 +391,60 @@ def parse(body: bytes, codec: Codec) -> Message:
                     and type(kwargs) is dict
                     and type(context) is dict
                 ):
-                    return Call(call_id, reference, kwargs, context)
+                    return _new_tuple(Call, fields)
         msg = codec.decode(body)
     except _codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
+    return check_message(msg)
+
+
+def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
+    """``parse`` specialised for one codec (what a worker's channel uses per frame)."""
+    if codec is _codec.STDLIB:
+        decode_call = _codec.stdlib_decode_call
+
+        def parse_stdlib(body: Union[bytes, bytearray]) -> Message:
+            if type(body) is bytes:
+                try:
+                    fields = decode_call(body)
+                except _codec.DecodeError as exc:
+                    raise ProtocolError(f"undecodable frame: {exc}") from None
+                if fields is not None:
+                    call_id, reference, kwargs, context = fields
+                    if (
+                        type(call_id) is int
+                        and type(reference) is str
+                        and type(kwargs) is dict
+                        and type(context) is dict
+                    ):
+                        return _new_tuple(Call, fields)
+            return parse(body, codec)
+
+        return parse_stdlib
+
+    decode = codec.decode
+
+    def parse_other(body: Union[bytes, bytearray]) -> Message:
+        try:
+            msg = decode(body)
+        except _codec.DecodeError as exc:
+            raise ProtocolError(f"undecodable frame: {exc}") from None
+        if type(msg) is list and len(msg) == 5 and msg[0] == CALL:  # the hot path
+            _, call_id, reference, kwargs, context = msg
+            if (
+                type(call_id) is int
+                and type(reference) is str
+                and type(kwargs) is dict
+                and type(context) is dict
+            ):
+                return _new_tuple(Call, (call_id, reference, kwargs, context))
+        return check_message(msg)
+
+    return parse_other
+
+
+def check_message(msg: Any) -> Message:
+    """The message for a decoded ``[type, ...fields]`` array (ProtocolError)."""
     if type(msg) is list and len(msg) == 5 and msg[0] == CALL:  # the hot path
         call_id, reference, kwargs, context = msg[1], msg[2], msg[3], msg[4]
         if (

@@ -13,8 +13,9 @@ import inspect
 import re
 import sys
 import traceback
+import types
 import typing
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import CallCancelled
 
@@ -32,6 +33,9 @@ class ReferenceProblem(Exception):
 
 
 class Target(NamedTuple):
+    """A resolved reference with its dispatch plan, computed once (``resolve`` caches it):
+    a repeated call does no ``inspect`` work."""
+
     reference: str
     func: Callable[..., Any]
     display: str  # "billing.invoicing:run()" for messages
@@ -39,6 +43,13 @@ class Target(NamedTuple):
     required: Tuple[str, ...]  # of those, the ones without a default
     var_kw: bool
     params: Dict[str, inspect.Parameter]
+    name_set: FrozenSet[str]  # names, for C-level subset checks
+    required_set: FrozenSet[str]
+    is_async: bool  # an ``async def``: its value is awaited without asking
+    # A plain Python function whose signature is its code's: called with the kwargs as
+    # they are, since Python's own argument binding then refuses exactly what ``bind``
+    # refuses (the caller runs ``bind`` to name the problem when the call fails there).
+    direct: bool
 
 
 _CACHE: Dict[str, Target] = {}
@@ -122,7 +133,8 @@ def _inspect(reference: str, func: Callable[..., Any]) -> Target:
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins: nothing to check, pass everything
-        return Target(reference, func, display, (), (), True, {})
+        return Target(reference, func, display, (), (), True, {}, frozenset(), frozenset(),
+                      _is_async(func), False)
     names: List[str] = []
     required: List[str] = []
     var_kw = False
@@ -144,11 +156,27 @@ def _inspect(reference: str, func: Callable[..., Any]) -> Target:
             params[p.name] = p
             if p.default is p.empty:
                 required.append(p.name)
-    return Target(reference, func, display, tuple(names), tuple(required), var_kw, params)
+    direct = (
+        type(func) is types.FunctionType
+        and getattr(func, "__wrapped__", None) is None
+        and getattr(func, "__signature__", None) is None
+    )
+    return Target(reference, func, display, tuple(names), tuple(required), var_kw, params,
+                  frozenset(names), frozenset(required), _is_async(func), direct)
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    try:
+        return inspect.iscoroutinefunction(func)
+    except Exception:
+        return False
 
 
 def bind(target: Target, kwargs: Dict[str, Any], context: Dict[str, Any]) -> Dict[str, Any]:
-    """The keyword arguments for one call (ReferenceProblem when they do not fit)."""
+    """The keyword arguments for one call (ReferenceProblem when they do not fit).
+
+    The checks are C-level set operations on the plan's precomputed name sets; the
+    caller's ``kwargs`` dict is passed on as it is when there is nothing to merge."""
     if target.var_kw:
         if not context:
             args = kwargs
@@ -156,15 +184,21 @@ def bind(target: Target, kwargs: Dict[str, Any], context: Dict[str, Any]) -> Dic
             args = dict(context)
             args.update(kwargs)
     else:
-        names = target.params
-        for key in kwargs:
-            if key not in names:
-                raise _unexpected(target, key)
-        args = {name: context[name] for name in target.names if name in context}
-        args.update(kwargs)
-    for name in target.required:
-        if name not in args:
-            raise _missing(target, name)
+        name_set = target.name_set
+        if kwargs and not name_set.issuperset(kwargs):
+            for key in kwargs:
+                if key not in name_set:
+                    raise _unexpected(target, key)
+        if context:
+            args = {name: context[name] for name in target.names if name in context}
+            if kwargs:
+                args.update(kwargs)
+        else:
+            args = kwargs
+    if target.required and not args.keys() >= target.required_set:
+        for name in target.required:
+            if name not in args:
+                raise _missing(target, name)
     return args
 
 
@@ -238,7 +272,7 @@ def annotation_kinds(ann: Any, func: Any = None) -> Optional[Tuple[type, ...]]:
     if ann in _SIMPLE_TYPES:
         return (ann,)
     origin = typing.get_origin(ann)
-    union_type = getattr(__import__("types"), "UnionType", None)
+    union_type = getattr(types, "UnionType", None)
     if origin is typing.Union or (union_type is not None and origin is union_type):
         return _combine(annotation_kinds(a) for a in typing.get_args(ann))
     if origin in (dict, list):

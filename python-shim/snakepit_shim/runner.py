@@ -26,13 +26,18 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Dict, Optional, Set, Tuple
 
 from . import protocol, references
 from .channel import Channel
 from .codec import Codec, EncodeError
 from .errors import CallCancelled
 from .references import ReferenceProblem
+
+_UNSET = object()
+_PLANS = references._CACHE  # reference -> resolved Target (its dispatch plan)
+# Return values that are certainly not awaitable: no inspect.isawaitable for them.
+_PLAIN = frozenset((str, int, float, bool, dict, list, tuple, bytes))
 
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 # asyncio is imported on the first async call only (it costs ~45 ms of start-up).
@@ -52,7 +57,8 @@ class Worker:
         self.cancelled_early: Set[int] = set()  # CANCELs for CALLs still in the inbox
         self.pending: Dict[int, Any] = {}  # request_id -> slot with resolve(ok, value)
         self.request_ids = itertools.count(1)
-        self.end_of_call: List[Callable[[], None]] = []  # e.g. flush partial stdout lines
+        # The log bridge's stdout/stderr writers: partial lines are sent when a call ends.
+        self.output: Any = None  # with has_partial() and flush_partial()
         self.main_ident = threading.main_thread().ident
         channel.route = self._route
         channel.on_deferred_signal = self._honour_signal
@@ -65,20 +71,21 @@ class Worker:
 
     def serve(self) -> int:
         """Handle frames until SHUTDOWN or EOF (0); a protocol violation exits 3."""
-        inbox = self.channel.inbox
+        next_message = self.channel.next_message
+        run_call = self.run_call
+        Call = protocol.Call
         while True:
             try:
-                self.channel.wait_for(lambda: bool(inbox))
+                msg = next_message()
             except EOFError:
                 return 0
             except protocol.ProtocolError as exc:
                 _stderr(f"snakepit worker: protocol violation from the supervisor: {exc}")
                 return 3
-            msg = inbox.popleft()
             kind = type(msg)
             try:
-                if kind is protocol.Call:
-                    self.run_call(msg)
+                if kind is Call:
+                    run_call(msg)
                 elif kind is protocol.Validate:
                     self.validate(msg)
                 elif kind is protocol.Shutdown:
@@ -92,50 +99,127 @@ class Worker:
     # -------------------------------------------------------------------------- calls
 
     def run_call(self, msg: protocol.Call) -> None:
-        self.call_id = msg.call_id
-        # a CANCEL that overtook us while the CALL waited in the inbox
-        self.cancel_requested = msg.call_id in self.cancelled_early
-        self.cancelled_early.discard(msg.call_id)
+        """Run one CALL and send its answer. From the start until the plugin function
+        returns (importing the plugin included), SIGUSR1 may raise CallCancelled.
+
+        The common case is one flat path: the plan (resolved function, parameter sets,
+        async or not) comes from the cache, kwargs without context that fit the
+        signature are passed as they are, and a small result is framed without the
+        codec."""
+        call_id, reference, kwargs, context = msg
+        self.call_id = call_id
+        if self.cancelled_early:  # a CANCEL that overtook us while the CALL waited
+            self.cancel_requested = call_id in self.cancelled_early
+            self.cancelled_early.discard(call_id)
+        frame = None
+        target = None
+        value = _UNSET
         try:
-            body = self._call_body(msg)
-            for flush in self.end_of_call:
-                flush()
+            try:
+                try:
+                    self.cancellable = True
+                    if self.cancel_requested:
+                        raise CallCancelled()
+                    target = _PLANS.get(reference)
+                    if (
+                        target is None
+                        or context
+                        or not (
+                            target.direct
+                            or target.var_kw
+                            or (
+                                target.name_set.issuperset(kwargs)
+                                and kwargs.keys() >= target.required_set
+                            )
+                        )
+                    ):
+                        target, kwargs, frame = self._bind(
+                            call_id, reference, target, kwargs, context
+                        )
+                    if frame is None:
+                        value = target.func(**kwargs)
+                        self.cancellable = False
+                        if target.is_async or (
+                            value is not None
+                            and type(value) not in _PLAIN
+                            and inspect.isawaitable(value)
+                        ):
+                            value = self._run_async(value)
+                finally:
+                    self.cancellable = False
+            except CallCancelled:
+                frame = protocol.frame(self._cancelled(call_id))
+            except BaseException as exc:  # the plugin's own, SystemExit included
+                if self.cancel_requested and _is_asyncio_cancel(exc):
+                    frame = protocol.frame(self._cancelled(call_id))
+                elif (
+                    value is _UNSET
+                    and type(exc) is TypeError
+                    and target is not None
+                    and target.direct
+                    and exc.__traceback__ is not None
+                    and exc.__traceback__.tb_next is None  # raised by the call itself
+                ):
+                    frame = self._direct_call_failed(call_id, target, kwargs, context, exc)
+                else:
+                    frame = protocol.frame(self._raised(call_id, exc))
+            if frame is None:
+                try:
+                    frame = protocol.build_result_frame(
+                        call_id, value, self.codec, self.frame_limit
+                    )
+                except Exception:
+                    frame = protocol.frame(self._result(call_id, value))
+            output = self.output
+            if output is not None and output.has_partial():
+                output.flush_partial()
         finally:
             self.cancellable = False
             self.call_id = None
             self.cancel_requested = False
-        self.channel.send(body)
+        self.channel.write_result(frame)
 
-    def _call_body(self, msg: protocol.Call) -> bytes:
-        """Run the call; the frame to answer with. From here until the plugin function
-        returns (importing the plugin included), SIGUSR1 may raise CallCancelled."""
-        call_id = msg.call_id
+    def _direct_call_failed(
+        self,
+        call_id: int,
+        target: Any,
+        kwargs: Dict[str, Any],
+        context: Dict[str, Any],
+        exc: BaseException,
+    ) -> bytes:
+        """A direct call refused its arguments: the reference problem that ``bind``
+        names, or (the arguments did fit) the plugin's own TypeError."""
         try:
-            try:
-                self.cancellable = True
-                if self.cancel_requested:
-                    raise CallCancelled()
-                try:
-                    target = references.resolve(msg.reference)
-                    args = references.bind(target, msg.kwargs, msg.context)
-                except ReferenceProblem as problem:
-                    self.cancellable = False
-                    return protocol.build_exception(
-                        call_id, "reference", problem.type_name, problem.message, problem.tb
-                    )
-                value = target.func(**args)
-                self.cancellable = False
-                if inspect.isawaitable(value):
-                    value = self._run_async(value)
-            finally:
-                self.cancellable = False
-        except CallCancelled:
-            return self._cancelled(call_id)
-        except BaseException as exc:  # the plugin's own, SystemExit included
-            if self.cancel_requested and _is_asyncio_cancel(exc):
-                return self._cancelled(call_id)
-            return self._raised(call_id, exc)
-        return self._result(call_id, value)
+            references.bind(target, kwargs, context)
+        except ReferenceProblem as problem:
+            body = protocol.build_exception(
+                call_id, "reference", problem.type_name, problem.message, problem.tb
+            )
+        else:
+            body = self._raised(call_id, exc)
+        return protocol.frame(body)
+
+    def _bind(
+        self,
+        call_id: int,
+        reference: str,
+        target: Any,
+        kwargs: Dict[str, Any],
+        context: Dict[str, Any],
+    ) -> Tuple[Any, Dict[str, Any], Optional[bytes]]:
+        """Resolve (first call: ``target`` is None) and fit the arguments (context to
+        merge, or kwargs that do not fit): (target, arguments, None), or (None, None,
+        the EXCEPTION frame)."""
+        try:
+            if target is None:
+                target = references.resolve(reference)
+            return target, references.bind(target, kwargs, context), None
+        except ReferenceProblem as problem:
+            self.cancellable = False
+            body = protocol.build_exception(
+                call_id, "reference", problem.type_name, problem.message, problem.tb
+            )
+            return None, None, protocol.frame(body)
 
     def _result(self, call_id: int, value: Any) -> bytes:
         try:
@@ -219,9 +303,9 @@ class Worker:
 
     def new_request(self, slot: Any) -> int:
         request_id = next(self.request_ids)
-        on_main = self.channel._enter()  # the SIGUSR1 handler must not wait for cond
+        on_main = self.channel._enter()  # the SIGUSR1 handler must not wait for the lock
         try:
-            with self.channel.cond:
+            with self.channel.lock:
                 self.pending[request_id] = slot
         finally:
             self.channel._leave(on_main)
@@ -230,7 +314,7 @@ class Worker:
     def drop_request(self, request_id: int) -> None:
         on_main = self.channel._enter()
         try:
-            with self.channel.cond:
+            with self.channel.lock:
                 self.pending.pop(request_id, None)
         finally:
             self.channel._leave(on_main)
@@ -238,7 +322,7 @@ class Worker:
     # --------------------------------------------------------------------- routing
 
     def _route(self, msg: Any, on_main: bool) -> None:
-        """Called by whichever thread read ``msg``, with the channel's cond held."""
+        """Called by whichever thread read ``msg``, with the channel's lock held."""
         kind = type(msg)
         if kind is protocol.HostReply:
             slot = self.pending.pop(msg.request_id, None)

@@ -319,6 +319,66 @@ PLUGINS = {
             # the supervisor never answers "hang"; a cancel must still get through
             return host_request("hang", None)
     ''',
+    "dispatchy.py": '''
+        import functools, logging, threading, time
+        from snakepit_shim import host_request
+
+        def raises_type_error(x=1):
+            raise TypeError(f"mine: {x}")
+
+        def _deco(func):
+            @functools.wraps(func)
+            def wrapper(*args, **kwargs):
+                return func(*args, **kwargs)
+            return wrapper
+
+        @_deco
+        def decorated(period: str, job_id: str = "none"):
+            return [period, job_id]
+
+        def positional_only(a=1, /, b=2):
+            return [a, b]
+
+        class Made:
+            def __init__(self, n: int):
+                self.n = n
+
+        def size(value=None):
+            return len(value)
+
+        def huge():
+            return 2 ** 64
+
+        def lone_surrogate():
+            return "a\\udcff"
+
+        _box = {}
+
+        def background_request(payload=None, wait=False, delay=0.0, log=False):
+            """A thread sends a host request (at once, after ``delay``, or once released)
+            and keeps the reply for background_reply()."""
+            _box.clear()
+            go = _box["go"] = threading.Event()
+            if not wait:
+                go.set()
+
+            def run():
+                go.wait(10)
+                time.sleep(delay)
+                if log:
+                    logging.getLogger("dispatchy").warning("thread here")
+                _box["reply"] = host_request("echo", payload)
+
+            thread = _box["thread"] = threading.Thread(target=run, daemon=True)
+            thread.start()
+
+        def release_background_request():
+            _box["go"].set()
+
+        def background_reply(timeout: float = 5.0):
+            _box["thread"].join(timeout)
+            return _box.get("reply", "no reply")
+    ''',
     "broken.py": "def f(:\n",
     "slow_import.py": "import time\ntime.sleep(60)\ndef f():\n    return 1\n",
     "raises_on_import.py": "raise RuntimeError('import-time failure')\n",

@@ -408,3 +408,129 @@ def test_sys_path_puts_plugins_first_and_drops_cwd(plugins, tmp_path):
         assert sup.call("billing.invoicing:identity", {"value": 1})[2] == 1
     finally:
         sup.close()
+
+
+# ------------------------------------------------------------------------- dispatch
+
+
+def test_type_error_inside_a_plugin_is_raised_not_a_reference_problem(shared_worker):
+    msg = shared_worker.call("dispatchy:raises_type_error", {"x": 2})
+    assert msg[2:5] == ["raised", "TypeError", "mine: 2"]
+    assert "raises_type_error" in msg[5]
+    msg = shared_worker.call("dispatchy:raises_type_error", {"y": 2})  # cached plan now
+    assert msg[2] == "reference" and "unexpected keyword argument 'y'" in msg[4]
+
+
+def test_signature_problems_of_other_callables(shared_worker):
+    msg = shared_worker.call("dispatchy:decorated", {"period": "p", "extra": 1})
+    assert msg[2] == "reference" and "unexpected keyword argument 'extra'" in msg[4]
+    assert shared_worker.call("dispatchy:decorated", {"period": "p"})[2] == ["p", "none"]
+    msg = shared_worker.call("dispatchy:positional_only", {"a": 5})
+    assert msg[2] == "reference" and "unexpected keyword argument 'a'" in msg[4]
+    assert shared_worker.call("dispatchy:positional_only", {"b": 5})[2] == [1, 5]
+    msg = shared_worker.call("dispatchy:Made", {})
+    assert msg[2] == "reference" and "missing the required parameter 'n'" in msg[4]
+    msg = shared_worker.call("dispatchy:Made", {"n": 1})
+    assert msg[2] == "encode"  # called; an object is not a wire type
+
+
+def test_repeated_calls_and_context_variants(shared_worker):
+    for i in range(3):  # the plan is cached after the first
+        msg = shared_worker.call("billing.invoicing:strict", {"period": str(i)},
+                                 {"job_id": "j", "other": 1} if i == 1 else {})
+        assert msg[2] == [str(i), "j" if i == 1 else "none"]
+    msg = shared_worker.call("billing.invoicing:strict", {}, {"period": "from-context"})
+    assert msg[2] == ["from-context", "none"]
+    msg = shared_worker.call("billing.invoicing:strict", {"job_id": "j"})
+    assert msg[2] == "reference" and "missing the required parameter 'period'" in msg[4]
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, 127, 128, 65536, -1, -33, 2**63 - 1,
+                                   -2**63, 1.5, "", "x" * 31, "y" * 32, "z" * 70000, "é"])
+def test_small_results_are_encoded_like_the_codec(shared_worker, value):
+    call_id = shared_worker.start_call("billing.invoicing:identity", {"value": value})
+    body = shared_worker.recv_raw()
+    assert body == protocol.build_result(call_id, value, CODEC)
+
+
+def test_small_results_that_cannot_cross(shared_worker):
+    msg = shared_worker.call("dispatchy:huge")
+    assert msg[2:5] == ["encode", "snakepit_shim.EncodeError",
+                        "result: int 18446744073709551616 is outside the signed 64-bit range"]
+    msg = shared_worker.call("dispatchy:lone_surrogate")
+    assert msg[2:5] == ["encode", "snakepit_shim.EncodeError",
+                        "result: str is not valid UTF-8 (a lone surrogate)"]
+
+
+def test_large_call_frames(shared_worker):
+    # bigger than the worker's 64 KiB receive buffer, one after another
+    for n in (65531, 65532, 70000, 1 << 20, 10):
+        assert shared_worker.call("dispatchy:size", {"value": b"x" * n})[2] == n
+
+
+def test_frames_in_pieces_and_many_frames_in_one_write(shared_worker):
+    sup = shared_worker
+    frame = protocol.frame(protocol.build_call(8001, "dispatchy:size", {"value": "abc"}, {}, CODEC))
+    for cut in (1, 3, 4, 5, len(frame) - 1):  # header and body split across reads
+        sup.sock.sendall(frame[:cut])
+        time.sleep(0.05)
+        sup.sock.sendall(frame[cut:])
+        assert sup.recv_until((RESULT, EXCEPTION)) == [RESULT, 8001, 3]
+    # many frames in one write, some straddling the end of the receive buffer
+    sizes = [30000, 10, 30000, 20000, 5, 70000, 3, 40000, 40000]
+    data = b"".join(
+        protocol.frame(protocol.build_call(8100 + i, "dispatchy:size", {"value": "v" * n}, {},
+                                           CODEC))
+        for i, n in enumerate(sizes))
+    sup.sock.sendall(data)
+    for i, n in enumerate(sizes):
+        assert sup.recv_until((RESULT, EXCEPTION)) == [RESULT, 8100 + i, n]
+
+
+def test_host_request_from_a_thread_between_calls(shared_worker):
+    # The thread's request goes out once the call is over: the main loop, waiting for
+    # the next CALL, reads the reply and hands it to the thread.
+    sup = shared_worker
+    sup.host_requests.clear()
+    sup.call("dispatchy:background_request", {"payload": {"n": 1}, "wait": True})
+    sup.call("dispatchy:release_background_request")
+    req = sup.recv_until((protocol.HOST_REQUEST,))
+    assert req[2] is None and req[4] == {"n": 1}  # between calls: no call id
+    sup.answer(req)
+    assert sup.call("dispatchy:background_reply")[2] == {"n": 1}
+
+
+def test_thread_reading_while_the_next_call_arrives(shared_worker):
+    # The thread waits for its reply (and so reads the socket) when the next CALL comes:
+    # it hands the CALL to the main loop, which then reads the late reply for it.
+    sup = shared_worker
+    sup.auto_echo = False
+    try:
+        sup.host_requests.clear()
+        sup.call("dispatchy:background_request", {"payload": "late"})
+        # the request may come before or after the RESULT
+        req = sup.host_requests[0] if sup.host_requests else sup.recv_until(
+            (protocol.HOST_REQUEST,))
+        time.sleep(0.1)  # the thread is reading by now
+        assert sup.call("billing.invoicing:identity", {"value": 5})[2] == 5
+        sup.answer(req)
+        assert sup.call("dispatchy:background_reply")[2] == "late"
+    finally:
+        sup.auto_echo = True
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_first_thread_to_use_the_channel_while_the_main_loop_reads(worker, log):
+    # A fresh worker: the main loop reads without the reader token until a thread uses
+    # the channel; that thread's request goes out while the main loop is blocked in its
+    # read, which then reads the reply and hands it (and the token) to the thread.
+    worker.call("dispatchy:background_request", {"payload": [1, 2], "delay": 0.3, "log": log})
+    req = worker.recv_until((protocol.HOST_REQUEST,))
+    assert req[2] is None and req[4] == [1, 2]
+    if log:
+        assert [m[3:5] for m in worker.logs] == [["dispatchy", "thread here"]]
+    worker.answer(req)
+    time.sleep(0.1)
+    assert worker.call("dispatchy:background_reply")[2] == [1, 2]
+    for i in range(3):  # and the main loop goes on, with the token now
+        assert worker.call("billing.invoicing:identity", {"value": i})[2] == i
