@@ -38,6 +38,8 @@ pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
 
 /// A ready worker, checked out of the pool for one call.
 pub(crate) struct Lease {
+    /// Declared before `sock`: dropped, so deregistered, before the socket closes.
+    pub reg: Option<Registration>,
     pub slot: usize,
     pub pid: Pid,
     pub sock: StdUnixStream,
@@ -356,47 +358,91 @@ pub(crate) enum WireError {
     Violation(String),
 }
 
-/// A worker's socket, registered with the current runtime's reactor for as long as this
-/// lives, and the buffer its frames are reassembled in.
-pub(crate) struct Wire<'a> {
+/// A worker's socket registered with one runtime's reactor. Kept in the lease across
+/// calls, so that a caller on the same runtime as the previous one pays nothing to wait on
+/// the socket; a caller on another runtime registers it anew.
+pub(crate) struct Registration {
+    runtime: tokio::runtime::Id,
     afd: AsyncFd<Fd>,
+    writable: bool,
+}
+
+fn register(fd: RawFd, writable: bool) -> io::Result<Registration> {
+    // Interest in writability only while a write would block: a socket always ready for
+    // writing would wake the reactor once per call for nothing.
+    let interest = if writable {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    // SAFETY: a Registration lives in the lease next to the socket and is declared before
+    // it, so it is dropped (deregistered) before the socket is closed.
+    let afd =
+        unsafe { AsyncFd::register_with_interest(Fd(fd), interest) }.map_err(io::Error::from)?;
+    Ok(Registration {
+        runtime: tokio::runtime::Handle::current().id(),
+        afd,
+        writable,
+    })
+}
+
+/// A worker's socket, as seen from the current runtime, and the buffer its frames are
+/// reassembled in.
+pub(crate) struct Wire<'a> {
+    reg: &'a mut Option<Registration>,
+    fd: RawFd,
     buf: &'a mut FrameBuffer,
 }
 
 impl<'a> Wire<'a> {
-    pub(crate) fn new(sock: &StdUnixStream, buf: &'a mut FrameBuffer) -> io::Result<Self> {
-        // SAFETY: the registration is dropped with the Wire, which borrows the socket's
-        // buffer and so cannot outlive the lease holding the socket.
-        let afd = unsafe {
-            AsyncFd::register_with_interest(
-                Fd(sock.as_raw_fd()),
-                Interest::READABLE | Interest::WRITABLE,
-            )
+    /// Uses the socket's registration if it belongs to the current runtime, else makes one.
+    pub(crate) fn open(
+        reg: &'a mut Option<Registration>,
+        sock: &StdUnixStream,
+        buf: &'a mut FrameBuffer,
+    ) -> io::Result<Self> {
+        let fd = sock.as_raw_fd();
+        let here = tokio::runtime::Handle::current().id();
+        if !matches!(reg, Some(r) if r.runtime == here && !r.writable) {
+            *reg = None;
+            *reg = Some(register(fd, false)?);
         }
-        .map_err(io::Error::from)?;
-        Ok(Wire { afd, buf })
+        Ok(Wire { reg, fd, buf })
+    }
+
+    fn afd(&self) -> &AsyncFd<Fd> {
+        &self.reg.as_ref().expect("registered in open").afd
     }
 
     /// Writes a whole frame.
-    pub(crate) async fn send(&self, mut data: &[u8]) -> Result<(), WireError> {
-        let fd = self.afd.get_ref().0;
+    pub(crate) async fn send(&mut self, mut data: &[u8]) -> Result<(), WireError> {
+        let mut watched = false;
         while !data.is_empty() {
-            match send(fd, data) {
+            match send(self.fd, data) {
                 Ok(n) => data = &data[n..],
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let mut guard = self.afd.writable().await.map_err(|_| WireError::Closed)?;
+                    // A frame larger than the socket buffer: watch writability for it.
+                    if !watched {
+                        *self.reg = None;
+                        *self.reg = Some(register(self.fd, true).map_err(|_| WireError::Closed)?);
+                        watched = true;
+                    }
+                    let mut guard = self.afd().writable().await.map_err(|_| WireError::Closed)?;
                     guard.clear_ready();
                 }
                 Err(_) => return Err(WireError::Closed),
             }
+        }
+        if watched {
+            *self.reg = None;
+            *self.reg = Some(register(self.fd, false).map_err(|_| WireError::Closed)?);
         }
         Ok(())
     }
 
     /// The next message, reading as needed. Cancel-safe: bytes read stay in the buffer.
     pub(crate) async fn next(&mut self) -> Result<FromWorker, WireError> {
-        let fd = self.afd.get_ref().0;
         loop {
             match self.buf.next_frame() {
                 Ok(Some(body)) => {
@@ -406,10 +452,12 @@ impl<'a> Wire<'a> {
                 Ok(None) => {}
                 Err(e) => return Err(WireError::Violation(e.to_string())),
             }
-            let mut guard = self.afd.readable().await.map_err(|_| WireError::Closed)?;
-            match guard.try_io(|_| recv_into(fd, self.buf)) {
+            let (fd, buf) = (self.fd, &mut *self.buf);
+            let afd = &self.reg.as_ref().expect("registered in open").afd;
+            let mut guard = afd.readable().await.map_err(|_| WireError::Closed)?;
+            match guard.try_io(|_| recv_into(fd, buf)) {
                 Ok(Ok(0)) => {
-                    return Err(match self.buf.check_eof() {
+                    return Err(match buf.check_eof() {
                         Ok(()) => WireError::Closed,
                         Err(e) => WireError::Violation(e.to_string()),
                     })
@@ -425,7 +473,7 @@ impl<'a> Wire<'a> {
 /// Writes the job's frame and reads until its answer, serving logs and host requests.
 async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
     let slot = lease.slot;
-    let mut wire = match Wire::new(&lease.sock, &mut lease.buf) {
+    let mut wire = match Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) {
         Ok(w) => w,
         Err(e) => return Exchange::Violation(format!("cannot watch the worker's socket: {e}")),
     };
@@ -516,6 +564,7 @@ mod tests {
 
     fn lease(slot: usize, back: &mpsc::UnboundedSender<Handback>) -> Lease {
         Lease {
+            reg: None,
             slot,
             pid: Pid::from_raw(1),
             sock: StdUnixStream::pair().unwrap().0,

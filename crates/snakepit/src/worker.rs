@@ -188,6 +188,7 @@ impl Slot {
             self.shared.live.fetch_add(1, Ordering::AcqRel);
             let span = tracing::info_span!("worker", pool = %self.cfg.name, worker = self.id, generation = self.cfg.generation, pid);
             let lease = Lease {
+                reg: None,
                 slot: self.id,
                 pid: proc.pid,
                 sock,
@@ -322,8 +323,9 @@ impl Slot {
             .spawn(self.id, self.cfg.generation, sink)
             .await?;
         let mut buf = FrameBuffer::new(self.cfg.frame_limit);
+        let mut reg = None;
         let deadline = tokio::time::Instant::now() + self.cfg.spawn_timeout;
-        let outcome = match Wire::new(&sock, &mut buf) {
+        let outcome = match Wire::open(&mut reg, &sock, &mut buf) {
             Err(e) => Err(SpawnError::Os(format!(
                 "registering the worker's socket: {e}"
             ))),
@@ -429,7 +431,7 @@ impl Slot {
         reason: RetireReason,
         mut reply: Option<Reply>,
     ) -> Result<Lease, End> {
-        let Ok(mut wire) = Wire::new(&lease.sock, &mut lease.buf) else {
+        let Ok(mut wire) = Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) else {
             return Err(End::Retire(reason));
         };
         if wire
@@ -487,7 +489,6 @@ impl Slot {
                 }
             }
         }
-        drop(wire);
         Ok(lease)
     }
 }
