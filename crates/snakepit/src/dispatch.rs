@@ -443,6 +443,7 @@ impl<'a> Wire<'a> {
 
     /// The next message, reading as needed. Cancel-safe: bytes read stay in the buffer.
     pub(crate) async fn next(&mut self) -> Result<FromWorker, WireError> {
+        let mut reregistered = false;
         loop {
             match self.buf.next_frame() {
                 Ok(Some(body)) => {
@@ -454,7 +455,18 @@ impl<'a> Wire<'a> {
             }
             let (fd, buf) = (self.fd, &mut *self.buf);
             let afd = &self.reg.as_ref().expect("registered in open").afd;
-            let mut guard = afd.readable().await.map_err(|_| WireError::Closed)?;
+            let mut guard = match afd.readable().await {
+                Ok(g) => g,
+                // The registration outlived its runtime (runtime ids are reused once a
+                // runtime is gone): register with this one and wait again.
+                Err(_) if !reregistered => {
+                    reregistered = true;
+                    *self.reg = None;
+                    *self.reg = Some(register(fd, false).map_err(|_| WireError::Closed)?);
+                    continue;
+                }
+                Err(_) => return Err(WireError::Closed),
+            };
             match guard.try_io(|_| recv_into(fd, buf)) {
                 Ok(Ok(0)) => {
                     return Err(match buf.check_eof() {
