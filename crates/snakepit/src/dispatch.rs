@@ -75,6 +75,16 @@ impl Lease {
         // The slot only goes away after its worker: a failed send means the pool is gone.
         let _ = back.send(h(self));
     }
+
+    /// Hands the worker back to have `call_id` cancelled (nobody waits for the answer).
+    fn cancel(self, call_id: u64, reason: RetireReason) {
+        self.hand_back(|lease| Handback::Cancel {
+            lease,
+            call_id,
+            reason,
+            reply: None,
+        });
+    }
 }
 
 #[derive(Default)]
@@ -214,13 +224,7 @@ struct Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            let call_id = self.call_id;
-            lease.hand_back(|lease| Handback::Cancel {
-                lease,
-                call_id,
-                reason: RetireReason::Cancelled,
-                reply: None,
-            });
+            lease.cancel(self.call_id, RetireReason::Cancelled);
         }
     }
 }
@@ -320,13 +324,7 @@ pub(crate) async fn call_on(
         }
         Err(_elapsed) => {
             tracing::debug!(id = job.id, "call timed out; cancelling it in the worker");
-            let call_id = job.id;
-            lease.hand_back(|lease| Handback::Cancel {
-                lease,
-                call_id,
-                reason: RetireReason::Timeout,
-                reply: None,
-            });
+            lease.cancel(job.id, RetireReason::Timeout);
             Err(CallError::Timeout(job.timeout))
         }
     }
