@@ -55,13 +55,12 @@ pub(crate) struct Lease {
 /// A worker going back to its slot thread, with what the slot must do.
 pub(crate) enum Handback {
     /// Cancel `call_id` in the worker (CANCEL + SIGUSR1), wait for its answer up to the
-    /// grace period, then return it to the pool or kill it. `reply` is answered with what
-    /// the worker says (a timed-out caller has been answered already).
+    /// grace period, then return it to the pool or kill it. Nobody waits for the answer:
+    /// the caller was answered at its deadline, or dropped the call.
     Cancel {
         lease: Lease,
         call_id: u64,
         reason: RetireReason,
-        reply: Option<Reply>,
     },
     /// The worker's socket closed or failed: reap it and answer `reply` with the crash.
     Died { lease: Lease, reply: Option<Reply> },
@@ -82,7 +81,6 @@ impl Lease {
             lease,
             call_id,
             reason,
-            reply: None,
         });
     }
 }

@@ -390,9 +390,9 @@ impl Slot {
                         let end = if reason == RetireReason::Shutdown { End::Stop } else { End::Retire(reason) };
                         return (end, lease.served);
                     }
-                    Some(Handback::Cancel { lease, call_id, reason, reply }) => {
+                    Some(Handback::Cancel { lease, call_id, reason }) => {
                         let served = lease.served;
-                        match self.cancel(proc, lease, call_id, reason, reply).await {
+                        match self.cancel(proc, lease, call_id, reason).await {
                             Ok(lease) => dispatch.checkin(lease),
                             Err(end) => return (end, served),
                         }
@@ -429,7 +429,6 @@ impl Slot {
         mut lease: Lease,
         call_id: u64,
         reason: RetireReason,
-        mut reply: Option<Reply>,
     ) -> Result<Lease, End> {
         let Ok(mut wire) = Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) else {
             return Err(End::Retire(reason));
@@ -439,7 +438,7 @@ impl Slot {
             .await
             .is_err()
         {
-            return Err(End::Died(reply));
+            return Err(End::Died(None));
         }
         proc.signal(Signal::SIGUSR1);
         let grace = tokio::time::Instant::now() + self.cfg.kill_grace;
@@ -447,24 +446,19 @@ impl Slot {
             let msg = tokio::select! {
                 biased;
                 m = wire.next() => m,
-                _ = proc.exited() => return Err(End::Died(reply)),
+                _ = proc.exited() => return Err(End::Died(None)),
                 _ = sleep_until(grace) => {
                     debug!(call_id, "the worker did not stop within the grace period; killing it");
                     return Err(End::Retire(reason));
                 }
             };
             match msg {
-                Ok(FromWorker::Result { call_id: id, value }) if id == call_id => {
-                    answer(&mut reply, Ok(value));
-                    break;
-                }
-                Ok(FromWorker::Exception {
-                    call_id: id,
-                    exception,
-                }) if id == call_id => {
-                    answer(&mut reply, Err(call_error(exception, "")));
-                    break;
-                }
+                // The caller is gone, or was answered at its deadline: the answer only
+                // says that the worker is free again.
+                Ok(
+                    FromWorker::Result { call_id: id, .. }
+                    | FromWorker::Exception { call_id: id, .. },
+                ) if id == call_id => break,
                 Ok(FromWorker::Log(rec)) => log_record(&rec, &self.cfg.name, self.id),
                 Ok(FromWorker::HostRequest { request_id, .. }) => {
                     let refusal = ToWorker::HostReply {
@@ -475,14 +469,14 @@ impl Slot {
                         }),
                     };
                     if wire.send(&refusal.encode()).await.is_err() {
-                        return Err(End::Died(reply));
+                        return Err(End::Died(None));
                     }
                 }
                 Ok(other) => {
                     warn!(pool = %self.cfg.name, worker = self.id, "unexpected message while cancelling: {other:?}");
                     return Err(End::Retire(RetireReason::Protocol));
                 }
-                Err(WireError::Closed) => return Err(End::Died(reply)),
+                Err(WireError::Closed) => return Err(End::Died(None)),
                 Err(WireError::Violation(d)) => {
                     warn!(pool = %self.cfg.name, worker = self.id, detail = d, "worker broke the protocol while cancelling");
                     return Err(End::Retire(RetireReason::Protocol));
