@@ -486,9 +486,6 @@ async fn supervisor_killed_with_sigkill_leaves_no_grandchild_fork_server() {
 }
 
 #[tokio::test]
-#[ignore = "fails: with fresh_interpreters(true) nothing is left to kill the worker's process \
-            group after a SIGKILL of the supervisor (the worker dies of its parent-death \
-            signal, its subprocesses do not); needs the fork-server guardian for exec workers"]
 async fn supervisor_killed_with_sigkill_leaves_no_grandchild_exec() {
     supervisor_killed_leaves_no_grandchild(true).await
 }

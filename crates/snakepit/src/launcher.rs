@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::error::{ExitStatus, SpawnError};
+use crate::guardian::Guardian;
 use crate::pool::PoolConfig;
 use crate::process::{exec_shim, reap_child, FdLineSink, WorkerProcess};
 
@@ -40,7 +41,9 @@ pub(crate) enum LaunchMode {
 
 /// Starts worker processes for one pool.
 pub(crate) enum Launcher {
-    Exec(Arc<PoolConfig>),
+    /// Fresh interpreters, with a guardian to kill their process groups if the
+    /// supervisor dies.
+    Exec(Arc<PoolConfig>, Guardian),
     ForkServer(ForkServer),
 }
 
@@ -54,7 +57,11 @@ impl Launcher {
         cfg: Arc<PoolConfig>,
     ) -> Result<Launcher, SpawnError> {
         match mode {
-            LaunchMode::Exec => Ok(Launcher::Exec(cfg)),
+            LaunchMode::Exec => {
+                let guardian = Guardian::start()
+                    .map_err(|e| SpawnError::Os(format!("forking the guardian: {e}")))?;
+                Ok(Launcher::Exec(cfg, guardian))
+            }
             LaunchMode::ForkServer => ForkServer::start(cfg).await.map(Launcher::ForkServer),
         }
     }
@@ -68,7 +75,11 @@ impl Launcher {
         sink: FdLineSink,
     ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         match self {
-            Launcher::Exec(cfg) => WorkerProcess::spawn_exec(cfg, worker, generation, sink),
+            Launcher::Exec(cfg, guardian) => {
+                let (proc, sock) = WorkerProcess::spawn_exec(cfg, worker, generation, sink)?;
+                guardian.watch(worker, proc.pid);
+                Ok((proc, sock))
+            }
             Launcher::ForkServer(fs) => fs.spawn(worker, sink).await,
         }
     }
@@ -83,7 +94,11 @@ impl Launcher {
     /// The raw wait status of a worker that has exited.
     pub(crate) async fn exit_status(&self, pid: Pid) -> Option<i32> {
         match self {
-            Launcher::Exec(_) => reap_child(pid),
+            Launcher::Exec(_, guardian) => {
+                let status = reap_child(pid);
+                guardian.forget(pid);
+                status
+            }
             Launcher::ForkServer(fs) => fs.exit_status(pid).await,
         }
     }

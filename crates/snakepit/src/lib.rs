@@ -43,6 +43,7 @@
 mod dispatch;
 mod error;
 mod event;
+mod guardian;
 mod host;
 mod launcher;
 mod pool;
