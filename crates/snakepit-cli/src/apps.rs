@@ -23,6 +23,8 @@ pub struct Runtime {
 pub struct Apps {
     pub dir: PathBuf,
     pub python: PathBuf,
+    /// Where `python` came from, for error messages.
+    pub python_from: String,
     pub runtime: Runtime,
 }
 
@@ -35,8 +37,13 @@ impl Apps {
                 .map_err(|e| CliError::Usage(format!("cannot read the working directory: {e}")))?,
         };
         if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
             return Err(CliError::Usage(format!(
-                "the apps dir {} does not exist; pass --apps DIR or set LIBERTY_APPS_DIR",
+                "the apps dir {} {what}; pass --apps DIR or set LIBERTY_APPS_DIR",
                 dir.display()
             )));
         }
@@ -46,18 +53,53 @@ impl Apps {
         } else {
             (Runtime::default(), None)
         };
-        let python = python
-            .map(Path::to_owned)
-            .or(toml_python.map(|p| dir.join(p)))
-            .or_else(|| std::env::var_os("SNAKEPIT_PYTHON").map(PathBuf::from))
-            .or_else(|| Some(dir.join(".venv/bin/python")).filter(|p| p.exists()))
-            .or_else(|| Some(PathBuf::from(".venv/bin/python")).filter(|p| p.exists()))
-            .unwrap_or_else(|| PathBuf::from("python3"));
+        let env_python = std::env::var_os("SNAKEPIT_PYTHON").map(PathBuf::from);
+        let venv = dir.join(".venv/bin/python");
+        let (python, python_from) = if let Some(p) = python {
+            (p.to_owned(), "--python".to_owned())
+        } else if let Some(p) = toml_python {
+            (
+                dir.join(p),
+                format!("[runtime] python in {}", file.display()),
+            )
+        } else if let Some(p) = env_python {
+            (p, "$SNAKEPIT_PYTHON".to_owned())
+        } else if venv.exists() {
+            (venv, "the apps dir's .venv".to_owned())
+        } else if Path::new(".venv/bin/python").exists() {
+            (PathBuf::from(".venv/bin/python"), "./.venv".to_owned())
+        } else {
+            (
+                PathBuf::from("python3"),
+                "python3 on PATH (the default)".to_owned(),
+            )
+        };
         Ok(Apps {
             dir,
             python,
+            python_from,
             runtime,
         })
+    }
+
+    /// The sentence for a pool that could not be built: bad settings and an unusable
+    /// interpreter are the user's to fix (exit 2), anything else is a failure to run (3).
+    pub fn build_error(&self, e: snakepit::BuildError) -> CliError {
+        use snakepit::{BuildError, SpawnError};
+        match e {
+            BuildError::Config(m) => CliError::Usage(m),
+            BuildError::Spawn(
+                e @ (SpawnError::Interpreter { .. } | SpawnError::PythonTooOld { .. }),
+            ) => CliError::Usage(format!(
+                "{e}\n  the interpreter comes from {}; point it at a CPython >= 3.9",
+                self.python_from
+            )),
+            BuildError::Spawn(e) => CliError::Pool(format!(
+                "{e} (interpreter {}, from {})",
+                self.python.display(),
+                self.python_from
+            )),
+        }
     }
 
     /// A pool builder for this install: its interpreter, `plugins/` first on sys.path, and
@@ -95,6 +137,15 @@ fn parse_app_toml(file: &Path) -> Result<(Runtime, Option<String>), CliError> {
     let doc: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| err(format!("not valid TOML: {}", e.to_string().trim())))?;
+    // Tables of features this version does not have yet are accepted; anything else is a
+    // typo worth a sentence.
+    const TABLES: [&str; 6] = ["runtime", "isolation", "auth", "hooks", "plugins", "pools"];
+    if let Some(key) = doc.keys().find(|k| !TABLES.contains(&k.as_str())) {
+        return Err(err(format!(
+            "[{key}] is not a table of app.toml; the tables are {}",
+            TABLES.map(|t| format!("[{t}]")).join(", ")
+        )));
+    }
     let mut rt = Runtime::default();
     let mut python = None;
     let table = |name: &str| -> Result<Option<&toml::Table>, CliError> {

@@ -86,7 +86,7 @@ pub async fn run(
         .queue_limit(concurrency.max(1024))
         .build()
         .await
-        .map_err(|e| CliError::Pool(format!("{e} (interpreter: {})", apps.python.display())))?;
+        .map_err(|e| apps.build_error(e))?;
     // Load the plugin once: a bad reference is an error, not ten thousand of them.
     if let Err(e) = pool
         .submit(Call::new(reference).kwargs((*kwargs).clone()))

@@ -95,7 +95,7 @@ pub async fn run(
         .fresh_interpreters(true)
         .build()
         .await
-        .map_err(|e| CliError::Pool(format!("{e} (interpreter: {})", apps.python.display())))?;
+        .map_err(|e| apps.build_error(e))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut call = Call::new(reference)
         .kwargs(kwargs)

@@ -74,8 +74,15 @@ pub enum Command {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{s:?} is not a duration like \"30s\" or \"5m\": {e}"))
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "{s:?} is zero; give a duration like \"30s\" or \"5m\""
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
+        )),
+    }
 }
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {

@@ -40,8 +40,10 @@ pub fn main() -> ExitCode {
 fn init_tracing(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
+        // The outcome of a call is reported on its own; supervisor warnings (a worker
+        // died, was recycled) are for -v.
+        (false, 0) => "error",
+        (false, 1) => "warn,snakepit=info",
         (false, 2) => "debug",
         _ => "trace",
     };

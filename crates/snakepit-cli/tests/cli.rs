@@ -158,18 +158,37 @@ fn bench_json_summary_accounts_for_every_call() {
 #[test]
 fn bad_app_toml_names_the_file_and_the_entry() {
     let dir = apps();
-    std::fs::write(
-        dir.path().join("app.toml"),
-        "[runtime]\nworkers = \"many\"\n",
-    )
-    .unwrap();
-    let out = snakepit(dir.path(), &["call", "demo.calls:ping"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("app.toml") && err.contains("[runtime] workers"),
-        "{err}"
-    );
+    for (toml, entry) in [
+        ("[runtime]\nworkers = \"many\"\n", "[runtime] workers"),
+        ("[runtme]\nworkers = 2\n", "[runtme] is not a table"),
+        (
+            "[runtime]\ncall_timout = \"5s\"\n",
+            "[runtime] call_timout is not a setting",
+        ),
+    ] {
+        std::fs::write(dir.path().join("app.toml"), toml).unwrap();
+        let out = snakepit(dir.path(), &["call", "demo.calls:ping"]);
+        assert_eq!(out.status.code(), Some(2), "{toml}");
+        let err = text(&out.stderr);
+        assert!(err.contains("app.toml") && err.contains(entry), "{err}");
+    }
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    let dir = apps();
+    for args in [
+        &["call", "demo.calls:ping", "--timeout", "0s"][..],
+        &["bench", "demo.calls:ping", "--workers", "0"],
+    ] {
+        let out = snakepit(dir.path(), args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -186,10 +205,12 @@ fn a_missing_interpreter_is_a_sentence_not_a_panic() {
         ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains("/nonexistent/python3") && !err.contains("panicked"),
+        err.contains("/nonexistent/python3")
+            && err.contains("comes from --python")
+            && !err.contains("panicked"),
         "{err}"
     );
 }

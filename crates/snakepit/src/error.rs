@@ -77,6 +77,15 @@ pub enum SpawnError {
     Handshake(String),
 }
 
+fn bad_reference(reference: &str, message: &str) -> String {
+    // The shim's messages usually name the reference already.
+    if message.contains(reference) {
+        format!("bad reference: {message}")
+    } else {
+        format!("bad reference {reference}: {message}")
+    }
+}
+
 fn tail(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()
@@ -101,7 +110,7 @@ pub enum CallError {
     #[error("{}: {}", .0.type_name, .0.message)]
     Raised(PyException),
     /// The reference does not resolve, or the arguments do not fit its signature.
-    #[error("bad reference {reference}: {message}")]
+    #[error("{}", bad_reference(.reference, .message))]
     BadReference { reference: String, message: String },
     /// The call ran past its timeout (it was cancelled in the worker, whose process group
     /// is killed if it does not stop within the grace period).
