@@ -27,6 +27,7 @@ use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::error::CallError;
 use crate::event::RetireReason;
@@ -289,7 +290,10 @@ pub(crate) async fn call_on(
     };
     let outcome = {
         let lease = held.lease.as_mut().expect("held until the exchange ends");
-        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job)).await
+        let span = tracing::debug_span!("call", pool = %cfg.name, worker = lease.slot, id = job.id, callable = %job.reference);
+        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job))
+            .instrument(span)
+            .await
     };
     // `current` keeps naming this call until the next one: fd-level output is read by the
     // slot's thread and may arrive a moment after the call's answer.
