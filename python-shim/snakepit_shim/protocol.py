@@ -378,20 +378,31 @@ _SHAPES = {
 _new_tuple = tuple.__new__
 
 
+def _fast_call(body: bytes, decode_call: Callable[[bytes], Any]) -> Optional[Message]:
+    """A CALL decoded by the stdlib codec's specialised decoder, or None for anything else."""
+    try:
+        fields = decode_call(body)
+    except _codec.DecodeError as exc:
+        raise ProtocolError(f"undecodable frame: {exc}") from None
+    if fields is not None:
+        call_id, reference, kwargs, context = fields
+        if (
+            type(call_id) is int
+            and type(reference) is str
+            and type(kwargs) is dict
+            and type(context) is dict
+        ):
+            return _new_tuple(Call, fields)
+    return None
+
+
 def parse(body: bytes, codec: Codec) -> Message:
     """Decode a supervisor-to-worker message and check its shape (ProtocolError)."""
+    if codec is _codec.STDLIB and type(body) is bytes:
+        call = _fast_call(body, _codec.stdlib_decode_call)  # the per-call hot path
+        if call is not None:
+            return call
     try:
-        if codec is _codec.STDLIB and type(body) is bytes:
-            fields = _codec.stdlib_decode_call(body)  # the per-call hot path
-            if fields is not None:
-                call_id, reference, kwargs, context = fields
-                if (
-                    type(call_id) is int
-                    and type(reference) is str
-                    and type(kwargs) is dict
-                    and type(context) is dict
-                ):
-                    return _new_tuple(Call, fields)
         msg = codec.decode(body)
     except _codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
@@ -405,19 +416,9 @@ def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
 
         def parse_stdlib(body: Union[bytes, bytearray]) -> Message:
             if type(body) is bytes:
-                try:
-                    fields = decode_call(body)
-                except _codec.DecodeError as exc:
-                    raise ProtocolError(f"undecodable frame: {exc}") from None
-                if fields is not None:
-                    call_id, reference, kwargs, context = fields
-                    if (
-                        type(call_id) is int
-                        and type(reference) is str
-                        and type(kwargs) is dict
-                        and type(context) is dict
-                    ):
-                        return _new_tuple(Call, fields)
+                call = _fast_call(body, decode_call)
+                if call is not None:
+                    return call
             return parse(body, codec)
 
         return parse_stdlib
