@@ -110,7 +110,7 @@ def _import(module_name: str) -> Any:
         raise
     except BaseException as exc:  # SyntaxError, an error at import time, even SystemExit
         raise ReferenceProblem(
-            _qualified_name(type(exc)),
+            qualified_name(type(exc)),
             f"importing {module_name!r} failed: {type(exc).__name__}: {exc}",
             _format(exc),
         ) from None
@@ -120,7 +120,8 @@ def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def _qualified_name(cls: type) -> str:
+def qualified_name(cls: type) -> str:
+    """`module.QualName` of an exception class; builtins without the module."""
     module = getattr(cls, "__module__", None)
     qualname = getattr(cls, "__qualname__", cls.__name__)
     if not module or module == "builtins":

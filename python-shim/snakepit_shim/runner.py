@@ -32,7 +32,7 @@ from . import protocol, references
 from .channel import Channel
 from .codec import Codec, EncodeError
 from .errors import CallCancelled
-from .references import ReferenceProblem
+from .references import ReferenceProblem, qualified_name
 
 _UNSET = object()
 _PLANS = references._CACHE  # reference -> resolved Target (its dispatch plan)
@@ -401,14 +401,6 @@ async def _await(awaitable: Any) -> Any:
 def _is_asyncio_cancel(exc: BaseException) -> bool:
     asyncio = sys.modules.get("asyncio")
     return asyncio is not None and isinstance(exc, asyncio.CancelledError)
-
-
-def qualified_name(cls: type) -> str:
-    module = getattr(cls, "__module__", None)
-    qualname = getattr(cls, "__qualname__", cls.__name__)
-    if not module or module == "builtins":
-        return qualname
-    return f"{module}.{qualname}"
 
 
 def format_plugin_traceback(exc: BaseException) -> str:
