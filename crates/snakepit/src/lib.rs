@@ -27,16 +27,35 @@
 //!
 //! # Example
 //!
+//! The same as the README's (this one is compiled by the doc tests):
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use snakepit::{Call, Pool, Value};
+//! use std::time::Duration;
+//! use snakepit::{Call, CallError, HostFailure, HostRequest, Pool};
 //!
-//! let pool = Pool::builder().python("python3").sys_path("plugins").workers(2).build().await?;
-//! let value = pool
-//!     .submit(Call::new("billing.invoicing:run").kwarg("period", "2026-05"))
+//! let pool = Pool::builder()
+//!     .python("python3")
+//!     .sys_path("liberty-apps/plugins")
+//!     .workers(4)
+//!     .call_timeout(Duration::from_secs(30))
+//!     .max_worker_rss(512 << 20)
+//!     .host_handler(|req: HostRequest| async move {
+//!         // Serve the workers' requests (connectors) here; "echo" is built in.
+//!         Err(HostFailure { type_name: "UnknownMethod".into(), message: req.method })
+//!     })
+//!     .build()
 //!     .await?;
-//! println!("{}", value.decode()?);
-//! pool.shutdown(std::time::Duration::from_secs(5)).await;
+//!
+//! let value = pool.submit(Call::new("billing.pricing:quote").kwarg("amount", "100")).await?;
+//! println!("{}", value.decode()?); // a RawValue stays MessagePack bytes until decoded
+//!
+//! match pool.submit(Call::new("billing.pricing:quote").kwarg("amount", "x")).await {
+//!     Err(CallError::Raised(e)) => eprintln!("{}: {}\n{}", e.type_name, e.message, e.traceback),
+//!     other => println!("{other:?}"),
+//! }
+//! let _events = pool.events(); // Ready, Exited, Retired, SpawnFailed, Backoff
+//! pool.shutdown(Duration::from_secs(10)).await;
 //! # Ok(()) }
 //! ```
 
