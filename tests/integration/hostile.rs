@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use snakepit::{Call, CallError, EventKind, ExitStatus, PoolBuilder, RetireReason, Value};
 
 use crate::support::{
-    both_launchers, builder, next_event, read_pid_file, wait_gone, worker_pid, KillOnDrop,
+    both_launchers, builder, expect_retired, next_event, read_pid_file, wait_gone, worker_pid,
+    KillOnDrop, EVENT_WAIT,
 };
-
-const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 both_launchers!(
     exit_hard_is_worker_crashed_and_replaced,
@@ -249,21 +248,7 @@ async fn protocol_violation(b: PoolBuilder, reference: &str) {
     assert!(matches!(err, CallError::Protocol(_)), "{err:?}");
     // Found at once, not at the plugin's 30 s sleep or the call timeout.
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    let ev = next_event(&mut events, "Retired{Protocol}", EVENT_WAIT, |e| {
-        matches!(e.kind, EventKind::Retired { .. })
-    })
-    .await;
-    assert_eq!(ev.pid, Some(before));
-    assert!(
-        matches!(
-            ev.kind,
-            EventKind::Retired {
-                reason: RetireReason::Protocol,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_retired(&mut events, before, RetireReason::Protocol).await;
     wait_gone("the worker that broke the protocol", before, EVENT_WAIT).await;
     assert_ne!(worker_pid(&pool).await, before);
 }
@@ -378,21 +363,7 @@ async fn worker_over_the_rss_ceiling_is_retired_after_the_call() {
         Value::map([("pid", Value::Int(before as i64))]),
         "the call in hand succeeds"
     );
-    let ev = next_event(&mut events, "Retired{Rss}", EVENT_WAIT, |e| {
-        matches!(e.kind, EventKind::Retired { .. })
-    })
-    .await;
-    assert_eq!(ev.pid, Some(before));
-    assert!(
-        matches!(
-            ev.kind,
-            EventKind::Retired {
-                reason: RetireReason::Rss,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_retired(&mut events, before, RetireReason::Rss).await;
     assert_ne!(worker_pid(&pool).await, before);
 }
 

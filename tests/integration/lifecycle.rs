@@ -11,11 +11,10 @@ use snakepit::{
 };
 
 use crate::support::{
-    both_launchers, builder, next_event, processes_with, read_file_when_there, read_pid_file,
-    unique_name, wait_for, wait_gone, wait_no_processes_with, worker_pid, ChildGuard, KillOnDrop,
+    both_launchers, builder, expect_retired, next_event, processes_with, read_file_when_there,
+    read_pid_file, unique_name, wait_for, wait_gone, wait_no_processes_with, worker_pid,
+    ChildGuard, KillOnDrop, EVENT_WAIT,
 };
-
-const EVENT_WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn worker_is_recycled_after_max_calls() {
@@ -33,21 +32,7 @@ async fn worker_is_recycled_after_max_calls() {
         first,
         "the third call on the same worker"
     );
-    let ev = next_event(&mut events, "Retired{MaxCalls}", EVENT_WAIT, |e| {
-        matches!(e.kind, EventKind::Retired { .. })
-    })
-    .await;
-    assert_eq!(ev.pid, Some(first));
-    assert!(
-        matches!(
-            ev.kind,
-            EventKind::Retired {
-                reason: RetireReason::MaxCalls,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    expect_retired(&mut events, first, RetireReason::MaxCalls).await;
     let second = worker_pid(&pool).await;
     assert_ne!(second, first, "the fourth call on a new worker");
     assert_eq!(worker_pid(&pool).await, second);

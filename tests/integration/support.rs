@@ -73,6 +73,27 @@ pub async fn next_event(
     }
 }
 
+/// How long a test waits for a worker event.
+pub const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits for the next `Retired` event and checks that it retired `pid` for `reason`.
+pub async fn expect_retired(
+    rx: &mut broadcast::Receiver<WorkerEvent>,
+    pid: u32,
+    reason: snakepit::RetireReason,
+) {
+    let what = format!("Retired{{{reason:?}}}");
+    let ev = next_event(rx, &what, EVENT_WAIT, |e| {
+        matches!(e.kind, snakepit::EventKind::Retired { .. })
+    })
+    .await;
+    assert_eq!(ev.pid, Some(pid), "{ev:?}");
+    assert!(
+        matches!(ev.kind, snakepit::EventKind::Retired { reason: r, .. } if r == reason),
+        "expected {what}: {ev:?}"
+    );
+}
+
 /// The pid of the worker that serves the next call (`fx.basic:pid`).
 pub async fn worker_pid(pool: &Pool) -> u32 {
     let v = pool
