@@ -80,7 +80,7 @@ pub async fn run(
     let concurrency = opts
         .concurrency
         .or(opts.workers)
-        .or(apps.runtime.workers)
+        .or(apps.runtime().workers)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pool = builder
         .queue_limit(concurrency.max(1024))

@@ -88,8 +88,12 @@ pub async fn run(
 ) -> Result<ExitCode, CliError> {
     let kwargs = json_map("--kwargs", kwargs)?;
     let context = json_map("--ctx", ctx)?;
+    // The pool of the reference's package ([plugins.PKG] pool): its settings (timeout,
+    // limits) apply; one worker is enough for one call.
+    let (pool_name, settings) = apps.pool_for(reference);
     let pool = apps
-        .pool_builder()
+        .pool_builder_with(&settings)
+        .name(pool_name)
         .workers(1)
         // One call: a fresh interpreter is one process instead of a template and a fork.
         .fresh_interpreters(true)

@@ -71,19 +71,28 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Load app.toml and validate every reference it names in workers; each problem as
+    /// `file: entry: reason` (with --json, a list on stdout).
+    Check,
+    /// Ask the [auth] password_validator about the password read from stdin.
+    ValidatePassword {
+        #[arg(long)]
+        username: String,
+        /// The existing user record, a JSON object (default: none, a new user).
+        #[arg(long, value_name = "JSON")]
+        existing_user: Option<String>,
+    },
+    /// Call the [hooks] of EVENT in order, with the payload's keys as their context.
+    Dispatch {
+        /// The event, e.g. screen.before_save
+        event: String,
+        /// The payload, a JSON object.
+        #[arg(long, value_name = "JSON")]
+        payload: Option<String>,
+    },
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "{s:?} is zero; give a duration like \"30s\" or \"5m\""
-        )),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
-        )),
-    }
-}
+pub use snakepit_host::parse_duration;
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {
     let apps = crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref())?;
@@ -126,6 +135,14 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
                 json: args.json,
             };
             crate::bench::run(&apps, &reference, kwargs.as_deref(), opts).await
+        }
+        Command::Check => crate::host_cmds::check(apps, args.json).await,
+        Command::ValidatePassword {
+            username,
+            existing_user,
+        } => crate::host_cmds::validate_password(apps, &username, existing_user.as_deref()).await,
+        Command::Dispatch { event, payload } => {
+            crate::host_cmds::dispatch(apps, &event, payload.as_deref(), args.json).await
         }
     }
 }

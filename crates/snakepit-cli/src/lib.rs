@@ -7,6 +7,7 @@ mod bench;
 mod call;
 mod cli;
 mod error;
+mod host_cmds;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,115 @@
+//! `snakepit check`, `validate-password` and `dispatch`: the plugin host's commands.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use snakepit::{CallError, Value};
+use snakepit_host::{Host, PasswordError};
+
+use crate::apps::Apps;
+use crate::call::json_map;
+use crate::error::CliError;
+
+const SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// 0 when every reference is valid; 1 with one `file: entry: reason` line per problem.
+pub async fn check(apps: Apps, json: bool) -> Result<ExitCode, CliError> {
+    let host = Host::start(apps).await?;
+    let problems = host.check().await;
+    host.shutdown(SHUTDOWN).await;
+    if json {
+        let text = serde_json::to_string_pretty(&problems)
+            .map_err(|e| CliError::Pool(format!("cannot print the problems: {e}")))?;
+        println!("{text}");
+    } else {
+        for p in &problems {
+            eprintln!("{}: {}: {}", p.file.display(), p.entry, p.reason);
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The password comes from stdin (one trailing newline dropped) and is never printed.
+pub async fn validate_password(
+    apps: Apps,
+    username: &str,
+    existing_user: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let existing = match existing_user {
+        None => None,
+        Some(text) => Some(Value::Map(json_map("--existing-user", Some(text))?)),
+    };
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| CliError::Usage(format!("cannot read the password from stdin: {e}")))?;
+    let password = password
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&password);
+    let host = Host::start(apps).await?;
+    let result = host.validate_password(username, password, existing).await;
+    host.shutdown(SHUTDOWN).await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(PasswordError::Rejected(reason)) => {
+            eprintln!("{reason}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e @ PasswordError::NotConfigured) => Err(CliError::Usage(format!(
+            "{e}; add password_validator = \"module:function\" to [auth]"
+        ))),
+        Err(PasswordError::Failed { reference, error }) => Ok(ExitCode::from(
+            crate::call::report_error(&reference, &error),
+        )),
+    }
+}
+
+/// 0 when no hook vetoed (failed `after_*` hooks are reported on stderr); 1 on a veto.
+pub async fn dispatch(
+    apps: Apps,
+    event: &str,
+    payload: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let payload = json_map("--payload", payload)?;
+    let host = Host::start(apps).await?;
+    let out = host.dispatch(event, payload).await;
+    host.shutdown(SHUTDOWN).await;
+    for (reference, e) in &out.failed {
+        match e {
+            CallError::Raised(x) => eprintln!(
+                "snakepit: hook {reference} raised {}: {}",
+                x.type_name, x.message
+            ),
+            e => eprintln!("snakepit: hook {reference}: {e}"),
+        }
+    }
+    if json {
+        let failed: Vec<_> = out
+            .failed
+            .iter()
+            .map(|(r, e)| serde_json::json!({"reference": r, "error": e.to_string()}))
+            .collect();
+        let veto = out
+            .veto
+            .as_ref()
+            .map(|v| serde_json::json!({"reference": v.reference, "message": v.message}));
+        println!(
+            "{}",
+            serde_json::json!({"passed": out.passed, "veto": veto, "failed": failed})
+        );
+    }
+    match out.veto {
+        Some(v) => {
+            eprintln!("{}", v.message);
+            Ok(ExitCode::from(1))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,529 @@
+//! An install on disk (the "apps dir", SPEC §1): where it is, which interpreter runs its
+//! workers, and its app.toml read against the full schema of SPEC §4.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{de::Error as _, Deserialize, Deserializer};
+use snakepit::{Pool, PoolBuilder};
+
+use crate::HostError;
+
+/// app.toml, as written (SPEC §4). Unknown keys anywhere are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppToml {
+    #[serde(default)]
+    pub runtime: RuntimeTable,
+    #[serde(default)]
+    pub isolation: Isolation,
+    #[serde(default)]
+    pub auth: Auth,
+    /// Event name → references, called in order.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, Vec<String>>,
+    /// Package → grants; `"*"` is the table of packages without their own.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginGrants>,
+    /// Named pools; "default" always exists (its settings are `[runtime]`'s).
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolSettings>,
+}
+
+/// `[runtime]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeTable {
+    pub python: Option<String>,
+    #[serde(default, deserialize_with = "positive_usize")]
+    pub workers: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub call_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    pub max_calls_per_worker: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    pub max_worker_rss: Option<u64>,
+    /// Accepted for later versions (hot restart); not used yet.
+    pub watch: Option<bool>,
+    /// Accepted for later versions (run history); not used yet.
+    pub state: Option<String>,
+    /// Accepted for later versions (the scheduler); not used yet.
+    pub timezone: Option<String>,
+}
+
+impl RuntimeTable {
+    /// The settings of the "default" pool.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            workers: self.workers,
+            call_timeout: self.call_timeout,
+            max_calls_per_worker: self.max_calls_per_worker,
+            max_worker_rss: self.max_worker_rss,
+        }
+    }
+}
+
+/// The settings of a pool: `[runtime]` for "default", `[pools.NAME]` for the others.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    #[serde(default, deserialize_with = "positive_usize")]
+    pub workers: Option<usize>,
+    #[serde(default, deserialize_with = "duration")]
+    pub call_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    pub max_calls_per_worker: Option<u64>,
+    #[serde(default, deserialize_with = "size")]
+    pub max_worker_rss: Option<u64>,
+}
+
+/// `[isolation]`. Only `env` is enforced by this version; the other keys are accepted
+/// (so that a complete app.toml loads) and not enforced yet.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Isolation {
+    /// The only variables passed from the supervisor's environment to the workers.
+    pub env: Option<Vec<String>>,
+    pub memory_limit: Option<toml::Value>,
+    pub cpu_seconds: Option<u64>,
+    pub network: Option<bool>,
+    pub filesystem: Option<String>,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub password_validator: Option<String>,
+}
+
+/// `[plugins.PKG]`. Only `pool` is used by this version; the connector grants belong to
+/// the connectors issue.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginGrants {
+    pub connectors: Option<Vec<String>>,
+    pub write: Option<bool>,
+    pub raw_pools: Option<Vec<String>>,
+    pub pool: Option<String>,
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    positive_u64(d).map(|n| n.map(|n| n as usize))
+}
+
+fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::Integer(n) if n >= 1 => Ok(Some(n as u64)),
+        v => Err(D::Error::custom(format!(
+            "must be an integer >= 1, got {v}"
+        ))),
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => parse_duration(&s).map(Some).map_err(D::Error::custom),
+        v => Err(D::Error::custom(format!(
+            "must be a duration string like \"30s\", got {v}"
+        ))),
+    }
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match toml::Value::deserialize(d)? {
+        toml::Value::Integer(n) if n > 0 => Ok(Some(n as u64)),
+        toml::Value::String(s) if parse_size(&s).is_some() => Ok(parse_size(&s)),
+        v => Err(D::Error::custom(format!(
+            "must be a size like \"512MiB\", got {v}"
+        ))),
+    }
+}
+
+/// Parses `30s`, `5m`, `1h 30m`; zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "{s:?} is zero; give a duration like \"30s\" or \"5m\""
+        )),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
+        )),
+    }
+}
+
+/// Parses `512MiB`, `1GiB`, `100MB`, `4096` into bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Reads and checks app.toml: a syntax or schema error names the file, line and column.
+pub fn parse_app_toml(file: &Path) -> Result<AppToml, HostError> {
+    let err = |reason: String| HostError::Config {
+        file: file.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let doc: AppToml = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
+    if doc.pools.contains_key("default") {
+        return Err(err(
+            "[pools.default] is not a table: the \"default\" pool takes the [runtime] settings; move them there".into(),
+        ));
+    }
+    for (pkg, grants) in &doc.plugins {
+        if let Some(pool) = &grants.pool {
+            if pool != "default" && !doc.pools.contains_key(pool) {
+                let known: Vec<String> = std::iter::once("default".to_owned())
+                    .chain(doc.pools.keys().cloned())
+                    .collect();
+                return Err(err(format!(
+                    "[plugins.{}] pool = {pool:?} names no pool; add a [pools.{pool}] table or use one of {}",
+                    toml_key(pkg),
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(doc)
+}
+
+fn toml_key(k: &str) -> String {
+    if !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        k.to_owned()
+    } else {
+        format!("{k:?}")
+    }
+}
+
+/// "line L, column C: [table] key message" from toml's span (1-based, columns in
+/// characters); the entry is read from the lines at and above the span.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let message = message.strip_suffix('.').unwrap_or(message);
+    let message = message
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let at = format!("line {line}, column {col}");
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line - 1).copied().unwrap_or("").trim();
+    let header = |l: &str| {
+        l.starts_with('[')
+            .then(|| l.split('#').next().unwrap_or(l).trim().to_owned())
+    };
+    let table = lines[..line.min(lines.len())]
+        .iter()
+        .rev()
+        .find_map(|l| header(l.trim()));
+    let key = (!here.starts_with('['))
+        .then(|| here.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .flatten();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (name, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let expected = if expected.is_empty() {
+            String::new()
+        } else {
+            format!("; expected {expected}")
+        };
+        return match (&table, &key) {
+            (Some(t), Some(_)) => format!(
+                "{at}: {t} {} is not a setting{expected}",
+                name.trim_matches('`')
+            ),
+            (None, Some(k)) => format!("{at}: {k} is not a table of app.toml{expected}"),
+            (_, None) => format!(
+                "{at}: [{}] is not a table of app.toml{expected}",
+                name.trim_matches('`')
+            ),
+        };
+    }
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{at}: {t} {k} {message}"),
+        (None, Some(k)) => format!("{at}: {k} {message}"),
+        _ => format!("{at}: {message}"),
+    }
+}
+
+/// An install: its apps dir, its interpreter (and where that came from), its app.toml.
+#[derive(Debug)]
+pub struct Install {
+    pub dir: PathBuf,
+    pub python: PathBuf,
+    /// Where `python` came from, for error messages.
+    pub python_from: String,
+    /// The app.toml file (which may not exist).
+    pub app_toml: PathBuf,
+    pub config: AppToml,
+}
+
+impl Install {
+    /// Finds the apps dir (`apps`, else the working directory), reads its app.toml (if
+    /// any) and resolves the interpreter (SPEC §1): `python` (a `--python` flag), else
+    /// `[runtime] python`, `$SNAKEPIT_PYTHON`, `<apps>/.venv/bin/python`,
+    /// `./.venv/bin/python`, `python3` on PATH.
+    pub fn load(apps: Option<&Path>, python: Option<&Path>) -> Result<Install, HostError> {
+        let dir = match apps {
+            Some(d) => d.to_owned(),
+            None => std::env::current_dir()
+                .map_err(|e| HostError::Usage(format!("cannot read the working directory: {e}")))?,
+        };
+        if !dir.is_dir() {
+            let what = if dir.exists() {
+                "is not a directory"
+            } else {
+                "does not exist"
+            };
+            return Err(HostError::Usage(format!(
+                "the apps dir {} {what}; pass --apps DIR or set LIBERTY_APPS_DIR",
+                dir.display()
+            )));
+        }
+        let file = dir.join("app.toml");
+        let config = if file.exists() {
+            parse_app_toml(&file)?
+        } else {
+            AppToml::default()
+        };
+        let env_python = std::env::var_os("SNAKEPIT_PYTHON").map(PathBuf::from);
+        let venv = dir.join(".venv/bin/python");
+        let (python, python_from) = if let Some(p) = python {
+            (p.to_owned(), "--python".to_owned())
+        } else if let Some(p) = &config.runtime.python {
+            (
+                dir.join(p),
+                format!("[runtime] python in {}", file.display()),
+            )
+        } else if let Some(p) = env_python {
+            (p, "$SNAKEPIT_PYTHON".to_owned())
+        } else if venv.exists() {
+            (venv, "the apps dir's .venv".to_owned())
+        } else if Path::new(".venv/bin/python").exists() {
+            (PathBuf::from(".venv/bin/python"), "./.venv".to_owned())
+        } else {
+            (
+                PathBuf::from("python3"),
+                "python3 on PATH (the default)".to_owned(),
+            )
+        };
+        Ok(Install {
+            dir,
+            python,
+            python_from,
+            app_toml: file,
+            config,
+        })
+    }
+
+    /// The `[runtime]` pool settings (those of the "default" pool).
+    pub fn runtime(&self) -> PoolSettings {
+        self.config.runtime.pool()
+    }
+
+    /// The pool that runs `reference`'s package and its settings: `[plugins.PKG] pool`,
+    /// else `[plugins."*"] pool`, else "default" (whose settings are `[runtime]`'s).
+    pub fn pool_for(&self, reference: &str) -> (&str, PoolSettings) {
+        let module = reference.split(':').next().unwrap_or(reference);
+        let package = module.split('.').next().unwrap_or(module);
+        let plugins = &self.config.plugins;
+        let name = plugins
+            .get(package)
+            .and_then(|g| g.pool.as_deref())
+            .or_else(|| plugins.get("*").and_then(|g| g.pool.as_deref()))
+            .unwrap_or("default");
+        match self.config.pools.get(name) {
+            Some(s) => (name, s.clone()),
+            None => ("default", self.runtime()),
+        }
+    }
+
+    /// The sentence for a pool that could not be built: bad settings and an unusable
+    /// interpreter are the user's to fix, anything else is a failure to run.
+    pub fn build_error(&self, e: snakepit::BuildError) -> HostError {
+        use snakepit::{BuildError, SpawnError};
+        match e {
+            BuildError::Config(m) => HostError::Usage(m),
+            BuildError::Spawn(
+                e @ (SpawnError::Interpreter { .. } | SpawnError::PythonTooOld { .. }),
+            ) => HostError::Usage(format!(
+                "{e}\n  the interpreter comes from {}; point it at a CPython >= 3.9",
+                self.python_from
+            )),
+            BuildError::Spawn(e) => HostError::Pool(format!(
+                "{e} (interpreter {}, from {})",
+                self.python.display(),
+                self.python_from
+            )),
+        }
+    }
+
+    /// A pool builder for this install with the "default" pool's settings: its
+    /// interpreter, `plugins/` first on sys.path, the `[isolation] env` allowlist and the
+    /// `[runtime]` settings.
+    pub fn pool_builder(&self) -> PoolBuilder {
+        self.pool_builder_with(&self.runtime())
+    }
+
+    /// A pool builder for this install with the given pool settings.
+    pub fn pool_builder_with(&self, s: &PoolSettings) -> PoolBuilder {
+        let mut b = Pool::builder()
+            .python(&self.python)
+            .sys_path(self.dir.join("plugins"));
+        if let Some(n) = s.workers {
+            b = b.workers(n);
+        }
+        if let Some(t) = s.call_timeout {
+            b = b.call_timeout(t);
+        }
+        if let Some(n) = s.max_calls_per_worker {
+            b = b.max_calls_per_worker(n);
+        }
+        if let Some(n) = s.max_worker_rss {
+            b = b.max_worker_rss(n);
+        }
+        if let Some(env) = &self.config.isolation.env {
+            b = b.env_allowlist(env.clone());
+        }
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("100MB"), Some(100_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("12 parsecs"), None);
+    }
+
+    fn parse(text: &str) -> Result<AppToml, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("app.toml");
+        std::fs::write(&f, text).unwrap();
+        parse_app_toml(&f).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn app_toml_errors_name_the_file_line_and_entry() {
+        let e = parse("[runtime]\nworkers = \"four\"\n").unwrap_err();
+        assert!(
+            e.contains("app.toml: line 2, column 11: [runtime] workers must be an integer >= 1, got \"four\""),
+            "{e}"
+        );
+        let e = parse("[runtime\n").unwrap_err();
+        assert!(e.contains("app.toml: line 1, column 9"), "{e}");
+        let doc = parse(
+            "[runtime]\npython = \"venv/bin/python\"\ncall_timeout = \"5s\"\nmax_worker_rss = \"64MiB\"\n",
+        )
+        .unwrap();
+        let rt = &doc.runtime;
+        assert_eq!(
+            (rt.call_timeout, rt.max_worker_rss, rt.python.as_deref()),
+            (
+                Some(Duration::from_secs(5)),
+                Some(64 << 20),
+                Some("venv/bin/python")
+            )
+        );
+    }
+
+    #[test]
+    fn the_full_schema_loads_and_unknown_keys_are_named() {
+        let doc = parse(
+            r#"
+[runtime]
+workers = 4
+call_timeout = "30s"
+max_calls_per_worker = 10000
+max_worker_rss = "512MiB"
+watch = true
+state = "sqlite://.snakepit/state.db"
+
+[isolation]
+memory_limit = "1GiB"
+cpu_seconds = 600
+network = true
+filesystem = "open"
+env = ["TZ", "LANG"]
+
+[auth]
+password_validator = "security.passwords:validate"
+
+[hooks]
+"screen.before_save" = ["audit.hooks:before_save", "audit.hooks:other"]
+
+[plugins.billing]
+connectors = ["billing", "crm"]
+write = true
+raw_pools = ["billing"]
+pool = "trusted"
+
+[plugins."*"]
+pool = "untrusted"
+
+[pools.trusted]
+workers = 2
+
+[pools.untrusted]
+workers = 2
+call_timeout = "5s"
+"#,
+        )
+        .unwrap();
+        assert_eq!(doc.hooks["screen.before_save"].len(), 2);
+        assert_eq!(
+            doc.pools["untrusted"].call_timeout,
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            doc.isolation.env.as_deref(),
+            Some(&["TZ".into(), "LANG".into()][..])
+        );
+
+        let e = parse("[pools.x]\nworkers = 1\nwrokers = 2\n").unwrap_err();
+        assert!(
+            e.contains("line 3, column 1: [pools.x] wrokers is not a setting; expected one of"),
+            "{e}"
+        );
+        let e = parse("[runtim]\nworkers = 1\n").unwrap_err();
+        assert!(
+            e.contains("line 1, column 2: [runtim] is not a table of app.toml"),
+            "{e}"
+        );
+        let e = parse("[plugins.billing]\npool = \"nope\"\n").unwrap_err();
+        assert!(
+            e.contains("[plugins.billing] pool = \"nope\" names no pool"),
+            "{e}"
+        );
+    }
+}
