@@ -10,3 +10,4 @@ mod host;
 mod hostile;
 mod lifecycle;
 mod logs;
+mod plugin_host;

@@ -244,3 +244,214 @@ fn interpreter_comes_from_app_toml_relative_to_the_apps_dir() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+// The plugin host's commands against the fixture installs in tests/installs/.
+
+fn install(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/installs")
+        .join(name)
+}
+
+fn snakepit_with(apps: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
+    use std::io::Write;
+    let python =
+        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python)
+        .args(args)
+        .env_remove("LIBERTY_APPS_DIR")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn check_exits_0_for_a_valid_install_and_1_with_every_problem() {
+    let out = snakepit(&install("good"), &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = snakepit(&install("broken"), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].ends_with("app.toml: [auth] password_validator: \"nosuch_module:validate\": no module named 'nosuch_module' (searched the plugins dir, then ")
+            || lines[0].contains("app.toml: [auth] password_validator: "),
+        "{err}"
+    );
+    assert!(
+        lines[3].contains("app.toml: [hooks] \"screen.before_save\"[2]: "),
+        "{err}"
+    );
+
+    let out = snakepit(&install("broken"), &["check", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = json.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[1]["entry"], "[hooks] \"screen.after_save\"[0]");
+    assert!(list[1]["file"].as_str().unwrap().ends_with("app.toml"));
+}
+
+#[test]
+fn check_names_line_and_column_of_a_bad_app_toml() {
+    let dir = apps();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "[hooks]\n\"a.before_x\" = [\"x:y\"\n",
+    )
+    .unwrap();
+    let out = snakepit(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("app.toml: line 3, column 1: "), "{err}");
+
+    std::fs::write(dir.path().join("app.toml"), "[pools.small]\nworkerz = 2\n").unwrap();
+    let out = snakepit(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("app.toml: line 2, column 1: [pools.small] workerz is not a setting"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_password_reads_stdin_and_exits_0_or_1() {
+    let good = install("good");
+    let out = snakepit_with(
+        &good,
+        &["validate-password", "--username", "ada"],
+        "correct horse battery\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = snakepit_with(
+        &good,
+        &["validate-password", "--username", "ada"],
+        "adalovelace99\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert_eq!(err.trim(), "the password must not contain the username");
+    assert!(!err.contains("adalovelace99") && out.stdout.is_empty());
+
+    // Not even the supervisor's trace output carries the password.
+    let out = snakepit_with(
+        &good,
+        &["-vvv", "validate-password", "--username", "ada"],
+        "s3cret-Passw0rd\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("s3cret-Passw0rd") && out.stdout.is_empty());
+
+    let out = snakepit_with(
+        &good,
+        &[
+            "validate-password",
+            "--username",
+            "ada",
+            "--existing-user",
+            r#"{"old_password": "correct horse"}"#,
+        ],
+        "correct horse",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("differ from the old one"));
+}
+
+#[test]
+fn dispatch_exits_1_on_a_veto_and_0_otherwise() {
+    let good = install("good");
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace");
+    let payload = |veto: bool| {
+        serde_json::json!({"trace": trace.to_str().unwrap(), "veto": veto}).to_string()
+    };
+    let out = snakepit(
+        &good,
+        &[
+            "dispatch",
+            "screen.before_save",
+            "--payload",
+            &payload(true),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "saving this screen is not allowed"
+    );
+
+    let out = snakepit(
+        &good,
+        &[
+            "dispatch",
+            "screen.before_save",
+            "--payload",
+            &payload(false),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // A failing after_* hook is reported but vetoes nothing.
+    let out = snakepit(
+        &good,
+        &[
+            "dispatch",
+            "screen.after_save",
+            "--payload",
+            &payload(false),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("audit:after_boom raised RuntimeError: after hook failed"));
+}
+
+#[test]
+fn workers_see_only_the_allowlisted_environment() {
+    let good = install("good");
+    let env = [("SNAKEPIT_TEST_SECRET", "hunter2"), ("TZ", "Europe/Paris")];
+    let read = |name: &str| {
+        let kwargs = serde_json::json!({ "name": name }).to_string();
+        let out = snakepit_with(
+            &good,
+            &["call", "envspy:read", "--kwargs", &kwargs],
+            "",
+            &env,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(read("SNAKEPIT_TEST_SECRET"), "null");
+    assert_eq!(read("TZ"), "\"Europe/Paris\"");
+}
+
+#[test]
+fn call_runs_in_the_pool_of_the_package() {
+    // [plugins.envspy] pool = "untrusted", whose call_timeout is 1s (the default is 30s).
+    let started = std::time::Instant::now();
+    let out = snakepit(&install("good"), &["call", "envspy:slow"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1s"), "{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
