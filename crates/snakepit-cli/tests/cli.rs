@@ -455,3 +455,100 @@ fn call_runs_in_the_pool_of_the_package() {
     assert!(text(&out.stderr).contains("1s"), "{}", text(&out.stderr));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// A wheel of a one-module plugin package, written with the standard library (no network,
+/// no build backend needed), for `pip install --no-index`.
+const MAKE_WHEEL: &str = r#"
+import sys, zipfile
+files = {
+    "acme_plugin/__init__.py": "def hello(*, name: str, **ctx):\n    return {'from': 'site-packages', 'name': name}\n",
+    "acme_plugin-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: acme-plugin\nVersion: 1.0\n",
+    "acme_plugin-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: snakepit-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+    z.writestr("acme_plugin-1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in files) + "acme_plugin-1.0.dist-info/RECORD,,\n")
+"#;
+
+#[test]
+fn a_pip_installed_plugin_package_in_the_apps_venv_works_with_the_same_reference() {
+    let dir = apps();
+    let venv = dir.path().join(".venv");
+    let ok = |c: &mut Command| {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{:?}: {}", c, text(&out.stderr));
+    };
+    ok(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+    let wheel = dir.path().join("acme_plugin-1.0-py3-none-any.whl");
+    ok(Command::new("python3").args(["-c", MAKE_WHEEL]).arg(&wheel));
+    ok(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--no-index", "--disable-pip-version-check"])
+        .arg(&wheel));
+    // No --python and no $SNAKEPIT_PYTHON: the interpreter is <apps>/.venv/bin/python
+    // (SPEC §1), and the package resolves through its site-packages.
+    let out = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(dir.path())
+        .args([
+            "call",
+            "acme_plugin:hello",
+            "--kwargs",
+            r#"{"name": "ada"}"#,
+        ])
+        .env_remove("SNAKEPIT_PYTHON")
+        .env_remove("LIBERTY_APPS_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"from": "site-packages", "name": "ada"})
+    );
+    // plugins/ still comes first: the fixture package next to it resolves too.
+    let out = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(dir.path())
+        .args(["call", "demo.calls:ping"])
+        .env_remove("SNAKEPIT_PYTHON")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn an_interpreter_older_than_3_9_is_named_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = apps();
+    let fake = dir.path().join("python3.8");
+    std::fs::write(&fake, "#!/bin/sh\necho /usr/bin/python3.8\necho 3.8.18\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(dir.path())
+        .arg("--python")
+        .arg(&fake)
+        .args(["call", "demo.calls:ping"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("3.8.18") && err.contains("3.9 or newer") && err.contains("--python"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plugins_folder_that_is_a_file_is_a_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plugins"), "not a folder").unwrap();
+    let out = snakepit(dir.path(), &["call", "demo.calls:ping"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plugins") && err.contains("is not a directory"),
+        "{err}"
+    );
+}

@@ -304,6 +304,23 @@ impl Install {
                 dir.display()
             )));
         }
+        // plugins/ is optional (plugins may be pip-installed), but one that is there must
+        // be a readable folder: a worker would otherwise just fail to import from it.
+        let plugins = dir.join("plugins");
+        if plugins.exists() {
+            if !plugins.is_dir() {
+                return Err(HostError::Usage(format!(
+                    "{} is not a directory; the plugins folder must be a directory of Python packages and modules",
+                    plugins.display()
+                )));
+            }
+            if let Err(e) = std::fs::read_dir(&plugins) {
+                return Err(HostError::Usage(format!(
+                    "cannot read the plugins folder {}: {e}; make it readable by the user running snakepit",
+                    plugins.display()
+                )));
+            }
+        }
         let file = dir.join("app.toml");
         let config = if file.exists() {
             parse_app_toml(&file)?
