@@ -54,7 +54,98 @@ async fn check_reports_every_broken_entry_with_file_and_entry() {
 }
 
 #[tokio::test]
+async fn check_reports_every_broken_job_with_file_entry_and_reason() {
+    // Its own install: `snakepit check` on tests/installs/broken is pinned to the four
+    // app.toml problems by the CLI tests.
+    let dir = install_dir("broken-jobs");
+    let host = open(&dir).await.unwrap();
+    let problems = host.check().await;
+    host.shutdown(Duration::from_secs(2)).await;
+    let top = dir.join("jobs.toml");
+    let pkg = dir.join("plugins/billing/jobs.toml");
+    let drafts = r#"[[jobs]] "reissue-monthly-drafts" step "reissue-drafts""#;
+    let sync = r#"[[jobs]] "sync-ads" step "sync""#;
+    let expected: [(&Path, &str, &str); 10] = [
+        (
+            &top,
+            r#"[[jobs]] "typo" step "s""#,
+            "line 34, column 1: [[jobs.steps]] retrys is not a setting",
+        ),
+        (&top, drafts, "unknown template ${month.previus}"),
+        (
+            &top,
+            drafts,
+            "a second step named \"reissue-drafts\" in this job",
+        ),
+        (
+            &top,
+            drafts,
+            "kwarg 'period' = 2026 (int) does not match the annotation 'str'",
+        ),
+        (
+            &top,
+            r#"[[jobs]] "sync-ads""#,
+            "the hour field \"25\" is out of range 0-23",
+        ),
+        (
+            &top,
+            sync,
+            "the template ${params.region} names no param of the job",
+        ),
+        (&top, sync, "no module named 'nosuch_jobs_module'"),
+        (
+            &top,
+            r#"[[jobs]] "shell-out" step "s""#,
+            "type = \"shell\" is not a step type",
+        ),
+        (
+            &pkg,
+            r#"[[jobs]] "reissue-monthly-drafts""#,
+            "another job named \"reissue-monthly-drafts\" is in jobs.toml",
+        ),
+        (
+            &pkg,
+            r#"[[jobs]] "reissue-monthly-drafts" step "run""#,
+            "has no attribute 'missing'",
+        ),
+    ];
+    let jobs: Vec<_> = problems.iter().collect();
+    for (file, entry, reason) in expected {
+        assert!(
+            jobs.iter()
+                .any(|p| p.file == file && p.entry == entry && p.reason.contains(reason)),
+            "no problem {entry} in {}: {reason}\n{jobs:#?}",
+            file.display()
+        );
+    }
+    assert_eq!(jobs.len(), expected.len(), "{jobs:#?}");
+    // File by file: jobs.toml, then plugins/<pkg>/jobs.toml.
+    assert!(jobs[..8].iter().all(|p| p.file == top), "{jobs:#?}");
+}
+
+#[tokio::test]
+async fn a_jobs_toml_syntax_error_names_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = "[[jobs]]\nname = \"a\"\nschedule = \"0 2 1 * *\n";
+    let pkg = dir.path().join("plugins/billing");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("jobs.toml"), jobs).unwrap();
+    let host = open(dir.path()).await.unwrap();
+    let problems = host.check().await;
+    host.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    assert_eq!(problems[0].file, pkg.join("jobs.toml"));
+    assert!(
+        problems[0].reason.starts_with("line 3, column "),
+        "{problems:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_valid_install_checks_clean() {
+    // Its jobs.toml and plugins/billing/jobs.toml are read and their steps checked.
+    let (files, steps, problems) = snakepit_host::load_jobs(&install_dir("good"));
+    assert_eq!((files.len(), steps.len()), (2, 3), "{problems:#?}");
     let host = open(&install_dir("good")).await.unwrap();
     let problems = host.check().await;
     host.shutdown(Duration::from_secs(2)).await;

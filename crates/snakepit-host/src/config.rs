@@ -122,7 +122,7 @@ fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match toml::Value::deserialize(d)? {
         toml::Value::String(s) => parse_duration(&s).map(Some).map_err(D::Error::custom),
         v => Err(D::Error::custom(format!(
@@ -180,7 +180,7 @@ pub fn parse_app_toml(file: &Path) -> Result<AppToml, HostError> {
         reason,
     };
     let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read it: {e}")))?;
-    let doc: AppToml = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e)))?;
+    let doc: AppToml = toml::from_str(&text).map_err(|e| err(toml_error(&text, &e, "app.toml")))?;
     if doc.pools.contains_key("default") {
         return Err(err(
             "[pools.default] is not a table: the \"default\" pool takes the [runtime] settings; move them there".into(),
@@ -215,8 +215,9 @@ fn toml_key(k: &str) -> String {
 }
 
 /// "line L, column C: [table] key message" from toml's span (1-based, columns in
-/// characters); the entry is read from the lines at and above the span.
-fn toml_error(text: &str, e: &toml::de::Error) -> String {
+/// characters); the entry is read from the lines at and above the span. `kind` names
+/// the kind of file ("app.toml", "jobs.toml") in "is not a table of ...".
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error, kind: &str) -> String {
     let message = e.message().trim();
     let message = message.strip_suffix('.').unwrap_or(message);
     let message = message
@@ -256,12 +257,16 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
                 "{at}: {t} {} is not a setting{expected}",
                 name.trim_matches('`')
             ),
-            (None, Some(k)) => format!("{at}: {k} is not a table of app.toml{expected}"),
+            (None, Some(k)) => format!("{at}: {k} is not a table of {kind}{expected}"),
             (_, None) => format!(
-                "{at}: [{}] is not a table of app.toml{expected}",
+                "{at}: [{}] is not a table of {kind}{expected}",
                 name.trim_matches('`')
             ),
         };
+    }
+    if message.starts_with("missing field ") && here.starts_with('[') {
+        let header = here.split('#').next().unwrap_or(here).trim();
+        return format!("{at}: {header} is {message}");
     }
     match (table, key) {
         (Some(t), Some(k)) => format!("{at}: {t} {k} {message}"),

@@ -4,8 +4,10 @@
 //! that app.toml names, and serves the extension points of SPEC §2: the password
 //! validator and the dispatch hooks.
 //!
-//! connectors.toml and jobs.toml are not loaded by this version (they belong to the
-//! connectors and jobs features); a file of that name is left alone.
+//! `check` also reads every jobs.toml (`<apps>/jobs.toml`, `<apps>/plugins/<pkg>/jobs.toml`)
+//! against the schema of SPEC §5 and validates each python step's callable and kwargs in
+//! a worker; running jobs belongs to the jobs feature. connectors.toml is not loaded by
+//! this version (it belongs to the connectors feature); a file of that name is left alone.
 //!
 //! # Example
 //!
@@ -43,6 +45,7 @@
 //! ```
 
 mod config;
+mod jobs;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +57,10 @@ use snakepit::{Call, CallError, Map, Pool, RawValue, Value};
 pub use config::{
     parse_app_toml, parse_duration, parse_size, AppToml, Auth, Install, Isolation, PluginGrants,
     PoolSettings, RuntimeTable,
+};
+pub use jobs::{
+    check_cron, jobs_files, load_jobs, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
+    JOB_STEP_CONTEXT, TEMPLATES,
 };
 
 /// The context keys the password validator receives (SPEC §2).
@@ -77,7 +84,8 @@ pub enum HostError {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
     pub file: PathBuf,
-    /// e.g. `[auth] password_validator`, `[hooks] "screen.before_save"[0]`.
+    /// e.g. `[auth] password_validator`, `[hooks] "screen.before_save"[0]`,
+    /// `[[jobs]] "reissue-monthly-drafts" step "reissue-drafts"`.
     pub entry: String,
     pub reason: String,
 }
@@ -209,55 +217,99 @@ impl Host {
         self.pool_for(reference).submit(call).await
     }
 
-    /// Validates, in a worker, every reference app.toml names, and returns every problem.
+    /// Validates, in a worker, every reference app.toml and the jobs.toml files name, and
+    /// returns every problem.
     ///
     /// The password validator is checked against its context keys (username, password,
     /// existing_user). A hook's payload keys are not known before dispatch, so a hook is
     /// checked with no context: it must import, exist and be callable; a required
-    /// parameter it declares is accepted (the payload is expected to carry it).
+    /// parameter it declares is accepted (the payload is expected to carry it). Each job
+    /// python step is checked against the job step context keys ([`JOB_STEP_CONTEXT`])
+    /// and its kwargs, after the jobs.toml files are read against their schema (see
+    /// [`load_jobs`]).
     pub async fn check(&self) -> Vec<Problem> {
-        let mut todo: Vec<(String, String, Vec<String>, bool)> = Vec::new();
+        struct Todo {
+            file: PathBuf,
+            entry: String,
+            reference: String,
+            kwargs: Map,
+            keys: Vec<String>,
+            hook: bool,
+        }
+        let mut todo: Vec<Todo> = Vec::new();
         let cfg = &self.install.config;
+        let app = &self.install.app_toml;
         if let Some(r) = &cfg.auth.password_validator {
-            let keys = PASSWORD_CONTEXT.iter().map(|k| k.to_string()).collect();
-            todo.push(("[auth] password_validator".into(), r.clone(), keys, false));
+            todo.push(Todo {
+                file: app.clone(),
+                entry: "[auth] password_validator".into(),
+                reference: r.clone(),
+                kwargs: Map::new(),
+                keys: PASSWORD_CONTEXT.iter().map(|k| k.to_string()).collect(),
+                hook: false,
+            });
         }
         for (event, refs) in &cfg.hooks {
             for (i, r) in refs.iter().enumerate() {
-                todo.push((format!("[hooks] {event:?}[{i}]"), r.clone(), vec![], true));
+                todo.push(Todo {
+                    file: app.clone(),
+                    entry: format!("[hooks] {event:?}[{i}]"),
+                    reference: r.clone(),
+                    kwargs: Map::new(),
+                    keys: vec![],
+                    hook: true,
+                });
             }
         }
-        let checks = todo
-            .into_iter()
-            .map(|(entry, reference, keys, hook)| async move {
-                let res = self
-                    .pool_for(&reference)
-                    .validate(&reference, Map::new(), keys)
-                    .await;
-                let reason = match res {
-                    Ok(()) => return None,
-                    Err(CallError::BadReference { message, .. })
-                        if hook && message.contains("missing the required parameter") =>
-                    {
-                        return None
-                    }
-                    Err(CallError::BadReference { message, .. })
-                        if message.contains(&reference) =>
-                    {
-                        message
-                    }
-                    Err(CallError::BadReference { message, .. }) => {
-                        format!("{reference:?}: {message}")
-                    }
-                    Err(e) => format!("{reference}: {e}"),
-                };
-                Some(Problem {
-                    file: self.install.app_toml.clone(),
-                    entry,
-                    reason,
-                })
+        let (files, steps, mut problems) = load_jobs(&self.install.dir);
+        for step in steps {
+            todo.push(Todo {
+                file: step.file,
+                entry: step.entry,
+                reference: step.callable,
+                kwargs: step.kwargs,
+                keys: JOB_STEP_CONTEXT.iter().map(|k| k.to_string()).collect(),
+                hook: false,
             });
-        join_all(checks).await.into_iter().flatten().collect()
+        }
+        let checks = todo.into_iter().map(|t| async move {
+            let reference = t.reference;
+            let res = self
+                .pool_for(&reference)
+                .validate(&reference, t.kwargs, t.keys)
+                .await;
+            let reason = match res {
+                Ok(()) => return None,
+                Err(CallError::BadReference { message, .. })
+                    if t.hook && message.contains("missing the required parameter") =>
+                {
+                    return None
+                }
+                Err(CallError::BadReference { message, .. }) if message.contains(&reference) => {
+                    message
+                }
+                Err(CallError::BadReference { message, .. }) => {
+                    format!("{reference:?}: {message}")
+                }
+                Err(e) => format!("{reference}: {e}"),
+            };
+            Some(Problem {
+                file: t.file,
+                entry: t.entry,
+                reason,
+            })
+        });
+        let mut found: Vec<Problem> = join_all(checks).await.into_iter().flatten().collect();
+        // app.toml's problems first (in entry order), then the jobs files' problems, file
+        // by file (schema and template problems before the worker's).
+        let jobs_start = found
+            .iter()
+            .position(|p| &p.file != app)
+            .unwrap_or(found.len());
+        problems.extend(found.split_off(jobs_start));
+        problems.sort_by_key(|p| files.iter().position(|f| f.file == p.file));
+        found.extend(problems);
+        found
     }
 
     /// Calls `[auth] password_validator` with username, password and existing_user:

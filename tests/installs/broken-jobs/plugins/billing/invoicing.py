@@ -1,0 +1,2 @@
+def run(*, period: str, dry_run: bool = False, **ctx):
+    return None
