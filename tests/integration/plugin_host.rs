@@ -313,3 +313,25 @@ async fn a_missing_apps_dir_is_a_sentence() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn opening_an_install_with_broken_references_fails_with_all_of_them() {
+    let dir = install_dir("broken");
+    let install = Install::load(Some(&dir), Some(&python())).unwrap();
+    let Err(HostError::Invalid(problems)) = Host::start_checked(install).await else {
+        panic!("a broken install opened")
+    };
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    let text = HostError::Invalid(problems).to_string();
+    assert!(
+        text.starts_with("the install has 4 problems") && text.contains("snakepit check"),
+        "{text}"
+    );
+    // A valid one opens.
+    let good = Install::load(Some(&install_dir("good")), Some(&python())).unwrap();
+    Host::start_checked(good)
+        .await
+        .unwrap()
+        .shutdown(Duration::from_secs(2))
+        .await;
+}

@@ -12,6 +12,7 @@ impl From<snakepit_host::HostError> for CliError {
             HostError::Config { file, reason } => CliError::Config { file, reason },
             HostError::Usage(m) => CliError::Usage(m),
             HostError::Pool(m) => CliError::Pool(m),
+            e @ HostError::Invalid(_) => CliError::Usage(e.to_string()),
         }
     }
 }

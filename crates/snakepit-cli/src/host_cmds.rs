@@ -52,7 +52,7 @@ pub async fn validate_password(
         .strip_suffix('\n')
         .map(|p| p.strip_suffix('\r').unwrap_or(p))
         .unwrap_or(&password);
-    let host = Host::start(apps).await?;
+    let host = Host::start_checked(apps).await?;
     let result = host.validate_password(username, password, existing).await;
     host.shutdown(SHUTDOWN).await;
     match result {
@@ -78,7 +78,7 @@ pub async fn dispatch(
     json: bool,
 ) -> Result<ExitCode, CliError> {
     let payload = json_map("--payload", payload)?;
-    let host = Host::start(apps).await?;
+    let host = Host::start_checked(apps).await?;
     let out = host.dispatch(event, payload).await;
     host.shutdown(SHUTDOWN).await;
     for (reference, e) in &out.failed {

@@ -552,3 +552,23 @@ fn a_plugins_folder_that_is_a_file_is_a_sentence() {
         "{err}"
     );
 }
+
+#[test]
+fn commands_refuse_an_install_whose_references_do_not_load() {
+    let out = snakepit_with(
+        &install("broken"),
+        &["validate-password", "--username", "ada"],
+        "whatever\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the install has") && err.contains("app.toml"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("whatever"),
+        "the password must never be printed"
+    );
+}

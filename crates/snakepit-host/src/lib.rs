@@ -78,6 +78,27 @@ pub enum HostError {
     /// The workers could not run.
     #[error("{0}")]
     Pool(String),
+    /// References in the install's TOML files do not load (every problem, as `check`
+    /// reports them): a load-time error, before any call.
+    #[error("{}", invalid(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn invalid(problems: &[Problem]) -> String {
+    let mut text = format!(
+        "the install has {} problem{} (fix them, then run `snakepit check`):",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        text.push_str(&format!(
+            "\n  {}: {}: {}",
+            p.file.display(),
+            p.entry,
+            p.reason
+        ));
+    }
+    text
 }
 
 /// One problem `check` found: the file, the entry that names the reference, the reason.
@@ -139,13 +160,25 @@ impl std::fmt::Debug for Host {
 
 impl Host {
     /// Opens the install in `apps_dir`: reads app.toml, resolves the interpreter (SPEC
-    /// §1) and starts the pools.
+    /// §1), starts the pools and validates every reference its TOML files name (see
+    /// [`Host::check`]); any problem fails the open with all of them.
     pub async fn open(apps_dir: impl AsRef<Path>) -> Result<Host, HostError> {
-        Host::start(Install::load(Some(apps_dir.as_ref()), None)?).await
+        Host::start_checked(Install::load(Some(apps_dir.as_ref()), None)?).await
+    }
+
+    /// [`Host::start`], then [`Host::check`]: an install with problems does not open.
+    pub async fn start_checked(install: Install) -> Result<Host, HostError> {
+        let host = Host::start(install).await?;
+        let problems = host.check().await;
+        if problems.is_empty() {
+            return Ok(host);
+        }
+        host.shutdown(Duration::from_secs(2)).await;
+        Err(HostError::Invalid(problems))
     }
 
     /// Starts the pools of an already loaded install: "default" with the `[runtime]`
-    /// settings, and one per `[pools.NAME]`.
+    /// settings, and one per `[pools.NAME]`. Does not validate references: `check` does.
     pub async fn start(install: Install) -> Result<Host, HostError> {
         let mut wanted = vec![("default".to_owned(), install.runtime())];
         for (name, s) in &install.config.pools {
