@@ -32,6 +32,9 @@ pub struct AppToml {
 }
 
 /// `[runtime]`.
+/// `[runtime]`. Its pool settings repeat [`PoolSettings`]' fields rather than
+/// `#[serde(flatten)]` them, because serde cannot combine `flatten` with
+/// `deny_unknown_fields`, and unknown keys must be reported.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeTable {
