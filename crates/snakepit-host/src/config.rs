@@ -31,7 +31,6 @@ pub struct AppToml {
     pub pools: BTreeMap<String, PoolSettings>,
 }
 
-/// `[runtime]`.
 /// `[runtime]`. Its pool settings repeat [`PoolSettings`]' fields rather than
 /// `#[serde(flatten)]` them, because serde cannot combine `flatten` with
 /// `deny_unknown_fields`, and unknown keys must be reported.
