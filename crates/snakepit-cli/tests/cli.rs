@@ -41,17 +41,7 @@ def ping(**ctx):
 }
 
 fn snakepit(apps: &Path, args: &[&str]) -> Output {
-    let python =
-        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    Command::new(env!("CARGO_BIN_EXE_snakepit"))
-        .arg("--apps")
-        .arg(apps)
-        .arg("--python")
-        .arg(python)
-        .args(args)
-        .env_remove("LIBERTY_APPS_DIR")
-        .output()
-        .unwrap()
+    snakepit_with(apps, args, "", &[])
 }
 
 fn text(b: &[u8]) -> String {
