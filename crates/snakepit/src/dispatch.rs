@@ -542,6 +542,7 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
                         worker: slot,
                         call_id,
                         reference: Some(job.reference.clone()),
+                        run_id: job.run_id.clone(),
                         method,
                         payload,
                     });

@@ -16,6 +16,8 @@ pub struct HostRequest {
     pub call_id: Option<u64>,
     /// The reference of that call, whose package decides the grants.
     pub reference: Option<Arc<str>>,
+    /// The job run of that call, when the caller tagged it ([`Call::run_id`](crate::Call::run_id)).
+    pub run_id: Option<Arc<str>>,
     pub method: String,
     pub payload: RawValue,
 }
@@ -30,6 +32,13 @@ pub type HostFuture = Pin<Box<dyn Future<Output = Result<Value, HostFailure>> + 
 /// handler.
 pub trait HostHandler: Send + Sync + 'static {
     fn handle(&self, req: HostRequest) -> HostFuture;
+
+    /// Call `call_id` of pool `pool` ended, however it ended: answered, raised, timed
+    /// out, crashed, or dropped by its caller. A handler that holds state for a call (an
+    /// open transaction) releases it here. Called on the caller's task: do not block.
+    fn call_ended(&self, pool: &str, call_id: u64) {
+        let _ = (pool, call_id);
+    }
 }
 
 impl<F, Fut> HostHandler for F

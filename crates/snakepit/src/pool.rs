@@ -187,6 +187,11 @@ impl PoolBuilder {
         self.handler = Arc::new(h);
         self
     }
+    /// [`PoolBuilder::host_handler`] with a handler shared by several pools.
+    pub fn shared_host_handler(mut self, h: Arc<dyn HostHandler>) -> Self {
+        self.handler = h;
+        self
+    }
     /// The code generation this pool runs (default 0), for events and logs.
     pub fn generation(mut self, g: u64) -> Self {
         self.generation = g;
@@ -263,6 +268,7 @@ pub struct Call {
     context: Map,
     timeout: Option<Duration>,
     logs: Option<mpsc::UnboundedSender<LogRecord>>,
+    run_id: Option<Arc<str>>,
 }
 
 impl Call {
@@ -274,6 +280,7 @@ impl Call {
             context: Map::new(),
             timeout: None,
             logs: None,
+            run_id: None,
         }
     }
     pub fn kwargs(mut self, kwargs: Map) -> Self {
@@ -298,6 +305,25 @@ impl Call {
         self.logs = Some(tx);
         self
     }
+    /// Tags the call with the job run it belongs to: the host handler sees it in each
+    /// [`HostRequest`](crate::HostRequest) of the call (for the audit log).
+    pub fn run_id(mut self, run_id: impl Into<Arc<str>>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+}
+
+/// Tells the host handler that a call ended, when dropped.
+struct CallEnded<'a> {
+    handler: &'a dyn HostHandler,
+    pool: &'a str,
+    call_id: u64,
+}
+
+impl Drop for CallEnded<'_> {
+    fn drop(&mut self) {
+        self.handler.call_ended(self.pool, self.call_id);
+    }
 }
 
 /// One call on its way to a worker.
@@ -309,6 +335,7 @@ pub(crate) struct Job {
     pub deadline: Instant,
     pub timeout: Duration,
     pub logs: Option<mpsc::UnboundedSender<LogRecord>>,
+    pub run_id: Option<Arc<str>>,
 }
 
 /// Where the pool is in its life.
@@ -470,8 +497,22 @@ impl Pool {
             context: call.context,
         }
         .encode();
-        self.enqueue(id, call.reference, frame, call.timeout, call.logs)
-            .await
+        // However the call ends (answer, timeout, crash, or the caller dropping it), the
+        // handler hears of it: it rolls back what the call left open.
+        let _ended = CallEnded {
+            handler: &*self.inner.cfg.handler,
+            pool: &self.inner.cfg.name,
+            call_id: id,
+        };
+        self.enqueue(
+            id,
+            call.reference,
+            frame,
+            call.timeout,
+            call.logs,
+            call.run_id,
+        )
+        .await
     }
 
     /// Checks, in a worker, that `reference` imports and accepts `kwargs` (names and
@@ -491,7 +532,7 @@ impl Pool {
             context_keys,
         }
         .encode();
-        self.enqueue(id, reference.to_owned(), frame, None, None)
+        self.enqueue(id, reference.to_owned(), frame, None, None, None)
             .await
             .map(drop)
     }
@@ -503,6 +544,7 @@ impl Pool {
         frame: Vec<u8>,
         timeout: Option<Duration>,
         logs: Option<mpsc::UnboundedSender<LogRecord>>,
+        run_id: Option<Arc<str>>,
     ) -> Result<RawValue, CallError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
@@ -537,6 +579,7 @@ impl Pool {
             deadline,
             timeout,
             logs,
+            run_id,
         };
         let dispatch = &inner.shared.dispatch;
         let lease = match dispatch.checkout(inner.cfg.queue_limit) {
