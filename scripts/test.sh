@@ -14,6 +14,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpac
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
 fi
 
+echo "== database servers"
+bash scripts/services.sh
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
