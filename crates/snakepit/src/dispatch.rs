@@ -91,6 +91,8 @@ struct State {
     idle: Vec<Lease>,
     waiters: VecDeque<oneshot::Sender<Lease>>,
     draining: bool,
+    /// Calls each slot's worker had finished when it was last checked in.
+    served: Vec<u64>,
 }
 
 /// The pool's idle workers and the callers waiting for one.
@@ -136,6 +138,10 @@ impl Dispatch {
     /// the pool drains, the worker goes back to its slot to be stopped.
     pub(crate) fn checkin(&self, mut lease: Lease) {
         let mut st = self.lock();
+        if st.served.len() <= lease.slot {
+            st.served.resize(lease.slot + 1, 0);
+        }
+        st.served[lease.slot] = lease.served;
         while let Some(w) = st.waiters.pop_front() {
             match w.send(lease) {
                 Ok(()) => return,
@@ -184,6 +190,13 @@ impl Dispatch {
 
     pub(crate) fn waiting(&self) -> usize {
         self.lock().waiters.len()
+    }
+
+    /// The slots whose worker is idle, and the calls each slot's worker had finished
+    /// when it was last checked in.
+    pub(crate) fn snapshot(&self) -> (Vec<usize>, Vec<u64>) {
+        let st = self.lock();
+        (st.idle.iter().map(|l| l.slot).collect(), st.served.clone())
     }
 }
 

@@ -73,7 +73,7 @@ mod worker;
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
 pub use host::{HostFuture, HostHandler, HostRequest};
-pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus};
+pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus};
 pub use shim::resolve_interpreter;
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,

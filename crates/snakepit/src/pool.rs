@@ -260,8 +260,9 @@ impl PoolBuilder {
     }
 }
 
-/// A call to make: the reference, its kwargs and context, and per-call options.
-#[derive(Debug)]
+/// A call to make: the reference, its kwargs and context, and per-call options. A clone
+/// makes the same call again (the same log channel, the same run id).
+#[derive(Debug, Clone)]
 pub struct Call {
     reference: String,
     kwargs: Map,
@@ -355,6 +356,55 @@ pub(crate) struct Shared {
     pub restarts: AtomicU64,
     pub last_spawn_error: Mutex<Option<SpawnError>>,
     pub dispatch: Dispatch,
+    /// What each slot is doing, for [`Pool::status`].
+    pub slots: Vec<SlotInfo>,
+}
+
+/// A slot's life as its thread last told it (for [`Pool::status`]; off the call path).
+#[derive(Default)]
+pub(crate) struct SlotInfo(Mutex<SlotLife>);
+
+#[derive(Default, Clone, Copy)]
+struct SlotLife {
+    /// The live worker's pid and when it became ready.
+    live: Option<(u32, Instant)>,
+    backoff: bool,
+    stopped: bool,
+    restarts: u64,
+}
+
+impl SlotInfo {
+    fn update(&self, f: impl FnOnce(&mut SlotLife)) {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+    /// A worker is starting (or the slot backs off first, when `backoff`).
+    pub(crate) fn starting(&self, backoff: bool) {
+        self.update(|l| {
+            l.live = None;
+            l.backoff = backoff;
+        });
+    }
+    /// Worker `pid` said hello.
+    pub(crate) fn ready(&self, pid: u32) {
+        self.update(|l| {
+            l.live = Some((pid, Instant::now()));
+            l.backoff = false;
+        });
+    }
+    /// The worker is gone and will be replaced.
+    pub(crate) fn replaced(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.restarts += 1;
+        });
+    }
+    /// The slot's thread ended.
+    pub(crate) fn stopped(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.stopped = true;
+        });
+    }
 }
 
 impl Shared {
@@ -383,6 +433,8 @@ struct PoolInner {
     next_id: AtomicU64,
     slots: Mutex<Vec<oneshot::Receiver<()>>>,
     launcher: Arc<Launcher>,
+    /// Set once a shutdown has stopped every worker.
+    stopped: watch::Sender<bool>,
 }
 
 impl Drop for PoolInner {
@@ -391,6 +443,52 @@ impl Drop for PoolInner {
             .phase
             .send_replace(Phase::Draining(Instant::now()));
     }
+}
+
+/// What one worker slot is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerState {
+    /// Its worker is being started.
+    Starting,
+    /// Its worker is ready and waiting for a call.
+    Idle,
+    /// Its worker is in a call (or being cancelled or retired).
+    Busy,
+    /// Its workers keep failing; it waits before the next start.
+    Backoff,
+    /// The pool stopped it.
+    Stopped,
+}
+
+impl WorkerState {
+    /// `"starting"`, `"idle"`, `"busy"`, `"backoff"` or `"stopped"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+}
+
+/// A snapshot of one worker slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// The slot, `0..workers`.
+    pub slot: usize,
+    pub state: WorkerState,
+    /// The live worker's pid.
+    pub pid: Option<u32>,
+    /// Calls the live worker has finished.
+    pub calls: u64,
+    /// The live worker's resident size in bytes.
+    pub rss: Option<u64>,
+    /// How long the live worker has been ready.
+    pub uptime: Option<Duration>,
+    /// Workers this slot replaced since the pool started.
+    pub restarts: u64,
 }
 
 /// A snapshot of a pool's health.
@@ -407,6 +505,8 @@ pub struct PoolStatus {
     pub restarts: u64,
     /// Calls waiting for a worker.
     pub queued: usize,
+    /// One entry per worker slot, in slot order.
+    pub slots: Vec<WorkerStatus>,
 }
 
 impl Pool {
@@ -424,6 +524,7 @@ impl Pool {
             restarts: AtomicU64::new(0),
             last_spawn_error: Mutex::new(None),
             dispatch: Dispatch::default(),
+            slots: (0..cfg.workers).map(|_| SlotInfo::default()).collect(),
         });
         let launcher = Arc::new(Launcher::start(mode, cfg.clone()).await?);
         let mut ready_rx = Vec::new();
@@ -453,6 +554,7 @@ impl Pool {
                 next_id: AtomicU64::new(1),
                 slots: Mutex::new(slots),
                 launcher,
+                stopped: watch::channel(false).0,
             }),
         };
         // Every slot reports its first start; the pool is usable if one worker is.
@@ -604,9 +706,42 @@ impl Pool {
         self.inner.shared.events.subscribe()
     }
 
-    /// The pool's health right now.
+    /// The pool's health right now, with each worker's state, pid, calls, resident size
+    /// (read from `/proc`), uptime and restarts.
     pub fn status(&self) -> PoolStatus {
         let i = &self.inner;
+        let (idle, served) = i.shared.dispatch.snapshot();
+        let slots = i
+            .shared
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(slot, info)| {
+                let life = *info.0.lock().unwrap_or_else(|p| p.into_inner());
+                let state = match life.live {
+                    Some(_) if idle.contains(&slot) => WorkerState::Idle,
+                    Some(_) => WorkerState::Busy,
+                    None if life.stopped => WorkerState::Stopped,
+                    None if life.backoff => WorkerState::Backoff,
+                    None => WorkerState::Starting,
+                };
+                let pid = life.live.map(|(pid, _)| pid);
+                WorkerStatus {
+                    slot,
+                    state,
+                    pid,
+                    calls: if pid.is_some() {
+                        served.get(slot).copied().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    rss: pid
+                        .and_then(|p| crate::process::rss(nix::unistd::Pid::from_raw(p as i32))),
+                    uptime: life.live.map(|(_, since)| since.elapsed()),
+                    restarts: life.restarts,
+                }
+            })
+            .collect();
         PoolStatus {
             name: i.cfg.name.to_string(),
             generation: i.cfg.generation,
@@ -615,6 +750,7 @@ impl Pool {
             failing: i.shared.failing.load(Ordering::Acquire),
             restarts: i.shared.restarts.load(Ordering::Acquire),
             queued: i.shared.dispatch.waiting(),
+            slots,
         }
     }
 
@@ -626,20 +762,33 @@ impl Pool {
     /// Stops taking calls, lets the queued and running ones finish for up to `deadline`,
     /// then stops the workers (SHUTDOWN, then SIGTERM, then SIGKILL of their process
     /// groups after the kill grace). Calls still unfinished then fail with `ShutDown`.
+    ///
+    /// Called again while a shutdown is under way, it brings the deadline forward (never
+    /// back) and returns when the workers are stopped.
     pub async fn shutdown(&self, deadline: Duration) {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
-        inner
-            .shared
-            .phase
-            .send_replace(Phase::Draining(Instant::now() + deadline));
+        let until = Instant::now() + deadline;
+        inner.shared.phase.send_if_modified(|phase| {
+            let sooner = !matches!(*phase, Phase::Draining(t) if t <= until);
+            if sooner {
+                *phase = Phase::Draining(until);
+            }
+            sooner
+        });
         inner.shared.dispatch.drain();
         let slots = std::mem::take(&mut *inner.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        if slots.is_empty() {
+            // Another shutdown is stopping the workers: wait for it.
+            let _ = inner.stopped.subscribe().wait_for(|stopped| *stopped).await;
+            return;
+        }
         for done in slots {
             let _ = done.await;
         }
         inner.shared.dispatch.fail_waiters();
         inner.launcher.close();
+        inner.stopped.send_replace(true);
     }
 }
 

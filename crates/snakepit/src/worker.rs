@@ -145,6 +145,7 @@ impl Slot {
             if *phase.borrow() != Phase::Running {
                 break;
             }
+            self.shared.slots[self.id].starting(false);
             let current = Arc::new(CurrentCall::default());
             let started = Instant::now();
             let (mut proc, sock, buf) = match self.start(current.clone()).await {
@@ -186,6 +187,7 @@ impl Slot {
                 let _ = r.send(Ok(()));
             }
             self.shared.live.fetch_add(1, Ordering::AcqRel);
+            self.shared.slots[self.id].ready(pid);
             let span = tracing::info_span!("worker", pool = %self.cfg.name, worker = self.id, generation = self.cfg.generation, pid);
             let lease = Lease {
                 reg: None,
@@ -262,6 +264,7 @@ impl Slot {
                 }
             }
             self.shared.restarts.fetch_add(1, Ordering::AcqRel);
+            self.shared.slots[self.id].replaced();
             if !self.backoff(failures, &mut phase).await {
                 break;
             }
@@ -269,6 +272,7 @@ impl Slot {
         if marked_failing {
             self.shared.failing.fetch_sub(1, Ordering::AcqRel);
         }
+        self.shared.slots[self.id].stopped();
     }
 
     fn emit(&self, pid: Option<u32>, kind: EventKind) {
@@ -287,6 +291,7 @@ impl Slot {
             .saturating_mul(1 << (failures - 2).min(16))
             .min(self.cfg.backoff_cap);
         self.emit(None, EventKind::Backoff { delay, failures });
+        self.shared.slots[self.id].starting(true);
         let until = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
