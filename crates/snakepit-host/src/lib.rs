@@ -45,14 +45,21 @@
 //! ```
 
 mod config;
+pub mod control;
+mod generation;
 mod jobs;
+mod status;
+mod watch;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
 use snakepit::{Call, CallError, Map, Pool, RawValue, Value};
+
+use generation::Generation;
 
 pub use config::{
     parse_app_toml, parse_duration, parse_size, AppToml, Auth, Install, Isolation, PluginGrants,
@@ -62,6 +69,8 @@ pub use jobs::{
     check_cron, jobs_files, load_jobs, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
     JOB_STEP_CONTEXT, TEMPLATES,
 };
+pub use status::{format_time, HostStatus, PoolReport, ReloadReport, RetiringStatus, WorkerReport};
+pub use watch::{site_packages, Watcher, DEFAULT_QUIET};
 
 /// The context keys the password validator receives (SPEC §2).
 pub const PASSWORD_CONTEXT: [&str; 3] = ["username", "password", "existing_user"];
@@ -84,6 +93,23 @@ pub enum HostError {
     Invalid(Vec<Problem>),
 }
 
+impl HostError {
+    /// The problems of an install that could not be loaded or started, as a reload
+    /// reports them: each names a file (`app_toml` when the error names none).
+    pub fn problems(self, app_toml: &Path) -> Vec<Problem> {
+        let problem = |file: PathBuf, reason: String| Problem {
+            file,
+            entry: String::new(),
+            reason,
+        };
+        match self {
+            HostError::Config { file, reason } => vec![problem(file, reason)],
+            HostError::Usage(m) | HostError::Pool(m) => vec![problem(app_toml.to_owned(), m)],
+            HostError::Invalid(problems) => problems,
+        }
+    }
+}
+
 fn invalid(problems: &[Problem]) -> String {
     let mut text = format!(
         "the install has {} problem{} (fix them, then run `snakepit check`):",
@@ -102,7 +128,9 @@ fn invalid(problems: &[Problem]) -> String {
 }
 
 /// One problem `check` found: the file, the entry that names the reference, the reason.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// A problem found before any reference could be checked (a TOML file that does not
+/// load, an interpreter that does not start) has an empty entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     pub file: PathBuf,
     /// e.g. `[auth] password_validator`, `[hooks] "screen.before_save"[0]`,
@@ -143,19 +171,57 @@ pub struct Dispatch {
     pub failed: Vec<(String, CallError)>,
 }
 
-/// An open install: its settings and its running pools.
+/// An open install: its settings and its running pools, one generation at a time.
+///
+/// [`Host::reload`] loads the install again, starts a new generation of every pool beside
+/// the serving one, validates every reference in it, and only then routes new calls to it;
+/// the old generation finishes its calls in hand and exits. A call that the old
+/// generation refused because it had begun to drain is made again on the new one, so no
+/// call fails because of a reload.
 pub struct Host {
-    install: Install,
-    pools: BTreeMap<String, Pool>,
+    /// The apps dir and the `--python` override, to load the install again.
+    dir: PathBuf,
+    python: Option<PathBuf>,
+    current: RwLock<Arc<Generation>>,
+    /// One reload at a time; `true` once the host is shut down.
+    reloading: tokio::sync::Mutex<bool>,
+    /// The number the next generation gets (a refused one uses its number up).
+    next_number: AtomicU64,
+    /// Replaced generations finishing their calls in hand.
+    retiring: Mutex<Vec<Retiring>>,
+    log: Mutex<ReloadLog>,
 }
+
+struct Retiring {
+    generation: Arc<Generation>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ReloadLog {
+    reloads: u64,
+    failed: u64,
+    last: Option<ReloadReport>,
+}
+
+/// How long a replaced generation may take to finish its calls in hand at most. Every
+/// call has its own timeout (and the kill grace after it), so a generation normally
+/// retires as soon as its last call ends; this is only a backstop.
+const RETIRE_BACKSTOP: Duration = Duration::from_secs(24 * 3600);
 
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.current();
         f.debug_struct("Host")
-            .field("dir", &self.install.dir)
-            .field("pools", &self.pools.keys().collect::<Vec<_>>())
+            .field("dir", &self.dir)
+            .field("generation", &g.number)
+            .field("pools", &g.pools.keys().collect::<Vec<_>>())
             .finish()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Host {
@@ -177,54 +243,57 @@ impl Host {
         Err(HostError::Invalid(problems))
     }
 
-    /// Starts the pools of an already loaded install: "default" with the `[runtime]`
-    /// settings, and one per `[pools.NAME]`. Does not validate references: `check` does.
+    /// Starts the pools of an already loaded install (generation 1): "default" with the
+    /// `[runtime]` settings, and one per `[pools.NAME]`. Does not validate references:
+    /// `check` does. A reload loads the install again from the same apps dir, with the
+    /// same `--python` if `install` was loaded with one.
     pub async fn start(install: Install) -> Result<Host, HostError> {
-        let mut wanted = vec![("default".to_owned(), install.runtime())];
-        for (name, s) in &install.config.pools {
-            wanted.push((name.clone(), s.clone()));
-        }
-        let mut pools = BTreeMap::new();
-        for (name, settings) in wanted {
-            let pool = install
-                .pool_builder_with(&settings)
-                .name(name.clone())
-                .build()
-                .await;
-            match pool {
-                Ok(p) => {
-                    pools.insert(name, p);
-                }
-                Err(e) => {
-                    for p in pools.values() {
-                        p.shutdown(Duration::from_secs(2)).await;
-                    }
-                    return Err(install.build_error(e));
-                }
-            }
-        }
-        Ok(Host { install, pools })
+        let dir = install.dir.clone();
+        // Install::load records an interpreter given explicitly as coming from "--python".
+        let python = (install.python_from == "--python").then(|| install.python.clone());
+        let generation = Generation::start(install, 1).await?;
+        Ok(Host {
+            dir,
+            python,
+            current: RwLock::new(Arc::new(generation)),
+            reloading: tokio::sync::Mutex::new(false),
+            next_number: AtomicU64::new(2),
+            retiring: Mutex::new(Vec::new()),
+            log: Mutex::new(ReloadLog::default()),
+        })
     }
 
-    /// The install this host runs.
-    pub fn install(&self) -> &Install {
-        &self.install
+    fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The install the serving generation runs.
+    pub fn install(&self) -> Arc<Install> {
+        self.current().install.clone()
+    }
+
+    /// The serving generation's number: 1 at start, higher after each successful reload.
+    pub fn generation(&self) -> u64 {
+        self.current().number
     }
 
     /// The name of the pool that runs `reference`'s package: `[plugins.PKG] pool`, else
     /// `[plugins."*"] pool`, else "default".
-    pub fn pool_name(&self, reference: &str) -> &str {
-        self.install.pool_for(reference).0
+    pub fn pool_name(&self, reference: &str) -> String {
+        self.install().pool_for(reference).0.to_owned()
     }
 
-    /// The pool that runs `reference`.
-    pub fn pool_for(&self, reference: &str) -> &Pool {
-        &self.pools[self.pool_name(reference)]
+    /// The serving generation's pool that runs `reference`.
+    pub fn pool_for(&self, reference: &str) -> Pool {
+        self.current().pool_for(reference).clone()
     }
 
-    /// A pool by name.
-    pub fn pool(&self, name: &str) -> Option<&Pool> {
-        self.pools.get(name)
+    /// A pool of the serving generation, by name.
+    pub fn pool(&self, name: &str) -> Option<Pool> {
+        self.current().pools.get(name).cloned()
     }
 
     /// Calls `reference` in the pool of its package, with `kwargs` and `context`.
@@ -241,17 +310,32 @@ impl Host {
     /// Makes a call of `reference` in the pool of its package; `options` sets the rest
     /// of the [`Call`] (timeout, logs). (`Call` does not tell its reference, hence the
     /// reference apart.)
+    ///
+    /// A call refused with `ShutDown` by a generation that a reload replaced meanwhile is
+    /// made again on the serving generation.
     pub async fn submit(
         &self,
         reference: &str,
         options: impl FnOnce(Call) -> Call,
     ) -> Result<RawValue, CallError> {
         let call = options(Call::new(reference));
-        self.pool_for(reference).submit(call).await
+        loop {
+            let generation = self.current();
+            match generation.pool_for(reference).submit(call.clone()).await {
+                Err(CallError::ShutDown) if self.current().number != generation.number => {
+                    tracing::debug!(
+                        reference,
+                        generation = generation.number,
+                        "the generation is retiring; calling the next one"
+                    );
+                }
+                result => return result,
+            }
+        }
     }
 
-    /// Validates, in a worker, every reference app.toml and the jobs.toml files name, and
-    /// returns every problem.
+    /// Validates, in a worker of the serving generation, every reference app.toml and
+    /// the jobs.toml files name, and returns every problem.
     ///
     /// The password validator is checked against its context keys (username, password,
     /// existing_user). A hook's payload keys are not known before dispatch, so a hook is
@@ -261,88 +345,116 @@ impl Host {
     /// and its kwargs, after the jobs.toml files are read against their schema (see
     /// [`load_jobs`]).
     pub async fn check(&self) -> Vec<Problem> {
-        struct Todo {
-            file: PathBuf,
-            entry: String,
-            reference: String,
-            kwargs: Map,
-            keys: Vec<String>,
-            hook: bool,
+        self.current().check().await
+    }
+
+    /// Loads the install again (app.toml, jobs.toml files, the interpreter), starts a new
+    /// generation of every pool, validates every reference in it (as [`Host::check`]),
+    /// and only then routes new calls to it; the replaced generation finishes its calls
+    /// in hand and exits in the background. `trigger` says why, in logs and
+    /// [`Host::status`].
+    ///
+    /// Returns the new generation's number, or every problem found: then the serving
+    /// generation keeps serving. Reloads run one at a time.
+    pub async fn reload(&self, trigger: &str) -> Result<u64, Vec<Problem>> {
+        let stopped = self.reloading.lock().await;
+        if *stopped {
+            return Err(vec![Problem {
+                file: self.dir.clone(),
+                entry: String::new(),
+                reason: "the host is shut down".into(),
+            }]);
         }
-        let mut todo: Vec<Todo> = Vec::new();
-        let cfg = &self.install.config;
-        let app = &self.install.app_toml;
-        if let Some(r) = &cfg.auth.password_validator {
-            todo.push(Todo {
-                file: app.clone(),
-                entry: "[auth] password_validator".into(),
-                reference: r.clone(),
-                kwargs: Map::new(),
-                keys: PASSWORD_CONTEXT.iter().map(|k| k.to_string()).collect(),
-                hook: false,
-            });
-        }
-        for (event, refs) in &cfg.hooks {
-            for (i, r) in refs.iter().enumerate() {
-                todo.push(Todo {
-                    file: app.clone(),
-                    entry: format!("[hooks] {event:?}[{i}]"),
-                    reference: r.clone(),
-                    kwargs: Map::new(),
-                    keys: vec![],
-                    hook: true,
+        let began = Instant::now();
+        let at = SystemTime::now();
+        let number = self.next_number.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(generation = number, trigger, "reloading");
+        let outcome = self.next_generation(number).await;
+        let took = began.elapsed();
+        let mut report = ReloadReport {
+            trigger: trigger.to_owned(),
+            at: format_time(at),
+            took_ms: took.as_millis() as u64,
+            generation: number,
+            serving: outcome.is_ok(),
+            problems: Vec::new(),
+        };
+        let result = match outcome {
+            Ok(generation) => {
+                let new = Arc::new(generation);
+                let old = std::mem::replace(
+                    &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
+                    new,
+                );
+                tracing::info!(generation = number, ?took, "the new generation serves");
+                let retired = old.clone();
+                let done = tokio::spawn(async move {
+                    retired.shutdown(RETIRE_BACKSTOP).await;
+                    tracing::info!(generation = retired.number, "generation retired");
                 });
+                let mut retiring = lock(&self.retiring);
+                retiring.retain(|r| !r.done.is_finished());
+                retiring.push(Retiring {
+                    generation: old,
+                    done,
+                });
+                lock(&self.log).reloads += 1;
+                Ok(number)
             }
+            Err(problems) => {
+                for p in &problems {
+                    tracing::error!(file = %p.file.display(), entry = %p.entry, reason = %p.reason, "reload refused");
+                }
+                report.problems = problems.clone();
+                lock(&self.log).failed += 1;
+                Err(problems)
+            }
+        };
+        lock(&self.log).last = Some(report);
+        drop(stopped);
+        result
+    }
+
+    /// Loads, starts and checks generation `number`.
+    async fn next_generation(&self, number: u64) -> Result<Generation, Vec<Problem>> {
+        let app_toml = self.dir.join("app.toml");
+        let install = Install::load(Some(&self.dir), self.python.as_deref())
+            .map_err(|e| e.problems(&app_toml))?;
+        let generation = Generation::start(install, number)
+            .await
+            .map_err(|e| e.problems(&app_toml))?;
+        let problems = generation.check().await;
+        if problems.is_empty() {
+            Ok(generation)
+        } else {
+            generation.shutdown(Duration::from_secs(2)).await;
+            Err(problems)
         }
-        let (files, steps, mut problems) = load_jobs(&self.install.dir);
-        for step in steps {
-            todo.push(Todo {
-                file: step.file,
-                entry: step.entry,
-                reference: step.callable,
-                kwargs: step.kwargs,
-                keys: JOB_STEP_CONTEXT.iter().map(|k| k.to_string()).collect(),
-                hook: false,
-            });
-        }
-        let checks = todo.into_iter().map(|t| async move {
-            let reference = t.reference;
-            let res = self
-                .pool_for(&reference)
-                .validate(&reference, t.kwargs, t.keys)
-                .await;
-            let reason = match res {
-                Ok(()) => return None,
-                Err(CallError::BadReference { message, .. })
-                    if t.hook && message.contains("missing the required parameter") =>
-                {
-                    return None
-                }
-                Err(CallError::BadReference { message, .. }) if message.contains(&reference) => {
-                    message
-                }
-                Err(CallError::BadReference { message, .. }) => {
-                    format!("{reference:?}: {message}")
-                }
-                Err(e) => format!("{reference}: {e}"),
-            };
-            Some(Problem {
-                file: t.file,
-                entry: t.entry,
-                reason,
-            })
-        });
-        let mut found: Vec<Problem> = join_all(checks).await.into_iter().flatten().collect();
-        // app.toml's problems first (in entry order), then the jobs files' problems, file
-        // by file (schema and template problems before the worker's).
-        let jobs_start = found
+    }
+
+    /// The serving generation's pools and workers, the generations still finishing their
+    /// calls, and the last reload with its problems.
+    pub fn status(&self) -> HostStatus {
+        let current = self.current();
+        let retiring = lock(&self.retiring)
             .iter()
-            .position(|p| &p.file != app)
-            .unwrap_or(found.len());
-        problems.extend(found.split_off(jobs_start));
-        problems.sort_by_key(|p| files.iter().position(|f| f.file == p.file));
-        found.extend(problems);
-        found
+            .filter(|r| !r.done.is_finished())
+            .map(|r| RetiringStatus {
+                generation: r.generation.number,
+                pools: r.generation.pools.values().map(PoolReport::of).collect(),
+            })
+            .collect();
+        let log = lock(&self.log);
+        HostStatus {
+            apps: self.dir.clone(),
+            generation: current.number,
+            since: format_time(current.started),
+            pools: current.pools.values().map(PoolReport::of).collect(),
+            retiring,
+            reloads: log.reloads,
+            failed_reloads: log.failed,
+            last_reload: log.last.clone(),
+        }
     }
 
     /// Calls `[auth] password_validator` with username, password and existing_user:
@@ -355,7 +467,7 @@ impl Host {
         existing_user: Option<Value>,
     ) -> Result<(), PasswordError> {
         let reference = self
-            .install
+            .install()
             .config
             .auth
             .password_validator
@@ -380,7 +492,8 @@ impl Host {
     /// in any other event a failing hook is logged and reported and the rest still run.
     pub async fn dispatch(&self, event: &str, payload: Map) -> Dispatch {
         let mut out = Dispatch::default();
-        let Some(hooks) = self.install.config.hooks.get(event) else {
+        let install = self.install();
+        let Some(hooks) = install.config.hooks.get(event) else {
             return out;
         };
         let before = event
@@ -411,8 +524,16 @@ impl Host {
         out
     }
 
-    /// Stops every pool, giving calls in flight up to `deadline`.
+    /// Stops every pool, giving calls in flight up to `deadline`, including those of
+    /// generations still retiring. Reloads are refused from then on.
     pub async fn shutdown(&self, deadline: Duration) {
-        join_all(self.pools.values().map(|p| p.shutdown(deadline))).await;
+        *self.reloading.lock().await = true;
+        let retiring = std::mem::take(&mut *lock(&self.retiring));
+        let current = self.current();
+        let older = retiring.iter().map(|r| r.generation.shutdown(deadline));
+        join_all(older.chain(std::iter::once(current.shutdown(deadline)))).await;
+        for r in retiring {
+            let _ = r.done.await;
+        }
     }
 }

@@ -1,0 +1,612 @@
+//! The control socket of `snakepit serve`: `snakepit status`, `snakepit reload` and
+//! `snakepit call --remote` talk to a running host through it.
+//!
+//! It is a Unix socket at `<apps>/.snakepit/control.sock`, mode 0600 in a 0700
+//! directory, and the server also checks that each peer runs as its own user
+//! (`SO_PEERCRED`); anyone else gets an error reply and the connection closes. An
+//! exclusive lock on `<apps>/.snakepit/serve.lock` (which holds the serve's pid) makes a
+//! second serve of the same apps dir refuse to start; a socket file left by a serve that
+//! died is replaced.
+//!
+//! The protocol (ARCHITECTURE.md, "Control socket") is frames of a 4-byte big-endian
+//! length and a JSON body. The client sends a [`Request`]; the server answers with
+//! [`Reply`] frames: one for `status` and `reload`; for `call`, a `log` frame per log
+//! record of the call, then one `result` or `failed`. A connection may carry several
+//! requests, one after the other.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use interprocess::local_socket::tokio::{prelude::*, Stream};
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+use snakepit::{CallError, LogRecord, Map, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::{format_time, Host, HostStatus, Problem};
+
+/// The largest frame either side accepts (a call's result can be large).
+pub const FRAME_LIMIT: usize = 64 << 20;
+
+/// `<apps>/.snakepit/control.sock`.
+pub fn socket_path(apps: &Path) -> PathBuf {
+    apps.join(".snakepit").join("control.sock")
+}
+
+/// What a client asks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// The serve's state: answered with [`Reply::Status`].
+    Status,
+    /// Reload now: answered with [`Reply::Reloaded`] or [`Reply::Refused`].
+    Reload,
+    /// One call through the serving generation: [`Reply::Log`] frames, then
+    /// [`Reply::Result`] or [`Reply::Failed`].
+    Call {
+        reference: String,
+        /// A JSON object (default: none).
+        #[serde(default)]
+        kwargs: Option<serde_json::Value>,
+        /// A JSON object (default: none).
+        #[serde(default)]
+        ctx: Option<serde_json::Value>,
+        /// The call's timeout (default: its pool's).
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// What the server answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Status {
+        status: Box<ServeStatus>,
+    },
+    /// The new generation serves.
+    Reloaded {
+        generation: u64,
+    },
+    /// The reload found problems; `generation` still serves.
+    Refused {
+        generation: u64,
+        problems: Vec<Problem>,
+    },
+    /// A log record of the call in hand.
+    Log {
+        record: LogLine,
+    },
+    /// The call returned this value.
+    Result {
+        value: serde_json::Value,
+    },
+    /// The call failed.
+    Failed {
+        failure: CallFailure,
+    },
+    /// The request was not understood or not allowed.
+    Error {
+        message: String,
+    },
+}
+
+/// A plugin's log record, as [`LogRecord`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: i64,
+    pub logger: String,
+    pub message: String,
+    pub exc_text: Option<String>,
+    /// Unix seconds.
+    pub time: f64,
+}
+
+impl From<&LogRecord> for LogLine {
+    fn from(r: &LogRecord) -> Self {
+        LogLine {
+            level: r.level,
+            logger: r.logger.clone(),
+            message: r.message.clone(),
+            exc_text: r.exc_text.clone(),
+            time: r.time,
+        }
+    }
+}
+
+impl From<LogLine> for LogRecord {
+    fn from(l: LogLine) -> Self {
+        LogRecord {
+            call_id: None,
+            level: l.level,
+            logger: l.logger,
+            message: l.message,
+            exc_text: l.exc_text,
+            time: l.time,
+        }
+    }
+}
+
+/// How a call failed, with what a person needs to read it: the same whether the call
+/// ran in a local worker or through a serve.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallFailure {
+    /// [`CallError::kind`]: raised, reference, timeout, crashed, overloaded, cancelled.
+    pub kind: String,
+    /// The error's sentence.
+    pub message: String,
+    /// Set when the plugin raised.
+    pub raised: Option<Raised>,
+}
+
+/// The exception a plugin raised.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Raised {
+    pub type_name: String,
+    pub message: String,
+    pub traceback: String,
+}
+
+impl From<&CallError> for CallFailure {
+    fn from(e: &CallError) -> Self {
+        CallFailure {
+            kind: e.kind().to_owned(),
+            message: e.to_string(),
+            raised: match e {
+                CallError::Raised(x) => Some(Raised {
+                    type_name: x.type_name.clone(),
+                    message: x.message.clone(),
+                    traceback: x.traceback.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// A serve's state: the host's, plus the serve process and its watcher.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServeStatus {
+    pub pid: u32,
+    /// When the serve started (RFC 3339, UTC).
+    pub started: String,
+    pub uptime_secs: f64,
+    /// Whether it reloads on changes ([runtime] watch), and what it watches.
+    pub watch: bool,
+    pub watching: Vec<PathBuf>,
+    #[serde(flatten)]
+    pub host: HostStatus,
+}
+
+impl std::fmt::Display for ServeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "snakepit serve pid {}, up {:.0}s since {}",
+            self.pid, self.uptime_secs, self.started
+        )?;
+        if self.watch {
+            let dirs: Vec<String> = self
+                .watching
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            writeln!(f, "watching {}", dirs.join(", "))?;
+        } else {
+            writeln!(f, "not watching ([runtime] watch = false)")?;
+        }
+        write!(f, "{}", self.host)
+    }
+}
+
+/// Why the control socket could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No serve listens for this apps dir.
+    #[error(
+        "no `snakepit serve` is running for {} (nothing listens on {}); start one with `snakepit serve`, or call without --remote",
+        apps.display(), socket.display()
+    )]
+    NotRunning { apps: PathBuf, socket: PathBuf },
+    /// Another serve of the same apps dir runs.
+    #[error(
+        "another `snakepit serve`{} is running for {} (it listens on {}); stop it first, or talk to it with `snakepit status`, `snakepit reload` and `snakepit call --remote`",
+        pid.map_or(String::new(), |p| format!(" (pid {p})")), apps.display(), socket.display()
+    )]
+    AlreadyRunning {
+        apps: PathBuf,
+        socket: PathBuf,
+        pid: Option<u32>,
+    },
+    /// The socket, its directory or a frame failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
+    let mut frame = Vec::with_capacity(body.len() + 4);
+    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    frame.extend_from_slice(body);
+    w.write_all(&frame).await?;
+    w.flush().await
+}
+
+/// The next frame's body; `None` at a clean end of stream.
+async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > FRAME_LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a control frame of {len} bytes is over the limit of {FRAME_LIMIT}"),
+        ));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(body))
+}
+
+async fn send<T: Serialize>(stream: &mut Stream, msg: &T) -> std::io::Result<()> {
+    let body = serde_json::to_vec(msg).map_err(std::io::Error::other)?;
+    write_frame(stream, &body).await
+}
+
+/// A client of a running serve's control socket.
+#[derive(Debug)]
+pub struct Client {
+    stream: Stream,
+}
+
+impl Client {
+    /// Connects to the serve of `apps`.
+    pub async fn connect(apps: &Path) -> Result<Client, ControlError> {
+        let socket = socket_path(apps);
+        let name = socket
+            .as_path()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|e| ControlError::Io(format!("{}: {e}", socket.display())))?;
+        match Stream::connect(name).await {
+            Ok(stream) => Ok(Client { stream }),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Err(ControlError::NotRunning {
+                    apps: apps.to_owned(),
+                    socket,
+                })
+            }
+            Err(e) => Err(ControlError::Io(format!(
+                "cannot connect to {}: {e}",
+                socket.display()
+            ))),
+        }
+    }
+
+    /// Sends a request.
+    pub async fn send(&mut self, request: &Request) -> Result<(), ControlError> {
+        send(&mut self.stream, request)
+            .await
+            .map_err(|e| ControlError::Io(format!("cannot send to the serve: {e}")))
+    }
+
+    /// The next reply.
+    pub async fn next(&mut self) -> Result<Reply, ControlError> {
+        let gone = || ControlError::Io("the serve closed the connection".into());
+        let body = read_frame(&mut self.stream)
+            .await
+            .map_err(|e| ControlError::Io(format!("reading from the serve: {e}")))?
+            .ok_or_else(gone)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ControlError::Io(format!("the serve's reply does not decode: {e}")))
+    }
+
+    /// Sends a request that has a single reply, and returns it.
+    pub async fn ask(&mut self, request: &Request) -> Result<Reply, ControlError> {
+        self.send(request).await?;
+        self.next().await
+    }
+}
+
+/// The listening side, run by `snakepit serve`. Stops at [`ControlServer::stop`].
+#[derive(Debug)]
+pub struct ControlServer {
+    socket: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Held while the serve runs: a second serve of the same apps dir cannot take it.
+    _lock: Flock<File>,
+}
+
+/// What `status` reports of the serve besides its host.
+#[derive(Debug, Clone)]
+pub struct ServeInfo {
+    pub started: SystemTime,
+    pub watching: Option<Vec<PathBuf>>,
+}
+
+/// A control socket bound, with the serve lock taken, before the host starts: a second
+/// serve of the same apps dir refuses before it starts any worker.
+#[derive(Debug)]
+pub struct Bound {
+    socket: PathBuf,
+    listener: interprocess::local_socket::tokio::Listener,
+    lock: Flock<File>,
+}
+
+impl Bound {
+    /// Takes the serve lock of the apps dir `apps` (writing this process's pid in it),
+    /// replaces a stale socket file and listens on the control socket (mode 0600, in a
+    /// 0700 directory).
+    pub fn bind(apps: &Path) -> Result<Bound, ControlError> {
+        let apps = apps.to_owned();
+        let socket = socket_path(&apps);
+        let dir = socket.parent().expect("the socket is in .snakepit");
+        let io = |what: &str, e: &dyn std::fmt::Display| {
+            ControlError::Io(format!(
+                "cannot {what}: {e}; check the permissions of {}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("create the control directory", &e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("make the control directory private (0700)", &e))?;
+        let lock_path = dir.join("serve.lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io("open the serve lock", &e))?;
+        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(ControlError::AlreadyRunning {
+                    apps,
+                    socket,
+                    pid: pid.trim().parse().ok(),
+                });
+            }
+            Err((_, e)) => return Err(io("lock the serve lock", &e)),
+        };
+        lock.set_len(0)
+            .and_then(|()| lock.rewind())
+            .and_then(|()| writeln!(lock, "{}", std::process::id()))
+            .map_err(|e| io("write the serve lock", &e))?;
+        // We hold the lock: a socket file there is a dead serve's.
+        if socket.exists() {
+            std::fs::remove_file(&socket).map_err(|e| io("remove a stale control socket", &e))?;
+        }
+        let name = socket
+            .as_path()
+            .to_fs_name::<GenericFilePath>()
+            .map_err(|e| io("name the control socket", &e))?;
+        let listener = ListenerOptions::new()
+            .name(name)
+            .mode(0o600)
+            .create_tokio()
+            .map_err(|e| io("listen on the control socket", &e))?;
+        Ok(Bound {
+            socket,
+            listener,
+            lock,
+        })
+    }
+
+    /// Answers requests about `host` until [`ControlServer::stop`].
+    pub fn serve(self, host: Arc<Host>, info: ServeInfo) -> ControlServer {
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(accept(self.listener, host, info, stop_rx));
+        ControlServer {
+            socket: self.socket,
+            stop,
+            task,
+            _lock: self.lock,
+        }
+    }
+}
+
+impl ControlServer {
+    /// The socket it listens on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Stops taking connections (the socket file goes away); the requests in hand are
+    /// answered. Returns once they are.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn accept(
+    listener: interprocess::local_socket::tokio::Listener,
+    host: Arc<Host>,
+    info: ServeInfo,
+    mut stop: watch::Receiver<bool>,
+) {
+    let uid = nix::unistd::geteuid().as_raw();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            conn = listener.accept() => match conn {
+                Ok(mut stream) => {
+                    let peer = stream.peer_creds().ok().and_then(|c| c.euid());
+                    if peer != Some(uid) {
+                        tracing::warn!(?peer, "control socket: refused a peer of another user");
+                        let refusal = Reply::Error {
+                            message: format!(
+                                "refused: this serve runs as uid {uid}, the peer as {}",
+                                peer.map_or("an unknown uid".into(), |p| p.to_string())
+                            ),
+                        };
+                        conns.spawn(async move { let _ = send(&mut stream, &refusal).await; });
+                        continue;
+                    }
+                    conns.spawn(serve_connection(stream, host.clone(), info.clone()));
+                }
+                Err(e) => tracing::warn!(error = %e, "control socket: accept failed"),
+            },
+        }
+    }
+    // Dropping the listener removes the socket file: no new connection from here on.
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+async fn serve_connection(mut stream: Stream, host: Arc<Host>, info: ServeInfo) {
+    loop {
+        let body = match read_frame(&mut stream).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "control socket: connection failed");
+                return;
+            }
+        };
+        let request: Request = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("not a request: {e}");
+                let _ = send(&mut stream, &Reply::Error { message }).await;
+                return;
+            }
+        };
+        let sent = match request {
+            Request::Status => {
+                let status = ServeStatus {
+                    pid: std::process::id(),
+                    started: format_time(info.started),
+                    uptime_secs: info.started.elapsed().unwrap_or_default().as_secs_f64(),
+                    watch: info.watching.is_some(),
+                    watching: info.watching.clone().unwrap_or_default(),
+                    host: host.status(),
+                };
+                send(
+                    &mut stream,
+                    &Reply::Status {
+                        status: Box::new(status),
+                    },
+                )
+                .await
+            }
+            Request::Reload => {
+                let reply = match host.reload("snakepit reload").await {
+                    Ok(generation) => Reply::Reloaded { generation },
+                    Err(problems) => Reply::Refused {
+                        generation: host.generation(),
+                        problems,
+                    },
+                };
+                send(&mut stream, &reply).await
+            }
+            Request::Call {
+                reference,
+                kwargs,
+                ctx,
+                timeout_ms,
+            } => {
+                call(
+                    &mut stream,
+                    &host,
+                    &reference,
+                    kwargs,
+                    ctx,
+                    timeout_ms.map(Duration::from_millis),
+                )
+                .await
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+fn map_of(flag: &str, json: Option<serde_json::Value>) -> Result<Map, String> {
+    match json.map(|j| Value::from_json(&j)) {
+        None => Ok(Map::new()),
+        Some(Value::Map(m)) => Ok(m),
+        Some(other) => Err(format!(
+            "{flag} must be a JSON object, got a {}",
+            other.type_name()
+        )),
+    }
+}
+
+/// Runs one call, streaming its log records, then its outcome. A client that goes away
+/// cancels the call (its future is dropped).
+async fn call(
+    stream: &mut Stream,
+    host: &Host,
+    reference: &str,
+    kwargs: Option<serde_json::Value>,
+    ctx: Option<serde_json::Value>,
+    timeout: Option<Duration>,
+) -> std::io::Result<()> {
+    let (kwargs, ctx) = match (map_of("--kwargs", kwargs), map_of("--ctx", ctx)) {
+        (Ok(k), Ok(c)) => (k, c),
+        (Err(message), _) | (_, Err(message)) => {
+            return send(stream, &Reply::Error { message }).await
+        }
+    };
+    let (tx, mut logs) = mpsc::unbounded_channel();
+    let began = Instant::now();
+    let outcome = host.submit(reference, |c| {
+        let c = c.kwargs(kwargs).context(ctx).logs(tx);
+        match timeout {
+            Some(t) => c.timeout(t),
+            None => c,
+        }
+    });
+    tokio::pin!(outcome);
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(rec) = logs.recv() => {
+                send(stream, &Reply::Log { record: LogLine::from(&rec) }).await?;
+            }
+            r = &mut outcome => break r,
+        }
+    };
+    while let Ok(rec) = logs.try_recv() {
+        send(
+            stream,
+            &Reply::Log {
+                record: LogLine::from(&rec),
+            },
+        )
+        .await?;
+    }
+    tracing::debug!(reference, took = ?began.elapsed(), "remote call");
+    let reply =
+        match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
+            Ok(value) => Reply::Result { value },
+            Err(e) => Reply::Failed {
+                failure: CallFailure::from(&e),
+            },
+        };
+    send(stream, &reply).await
+}
