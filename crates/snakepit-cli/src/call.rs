@@ -1,10 +1,12 @@
-//! `snakepit call REF`: one call in a fresh worker; the result as JSON on stdout.
+//! `snakepit call REF`: one call in a fresh worker; the result as JSON on stdout. (With
+//! `--remote`, the call goes through a running serve: `remote.rs`.)
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use snakepit::{Call, CallError, LogRecord, Map, Value};
+use snakepit_host::control::CallFailure;
 use tokio::sync::mpsc;
 
 use crate::apps::Apps;
@@ -51,28 +53,35 @@ pub fn print_log(rec: &LogRecord, quiet: bool) {
 
 /// The exit code and the stderr report of a failed call (SPEC §7).
 pub fn report_error(reference: &str, e: &CallError) -> u8 {
-    match e {
-        CallError::Raised(exc) => {
-            eprint!("{}", exc.traceback);
-            if !exc.traceback.ends_with('\n') {
-                eprintln!();
-            }
-            eprintln!(
-                "snakepit: {reference} raised {}: {}",
-                exc.type_name, exc.message
-            );
+    report_failure(reference, &CallFailure::from(e))
+}
+
+/// [`report_error`] of a failure as the control socket carries it: a local call and one
+/// through `snakepit serve` (`--remote`) report the same.
+pub fn report_failure(reference: &str, e: &CallFailure) -> u8 {
+    if let Some(exc) = &e.raised {
+        eprint!("{}", exc.traceback);
+        if !exc.traceback.ends_with('\n') {
+            eprintln!();
+        }
+        eprintln!(
+            "snakepit: {reference} raised {}: {}",
+            exc.type_name, exc.message
+        );
+        return 1;
+    }
+    match e.kind.as_str() {
+        // A result that cannot cross the wire is the plugin's doing.
+        "raised" => {
+            eprintln!("snakepit: {reference}: {}", e.message);
             1
         }
-        CallError::Unserializable(_) => {
-            eprintln!("snakepit: {reference}: {e}");
-            1
-        }
-        CallError::BadReference { .. } => {
-            eprintln!("snakepit: {e}");
+        "reference" => {
+            eprintln!("snakepit: {}", e.message);
             2
         }
         _ => {
-            eprintln!("snakepit: {reference}: {e}");
+            eprintln!("snakepit: {reference}: {}", e.message);
             3
         }
     }

@@ -90,29 +90,59 @@ pub enum Command {
         #[arg(long, value_name = "JSON")]
         payload: Option<String>,
     },
+    /// Run the install's pools until SIGTERM; reload on SIGHUP, `snakepit reload` and
+    /// code changes ([runtime] watch); answer `status`, `reload`, `call --remote`.
+    Serve {
+        /// How long calls in hand may take to finish at SIGTERM before their workers are
+        /// stopped.
+        #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+        graceful_timeout: Duration,
+    },
+    /// The running serve's pools, workers, generation and last reload.
+    Status,
+    /// Ask the running serve to reload: 0 once the new generation serves, 1 with the
+    /// problems (the previous generation keeps serving).
+    Reload,
 }
 
 pub use snakepit_host::parse_duration;
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {
-    let apps = crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref())?;
+    let load = || crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref());
+    // The clients of a running serve read no TOML file (the serve does): an app.toml that
+    // the serve refused to reload must not keep `status` from saying why.
+    let dir = || match &args.apps {
+        Some(d) => Ok(d.clone()),
+        None => std::env::current_dir()
+            .map_err(|e| CliError::Usage(format!("cannot read the working directory: {e}"))),
+    };
     match args.command {
         Command::Call {
             reference,
             kwargs,
             ctx,
             timeout,
-            remote,
+            remote: true,
         } => {
-            if remote {
-                return Err(CliError::Usage(
-                    "--remote needs a running `snakepit serve`, which this version does not have yet; \
-                     drop --remote to call the plugin in a local worker"
-                        .into(),
-                ));
-            }
+            crate::remote::call(
+                &dir()?,
+                &reference,
+                kwargs.as_deref(),
+                ctx.as_deref(),
+                timeout,
+                args.quiet,
+            )
+            .await
+        }
+        Command::Call {
+            reference,
+            kwargs,
+            ctx,
+            timeout,
+            remote: false,
+        } => {
             crate::call::run(
-                &apps,
+                &load()?,
                 &reference,
                 kwargs.as_deref(),
                 ctx.as_deref(),
@@ -134,15 +164,20 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
                 workers,
                 json: args.json,
             };
-            crate::bench::run(&apps, &reference, kwargs.as_deref(), opts).await
+            crate::bench::run(&load()?, &reference, kwargs.as_deref(), opts).await
         }
-        Command::Check => crate::host_cmds::check(apps, args.json).await,
+        Command::Check => crate::host_cmds::check(load()?, args.json).await,
         Command::ValidatePassword {
             username,
             existing_user,
-        } => crate::host_cmds::validate_password(apps, &username, existing_user.as_deref()).await,
-        Command::Dispatch { event, payload } => {
-            crate::host_cmds::dispatch(apps, &event, payload.as_deref(), args.json).await
+        } => {
+            crate::host_cmds::validate_password(load()?, &username, existing_user.as_deref()).await
         }
+        Command::Dispatch { event, payload } => {
+            crate::host_cmds::dispatch(load()?, &event, payload.as_deref(), args.json).await
+        }
+        Command::Serve { graceful_timeout } => crate::serve::run(load()?, graceful_timeout).await,
+        Command::Status => crate::remote::status(&dir()?, args.json).await,
+        Command::Reload => crate::remote::reload(&dir()?, args.json).await,
     }
 }

@@ -8,6 +8,8 @@ mod call;
 mod cli;
 mod error;
 mod host_cmds;
+mod remote;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -18,7 +20,8 @@ pub use error::CliError;
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let args = cli::Args::parse();
-    init_tracing(args.verbose, args.quiet);
+    let serving = matches!(args.command, cli::Command::Serve { .. });
+    init_tracing(args.verbose, args.quiet, serving);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,9 +41,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
+fn init_tracing(verbose: u8, quiet: bool, serving: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
+        // A serve reports its reloads (and their problems) and dying workers.
+        (false, 0) if serving => "warn,snakepit_host=info",
         // The outcome of a call is reported on its own; supervisor warnings (a worker
         // died, was recycled) are for -v.
         (false, 0) => "error",
