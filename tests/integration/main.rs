@@ -11,3 +11,4 @@ mod hostile;
 mod lifecycle;
 mod logs;
 mod plugin_host;
+mod reload;

@@ -46,7 +46,7 @@ pub struct RuntimeTable {
     pub max_calls_per_worker: Option<u64>,
     #[serde(default, deserialize_with = "size")]
     pub max_worker_rss: Option<u64>,
-    /// Accepted for later versions (hot restart); not used yet.
+    /// Whether `snakepit serve` reloads on code changes (default true).
     pub watch: Option<bool>,
     /// Accepted for later versions (run history); not used yet.
     pub state: Option<String>,

@@ -3,7 +3,7 @@
 //! it (see [`crate::Host::reload`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -157,6 +157,36 @@ impl Generation {
         problems.sort_by_key(|p| files.iter().position(|f| f.file == p.file));
         found.extend(problems);
         found
+    }
+
+    /// Removes the cached bytecode (`__pycache__/*.pyc`) under `plugins`, before a new
+    /// generation starts. CPython trusts a `.pyc` whose recorded source mtime (in whole
+    /// seconds) and size match the source: an edit that keeps the size within the second
+    /// of the last compile (`VERSION = 1` → `VERSION = 2`) would run the old code.
+    /// Removing it costs one compile of each plugin module per generation.
+    pub(crate) fn forget_bytecode(plugins: &Path) {
+        let Ok(entries) = std::fs::read_dir(plugins) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // Not through symlinks: a link may point anywhere, even back up.
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if !kind.is_dir() {
+                continue;
+            }
+            if entry.file_name() == "__pycache__" {
+                for pyc in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    if pyc.path().extension().is_some_and(|e| e == "pyc") {
+                        let _ = std::fs::remove_file(pyc.path());
+                    }
+                }
+            } else {
+                Generation::forget_bytecode(&path);
+            }
+        }
     }
 
     /// Stops every pool, giving calls in flight up to `deadline`.

@@ -420,6 +420,7 @@ impl Host {
         let app_toml = self.dir.join("app.toml");
         let install = Install::load(Some(&self.dir), self.python.as_deref())
             .map_err(|e| e.problems(&app_toml))?;
+        Generation::forget_bytecode(&self.dir.join("plugins"));
         let generation = Generation::start(install, number)
             .await
             .map_err(|e| e.problems(&app_toml))?;

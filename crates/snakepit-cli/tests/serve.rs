@@ -1,0 +1,296 @@
+//! `snakepit serve` and its clients (SPEC §7): `status [--json]`, `reload` and
+//! `call --remote` through the control socket; signals; one serve per apps dir.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn python() -> PathBuf {
+    std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
+}
+
+fn snakepit(apps: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python())
+        .args(args)
+        .env_remove("LIBERTY_APPS_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const CALLS: &str = r#"
+import logging
+log = logging.getLogger(__name__)
+
+def hello(*, name: str, **ctx):
+    log.info("greeting %s", name)
+    return {"hello": name, "run_id": ctx.get("run_id")}
+
+def boom(**ctx):
+    try:
+        raise KeyError("inner")
+    except KeyError as e:
+        raise ValueError("outer") from e
+
+def hook(**ctx):
+    return None
+"#;
+
+fn apps(app_toml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("plugins/demo");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("__init__.py"), "").unwrap();
+    std::fs::write(pkg.join("calls.py"), CALLS).unwrap();
+    std::fs::write(dir.path().join("app.toml"), app_toml).unwrap();
+    dir
+}
+
+/// A running `snakepit serve`, killed on drop if the test did not stop it.
+struct Serve(Option<Child>);
+
+impl Serve {
+    /// Starts a serve of `apps` and waits until `status` answers.
+    fn start(apps: &Path) -> Serve {
+        let child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+            .arg("--apps")
+            .arg(apps)
+            .arg("--python")
+            .arg(python())
+            .arg("serve")
+            .env_remove("LIBERTY_APPS_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let serve = Serve(Some(child));
+        wait_for("the serve to answer status", || {
+            snakepit(apps, &["status"]).status.success()
+        });
+        serve
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", name, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and returns how the serve exited.
+    fn stop(mut self) -> Output {
+        self.signal("TERM");
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_json(apps: &Path) -> serde_json::Value {
+    let out = snakepit(apps, &["status", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn serve_answers_status_reload_and_remote_calls_then_stops_on_sigterm() {
+    let dir = apps("[runtime]\nworkers = 1\nwatch = false\n\n[hooks]\n\"screen.before_save\" = [\"demo.calls:hook\"]\n");
+    let serve = Serve::start(dir.path());
+
+    // The socket is private to the user: 0600 in a 0700 directory.
+    let socket = dir.path().join(".snakepit/control.sock");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    let status = status_json(dir.path());
+    assert_eq!(status["pid"], serve.pid());
+    assert_eq!(status["generation"], 1);
+    assert_eq!(status["watch"], false);
+    let worker = &status["pools"][0]["slots"][0];
+    assert_eq!(status["pools"][0]["name"], "default");
+    assert!(
+        worker["pid"].is_u64() && worker["rss_bytes"].is_u64(),
+        "{status:#}"
+    );
+    assert_eq!(worker["state"], "idle");
+    let text_status = text(&snakepit(dir.path(), &["status"]).stdout);
+    assert!(
+        text_status.contains("generation 1 serving since")
+            && text_status.contains("pool default: 1/1 live"),
+        "{text_status}"
+    );
+
+    // `call --remote` prints and exits as the local call does.
+    let same = |args: &[&str]| {
+        let local = snakepit(dir.path(), args);
+        let mut remote_args = args.to_vec();
+        remote_args.push("--remote");
+        let remote = snakepit(dir.path(), &remote_args);
+        assert_eq!(
+            (
+                remote.status.code(),
+                text(&remote.stdout),
+                text(&remote.stderr)
+            ),
+            (
+                local.status.code(),
+                text(&local.stdout),
+                text(&local.stderr)
+            ),
+            "{args:?}"
+        );
+        remote
+    };
+    let hello = same(&[
+        "call",
+        "demo.calls:hello",
+        "--kwargs",
+        r#"{"name": "ada"}"#,
+        "--ctx",
+        r#"{"run_id": "r-1"}"#,
+    ]);
+    assert_eq!(hello.status.code(), Some(0));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&hello.stdout).unwrap(),
+        serde_json::json!({"hello": "ada", "run_id": "r-1"})
+    );
+    assert!(text(&hello.stderr).contains("INFO demo.calls: greeting ada"));
+    let boom = same(&["call", "demo.calls:boom"]);
+    assert_eq!(boom.status.code(), Some(1));
+    assert!(text(&boom.stderr).contains("KeyError: 'inner'"));
+    assert_eq!(same(&["call", "demo.calls:nosuch"]).status.code(), Some(2));
+    assert_eq!(
+        same(&["call", "demo.calls:hello", "--kwargs", "[1]"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    // `reload`: 0 once the next generation serves.
+    let out = snakepit(dir.path(), &["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("generation 2 serves"));
+    assert_eq!(status_json(dir.path())["generation"], 2);
+
+    // A hook that no longer exists: 1 with the problem, generation 2 still serves.
+    std::fs::write(
+        dir.path().join("plugins/demo/calls.py"),
+        CALLS.replace("def hook(", "def renamed_hook("),
+    )
+    .unwrap();
+    let out = snakepit(dir.path(), &["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("app.toml: [hooks] \"screen.before_save\"[0]:")
+            && err.contains("generation 2 still serves"),
+        "{err}"
+    );
+    let status = status_json(dir.path());
+    assert_eq!(status["generation"], 2);
+    assert_eq!(status["last_reload"]["serving"], false);
+    assert_eq!(status["last_reload"]["trigger"], "snakepit reload");
+    let problem = &status["last_reload"]["problems"][0];
+    assert_eq!(problem["entry"], "[hooks] \"screen.before_save\"[0]");
+    assert!(problem["reason"].as_str().unwrap().contains("hook"));
+    assert!(text(&snakepit(dir.path(), &["status"]).stdout).contains("refused"));
+    let out = snakepit(
+        dir.path(),
+        &[
+            "call",
+            "--remote",
+            "demo.calls:hello",
+            "--kwargs",
+            r#"{"name": "bo"}"#,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Fixed, then SIGHUP: the next generation serves.
+    std::fs::write(dir.path().join("plugins/demo/calls.py"), CALLS).unwrap();
+    serve.signal("HUP");
+    wait_for("SIGHUP to reload", || {
+        status_json(dir.path())["last_reload"]["trigger"] == "SIGHUP"
+    });
+    assert_eq!(status_json(dir.path())["generation"], 4);
+
+    let out = serve.stop();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!socket.exists(), "the socket file goes with the serve");
+    let out = snakepit(dir.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn one_serve_per_apps_dir_and_a_stale_socket_is_replaced() {
+    let dir = apps("[runtime]\nworkers = 1\n");
+    // A socket file left by a serve that died: bound, then nobody listens.
+    let socket = dir.path().join(".snakepit/control.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let serve = Serve::start(dir.path());
+    let out = snakepit(dir.path(), &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "another `snakepit serve` (pid {}) is running for",
+            serve.pid()
+        )),
+        "{err}"
+    );
+    // The first one serves on.
+    assert_eq!(status_json(dir.path())["pid"], serve.pid());
+    assert_eq!(serve.stop().status.code(), Some(0));
+}
+
+#[test]
+fn clients_without_a_serve_say_how_to_start_one() {
+    let dir = apps("");
+    for args in [
+        &["status"][..],
+        &["reload"],
+        &["call", "--remote", "demo.calls:hook"],
+    ] {
+        let out = snakepit(dir.path(), args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("no `snakepit serve` is running for")
+                && err.contains("start one with `snakepit serve`"),
+            "{err}"
+        );
+    }
+}

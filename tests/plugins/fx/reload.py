@@ -1,0 +1,29 @@
+"""The module the reload tests serve: copied into a temporary apps dir as
+plugins/reloadable.py, then edited (VERSION bumped, a function removed, an import
+broken) to see a new generation take over, or be refused."""
+
+import os
+import time
+
+VERSION = 1
+
+
+def version(**ctx):
+    return VERSION
+
+
+def slow(*, seconds: float, **ctx):
+    time.sleep(seconds)
+    return VERSION
+
+
+def pid(**ctx):
+    return os.getpid()
+
+
+def hook(**ctx):
+    return None
+
+
+def step(**ctx):
+    return {"version": VERSION}
