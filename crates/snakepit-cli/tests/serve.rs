@@ -245,9 +245,13 @@ fn serve_answers_status_reload_and_remote_calls_then_stops_on_sigterm() {
     });
     assert_eq!(status_json(dir.path())["generation"], 4);
 
+    // A client connected and silent does not hold the stop up.
+    let idle = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let out = serve.stop();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("SIGTERM: stopping"));
     assert!(!socket.exists(), "the socket file goes with the serve");
+    drop(idle);
     let out = snakepit(dir.path(), &["status"]);
     assert_eq!(out.status.code(), Some(3));
 }

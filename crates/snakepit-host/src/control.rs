@@ -396,6 +396,13 @@ impl Bound {
         if socket.exists() {
             std::fs::remove_file(&socket).map_err(|e| io("remove a stale control socket", &e))?;
         }
+        // sun_path holds 108 bytes with the final NUL.
+        if socket.as_os_str().len() > 107 {
+            return Err(ControlError::Io(format!(
+                "the control socket path {} is longer than the 107 bytes a Unix socket path may have; serve the apps dir from a shorter path",
+                socket.display()
+            )));
+        }
         let name = socket
             .as_path()
             .to_fs_name::<GenericFilePath>()
@@ -447,6 +454,7 @@ async fn accept(
 ) {
     let uid = nix::unistd::geteuid().as_raw();
     let mut conns = JoinSet::new();
+    let stopping = stop.clone();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
@@ -465,7 +473,7 @@ async fn accept(
                         conns.spawn(async move { let _ = send(&mut stream, &refusal).await; });
                         continue;
                     }
-                    conns.spawn(serve_connection(stream, host.clone(), info.clone()));
+                    conns.spawn(serve_connection(stream, host.clone(), info.clone(), stopping.clone()));
                 }
                 Err(e) => tracing::warn!(error = %e, "control socket: accept failed"),
             },
@@ -476,9 +484,20 @@ async fn accept(
     while conns.join_next().await.is_some() {}
 }
 
-async fn serve_connection(mut stream: Stream, host: Arc<Host>, info: ServeInfo) {
+/// Answers one connection's requests in turn. Once the server stops, a connection
+/// waiting for its next request is closed; a request in hand is answered first.
+async fn serve_connection(
+    mut stream: Stream,
+    host: Arc<Host>,
+    info: ServeInfo,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let body = match read_frame(&mut stream).await {
+        let next = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            next = read_frame(&mut stream) => next,
+        };
+        let body = match next {
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(e) => {

@@ -9,6 +9,12 @@
 //! a worker; running jobs belongs to the jobs feature. connectors.toml is not loaded by
 //! this version (it belongs to the connectors feature); a file of that name is left alone.
 //!
+//! Hot restart: [`Host::reload`] starts a new generation of every pool beside the serving
+//! one, validates it, and only then routes new calls to it while the old generation
+//! finishes its calls; no call fails because of a reload. [`Watcher`] reloads on a pip
+//! upgrade or an edit under `plugins/`; [`control`] is the control socket of
+//! `snakepit serve`; [`Host::status`] reports pools, workers and the last reload.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -40,6 +46,13 @@
 //! if let Some(veto) = &outcome.veto {
 //!     println!("vetoed by {}: {}", veto.reference, veto.message);
 //! }
+//!
+//! // A new generation of every pool, validated before it takes a call.
+//! match host.reload("deploy").await {
+//!     Ok(generation) => println!("generation {generation} serves"),
+//!     Err(problems) => problems.iter().for_each(|p| eprintln!("{p}")),
+//! }
+//! println!("{}", host.status());
 //! host.shutdown(Duration::from_secs(10)).await;
 //! # Ok(()) }
 //! ```
