@@ -431,3 +431,87 @@ async fn pool_status_reports_each_worker() {
         "{status:#?}"
     );
 }
+
+#[tokio::test]
+async fn shutting_the_host_down_brings_a_retiring_generation_deadline_forward() {
+    let dir = apps(TWO_WORKERS);
+    let host = start(dir.path(), &python()).await;
+    let slow = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            host.submit("reloadable:slow", |c| c.kwarg("seconds", 60.0))
+                .await
+        })
+    };
+    wait_for("the slow call to be in hand", RELOAD_WAIT, || {
+        host.status().pools[0]
+            .slots
+            .iter()
+            .any(|w| w.state == "busy")
+    })
+    .await;
+    assert_eq!(host.reload("test").await, Ok(2));
+    assert_eq!(host.status().retiring.len(), 1);
+    // The retiring generation would wait for the 60 s call; the host's deadline wins.
+    let began = std::time::Instant::now();
+    host.shutdown(Duration::from_millis(500)).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    let ended = slow.await.unwrap();
+    assert!(matches!(ended, Err(CallError::ShutDown)), "{ended:?}");
+    assert!(
+        host.reload("after").await.is_err(),
+        "no reload after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_second_pool_shutdown_brings_the_deadline_forward_and_waits() {
+    let pool = builder().workers(1).build().await.unwrap();
+    let slow = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            pool.submit(Call::new("fx.hostile:sleep").kwarg("seconds", 60.0))
+                .await
+        })
+    };
+    wait_for(
+        "the slow call to be in hand",
+        Duration::from_secs(10),
+        || pool.status().slots[0].state == WorkerState::Busy,
+    )
+    .await;
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.shutdown(Duration::from_secs(60)).await })
+    };
+    wait_for("new calls to be refused", Duration::from_secs(10), || {
+        refuses_new_calls(&pool)
+    })
+    .await;
+    let began = std::time::Instant::now();
+    pool.shutdown(Duration::from_millis(300)).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    first.await.unwrap();
+    assert!(slow.await.unwrap().is_err());
+    assert_eq!(pool.status().slots[0].state, WorkerState::Stopped);
+}
+
+/// Whether the pool refuses a new call at its first poll (it is shutting down). A call
+/// that is not refused waits for the busy worker and is dropped (cancelled) here.
+fn refuses_new_calls(pool: &snakepit::Pool) -> bool {
+    use std::future::Future;
+    let mut call = std::pin::pin!(pool.submit(Call::new("fx.basic:ping")));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(
+        call.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Err(CallError::ShutDown))
+    )
+}

@@ -518,7 +518,9 @@ async fn serve_connection(
                 let status = ServeStatus {
                     pid: std::process::id(),
                     started: format_time(info.started),
-                    uptime_secs: info.started.elapsed().unwrap_or_default().as_secs_f64(),
+                    uptime_secs: (info.started.elapsed().unwrap_or_default().as_secs_f64() * 10.0)
+                        .round()
+                        / 10.0,
                     watch: info.watching.is_some(),
                     watching: info.watching.clone().unwrap_or_default(),
                     host: host.status(),
