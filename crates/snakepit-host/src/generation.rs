@@ -14,7 +14,7 @@ use crate::{load_jobs, HostError, Install, Problem, JOB_STEP_CONTEXT, PASSWORD_C
 
 /// One generation of an install's pools.
 pub(crate) struct Generation {
-    /// 1 for the pools a host starts with, then one more per successful reload.
+    /// 1 for the pools a host starts with; each reload attempt takes the next number.
     pub number: u64,
     pub install: Arc<Install>,
     pub pools: BTreeMap<String, Pool>,
