@@ -298,3 +298,48 @@ fn clients_without_a_serve_say_how_to_start_one() {
         );
     }
 }
+
+/// A client of another user is refused by the serve's SO_PEERCRED check even when the
+/// file modes would let it connect. Making such a client needs root (to open the modes
+/// up and to switch to `nobody`); run as another user, only the modes are checked.
+#[test]
+fn a_peer_of_another_user_is_refused() {
+    let dir = apps("[runtime]\nworkers = 1\nwatch = false\n");
+    let serve = Serve::start(dir.path());
+    let socket = dir.path().join(".snakepit/control.sock");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root {
+        // Open every door the file system has, so that only the peer check is left.
+        for p in [dir.path(), socket.parent().unwrap(), &socket] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        const CLIENT: &str = r#"
+import os, socket, struct, sys
+os.setgid(65534)
+os.setuid(65534)
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+# The refusal comes first, before any request.
+head = s.recv(4, socket.MSG_WAITALL)
+print(s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL).decode())
+"#;
+        let out = Command::new("python3")
+            .args(["-c", CLIENT])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["reply"], "error", "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(
+            message.contains("refused") && message.contains("65534"),
+            "{message}"
+        );
+    }
+    // The serve's own user still gets answers.
+    assert_eq!(status_json(dir.path())["pid"], serve.pid());
+    assert_eq!(serve.stop().status.code(), Some(0));
+}
