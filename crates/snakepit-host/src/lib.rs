@@ -332,15 +332,30 @@ impl Host {
         options: impl FnOnce(Call) -> Call,
     ) -> Result<RawValue, CallError> {
         let call = options(Call::new(reference));
+        self.submit_from(self.current(), reference, call).await
+    }
+
+    /// Makes `call` on `generation`, then again on the serving generation for as long as
+    /// a generation that was replaced answers `ShutDown`.
+    async fn submit_from(
+        &self,
+        mut generation: Arc<Generation>,
+        reference: &str,
+        call: Call,
+    ) -> Result<RawValue, CallError> {
         loop {
-            let generation = self.current();
             match generation.pool_for(reference).submit(call.clone()).await {
-                Err(CallError::ShutDown) if self.current().number != generation.number => {
+                Err(CallError::ShutDown) => {
+                    let current = self.current();
+                    if current.number == generation.number {
+                        return Err(CallError::ShutDown);
+                    }
                     tracing::debug!(
                         reference,
                         generation = generation.number,
                         "the generation is retiring; calling the next one"
                     );
+                    generation = current;
                 }
                 result => return result,
             }
@@ -549,5 +564,44 @@ impl Host {
         for r in retiring {
             let _ = r.done.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race `submit` covers, made certain: a call that picked a generation which a
+    /// reload then replaced and stopped is made on the serving generation.
+    #[tokio::test]
+    async fn a_call_refused_by_a_replaced_generation_is_made_on_the_serving_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = dir.path().join("plugins/v.py");
+        std::fs::create_dir(module.parent().unwrap()).unwrap();
+        std::fs::write(&module, "def version(**ctx):\n    return 1\n").unwrap();
+        std::fs::write(dir.path().join("app.toml"), "[runtime]\nworkers = 1\n").unwrap();
+        let python = std::env::var_os("SNAKEPIT_PYTHON")
+            .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+        let install = Install::load(Some(dir.path()), Some(&python)).unwrap();
+        let host = Host::start(install).await.unwrap();
+        let old = host.current();
+        std::fs::write(&module, "def version(**ctx):\n    return 2\n").unwrap();
+        assert_eq!(host.reload("test").await, Ok(2));
+        // The replaced generation stops taking calls (this waits for its retirement).
+        old.shutdown(Duration::from_secs(5)).await;
+        let direct = old
+            .pool_for("v:version")
+            .submit(Call::new("v:version"))
+            .await;
+        assert!(matches!(direct, Err(CallError::ShutDown)), "{direct:?}");
+        let value = host
+            .submit_from(old, "v:version", Call::new("v:version"))
+            .await
+            .unwrap();
+        assert_eq!(value.decode().unwrap(), Value::Int(2));
+        host.shutdown(Duration::from_secs(5)).await;
+        // Once the host itself is shut down, ShutDown is the answer.
+        let after = host.call("v:version", Map::new(), Map::new()).await;
+        assert!(matches!(after, Err(CallError::ShutDown)), "{after:?}");
     }
 }
