@@ -16,11 +16,13 @@ the way are handed to them.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import protocol
 from .errors import CallCancelled, HostError
-from .runner import Worker
+
+if TYPE_CHECKING:  # runner imports connectors, which imports this module
+    from .runner import Worker
 
 _worker: Optional[Worker] = None
 
