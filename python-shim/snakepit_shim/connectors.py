@@ -256,7 +256,9 @@ class _TransactionState:
     """What the sync and the async transaction share: the state and the payloads.
 
     States: ``new`` (not entered yet), ``open``, then ``committed``, ``rolled back`` or
-    ``abandoned`` (cancelled: the supervisor rolls it back when the call ends)."""
+    ``abandoned`` (the call was cancelled: the supervisor rolls it back when the call
+    ends). A cancellation of the plugin's own (``asyncio.wait_for`` timing out) is an
+    exception like any other: rolled back at once."""
 
     __slots__ = ("pool", "tx", "state")
 
@@ -292,14 +294,15 @@ class _TransactionState:
         """The request that ends the block (None: nothing to send)."""
         if self.state != "open":
             return None
+        if (exc_type is not None and issubclass(exc_type, CallCancelled)) or host.cancelling():
+            # The call is being cancelled: its answer says so, nothing of it is committed,
+            # and the supervisor rolls back what is still open when the call ends (a
+            # sync call could not even wait for a reply now).
+            self.state = "abandoned"
+            return None
         if exc_type is None:
             self.state = "committed"
             return "tx.commit", {"tx": self.tx}
-        if issubclass(exc_type, CallCancelled):
-            # The main thread cannot wait for a reply now; the call is ending, and the
-            # supervisor rolls back what is still open when it does.
-            self.state = "abandoned"
-            return None
         self.state = "rolled back"
         return "tx.rollback", {"tx": self.tx}
 

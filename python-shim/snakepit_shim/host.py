@@ -82,6 +82,12 @@ def _host_error(value: Any) -> HostError:
     return HostError("HostError", repr(value))
 
 
+def cancelling() -> bool:
+    """True while the call in hand is being cancelled (its CANCEL has been read)."""
+    worker = _worker
+    return worker is not None and worker.cancel_requested
+
+
 def request(method: str, payload: Any = None) -> Any:
     """Send a host request and wait for its reply (sync; any thread)."""
     worker = _current()

@@ -250,10 +250,23 @@ def tx_sleeps(pools):
         time.sleep(60)
 
 
-async def tx_sleeps_async(pools):
+async def tx_sleeps_async(pools, entered=None):
     async with pools.get("billing").begin() as conn:
         logging.getLogger("conny").warning("inside")
+        if entered is not None:
+            entered.set()
         await asyncio.sleep(60)
+
+
+async def tx_cancelled_by_the_plugin(pools):
+    entered = asyncio.Event()
+    task = asyncio.ensure_future(tx_sleeps_async(pools, entered))
+    await entered.wait()
+    task.cancel()  # as asyncio.wait_for does on its timeout
+    try:
+        await task
+    except asyncio.CancelledError:
+        return "cancelled"
 '''
 
 
@@ -649,19 +662,20 @@ def test_execute_arguments(sup):
     assert sup.fake.methods() == ["tx.begin", "tx.execute", "tx.commit"]
 
 
-def test_cancel_inside_a_sync_transaction_leaves_the_rollback_to_the_supervisor(sup):
-    call_id = sup.start_call("conny:tx_sleeps", {}, {"pools": None})
+@pytest.mark.parametrize("reference,methods", [
+    ("conny:tx_sleeps", ["tx.begin", "tx.execute"]),
+    ("conny:tx_sleeps_async", ["tx.begin"]),
+])
+def test_a_cancelled_call_leaves_its_transaction_to_the_supervisor(sup, reference, methods):
+    call_id = sup.start_call(reference, {}, {"pools": None})
     assert sup.recv_until((LOG,))[4] == "inside"  # host requests answered on the way
     sup.cancel(call_id)
     msg = sup.recv_until((RESULT, EXCEPTION))
     assert msg[:3] == [EXCEPTION, call_id, "cancelled"]
-    assert sup.fake.methods() == ["tx.begin", "tx.execute"]
+    assert sup.fake.methods() == methods  # no commit, no rollback
+    assert value(sup.call("conny:tx_sync", {}, {"pools": None}))  # the worker goes on
 
 
-def test_cancel_inside_an_async_transaction_rolls_back(sup):
-    call_id = sup.start_call("conny:tx_sleeps_async", {}, {"pools": None})
-    assert sup.recv_until((LOG,))[4] == "inside"
-    sup.cancel(call_id)
-    msg = sup.recv_until((RESULT, EXCEPTION))
-    assert msg[:3] == [EXCEPTION, call_id, "cancelled"]
+def test_a_cancellation_of_the_plugins_own_rolls_back(sup):
+    assert value(sup.call("conny:tx_cancelled_by_the_plugin", {}, {"pools": None})) == "cancelled"
     assert sup.fake.methods() == ["tx.begin", "tx.rollback"]
