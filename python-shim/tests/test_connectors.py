@@ -272,8 +272,8 @@ def tx_in_a_thread_of_a_cancelled_call(pools):
         finally:
             done.set()
 
-    threading.Thread(target=work).start()
     try:
+        threading.Thread(target=work).start()
         done.wait()  # (not Thread.join: a signal that interrupts it marks the thread stopped)
     except CallCancelled:
         go.set()
