@@ -155,6 +155,7 @@ impl std::fmt::Debug for Connectors {
 }
 
 /// Who is asking: the request's package and call.
+#[derive(Clone)]
 struct Caller {
     package: String,
     pool: Arc<str>,
@@ -262,11 +263,11 @@ impl Connectors {
                     .collect();
                 match sql::prepare_all(pool, &queries).await {
                     Ok(bad) => problems.extend(bad.into_iter().map(|(q, why)| ConnectorProblem {
-                        entry: format!("[sql.{}.queries] {}", config_key(name), config_key(&q)),
+                        entry: format!("[sql.{}.queries] {}", config::key(name), config::key(&q)),
                         reason: this.inner.config.scrub(&why),
                     })),
                     Err(e) => problems.push(ConnectorProblem {
-                        entry: format!("[sql.{}]", config_key(name)),
+                        entry: format!("[sql.{}]", config::key(name)),
                         reason: this.inner.config.scrub(&format!(
                             "cannot connect to {}: {}",
                             cfg.url.masked(),
@@ -389,7 +390,7 @@ impl Connectors {
             return Err(connector_error(format!(
                 "connector {connector:?} has no query {query:?} (it has: {}); add it to [sql.{}.queries] in connectors.toml",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config_key(connector)
+                config::key(connector)
             )));
         };
         let write = query.ends_with(":write");
@@ -397,7 +398,7 @@ impl Connectors {
             return denied(format!(
                 "package {:?} may not run write query {query:?} of connector {connector:?}: set write = true in [plugins.{}] in app.toml",
                 who.package,
-                config_key(&who.package)
+                config::key(&who.package)
             ));
         }
         let values = match named.bind_values(&params) {
@@ -522,7 +523,7 @@ impl Connectors {
             return Err(connector_error(format!(
                 "connector {connector:?} has no endpoint {endpoint:?} (it has: {}); add it to [api.{}.endpoints] in connectors.toml",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config_key(connector)
+                config::key(connector)
             )));
         };
         match client.call(endpoint, ep, &params).await {
@@ -574,7 +575,7 @@ impl Connectors {
             return Err(permission_error(format!(
                 "package {:?} may not open transactions on {connector:?}: add {connector:?} to [plugins.{}] raw_pools in app.toml",
                 who.package,
-                config_key(&who.package)
+                config::key(&who.package)
             )));
         }
         let Some(call_id) = who.call_id else {
@@ -585,18 +586,12 @@ impl Connectors {
         let (cmds, rx) = mpsc::unbounded_channel();
         let (began_tx, began) = oneshot::channel();
         let this = self.clone();
-        let (package, run_id, name) = (who.package.clone(), who.run_id.clone(), connector.clone());
+        let (owner, name) = (who.clone(), connector.clone());
         let dialect = self.inner.config.sql[&connector].backend.dialect();
         self.on_home(async move {
             tokio::spawn(async move {
                 let (rows, outcome) = transaction(&pool, rx, began_tx).await;
-                let who = Caller {
-                    package,
-                    pool: Arc::from(""),
-                    call_id: Some(call_id),
-                    run_id,
-                };
-                this.audit(&who, &name, "transaction", rows, start, outcome);
+                this.audit(&owner, &name, "transaction", rows, start, outcome);
             });
         })
         .await?;
@@ -788,12 +783,8 @@ impl HostHandler for Connectors {
 fn grant_hint(package: &str, connector: &str, key: &str) -> String {
     format!(
         "package {package:?} may not use connector {connector:?}: add {connector:?} to [plugins.{}] {key} in app.toml",
-        config_key(package)
+        config::key(package)
     )
-}
-
-fn config_key(k: &str) -> String {
-    config::key(k)
 }
 
 fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str, HostFailure> {
