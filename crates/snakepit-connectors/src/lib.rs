@@ -441,8 +441,16 @@ impl Connectors {
             }
             Err(e) => {
                 self.audit(who, connector, query, None, start, Outcome::Failed);
+                let why = match e {
+                    SqlError::Db(sqlx::Error::PoolTimedOut) => format!(
+                        "no connection to {} within {:?} (is the server up? `snakepit check` tells why)",
+                        cfg.url.masked(),
+                        sql::ACQUIRE_TIMEOUT
+                    ),
+                    e => e.to_string(),
+                };
                 Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}, query {query:?}: {e}"
+                    "connector {connector:?}, query {query:?}: {why}"
                 ))))
             }
         }

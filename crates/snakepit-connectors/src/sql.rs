@@ -24,7 +24,7 @@ use crate::config::{Backend, SqlConfig};
 use crate::convert;
 
 /// How long acquiring a connection may take (connecting included).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a statement is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
