@@ -27,3 +27,17 @@ def echo_loop(*, n, **ctx):
         host.request("echo", payload)
         out.append(clock() - t0)
     return out
+
+
+def spin_loop(*, n, us, **ctx):
+    """Host requests that the bench's handler answers after spinning ``us`` microseconds
+    on the supervisor's thread: what a wait of that length costs the worker."""
+    from snakepit_shim import host
+
+    out = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        t0 = clock()
+        host.request("spin", us)
+        out.append(clock() - t0)
+    return out

@@ -6,8 +6,11 @@
 //! host handler from Rust (the supervisor's share, no worker) as references, in one run.
 //!
 //! ```text
-//! cargo run --release -p snakepit-benches --bin connectors [-- --rounds N] [--calls N]
+//! cargo run --release -p snakepit-benches --bin connectors [-- --rounds N] [--calls N] [--postgres]
 //! ```
+//!
+//! `--postgres` runs the same against PostgreSQL (`postgres://postgres@127.0.0.1:5432/test`,
+//! a table of its own, dropped at the end) instead of a SQLite file.
 //!
 //! Rounds interleave the candidates (the order flips every round); each figure is the
 //! median over rounds of the round's p50, the ratio the median of the per-round ratios.
@@ -22,8 +25,13 @@ use snakepit_benches::{bench_python, median, python_dir, RawPeer, Samples};
 use snakepit_connectors::{Connectors, ConnectorsConfig, Grants};
 use sqlx::sqlite::SqlitePoolOptions;
 
-const QUERY: &str = "SELECT id, customer, amount FROM invoices WHERE id = :id";
-const DIRECT: &str = "SELECT id, customer, amount FROM invoices WHERE id = ?";
+const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The database the direct queries go to (a pool of one connection).
+enum Direct {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -50,8 +58,13 @@ fn samples(v: Value) -> Samples {
 }
 
 async fn plugin(pool: &Pool, func: &str, n: usize) -> Samples {
+    plugin_with(pool, func, n, 0).await
+}
+
+async fn plugin_with(pool: &Pool, func: &str, n: usize, us: i64) -> Samples {
     let call = Call::new(func)
         .kwarg("n", n as i64)
+        .kwarg("us", us)
         .kwarg("id", 1i64)
         .context(vec![
             ("connectors".into(), Value::Nil),
@@ -67,13 +80,28 @@ async fn plugin(pool: &Pool, func: &str, n: usize) -> Samples {
     )
 }
 
-async fn direct(db: &sqlx::SqlitePool, n: usize) -> Samples {
+async fn direct(db: &Direct, table: &str, n: usize) -> Samples {
     let mut s = Samples::with_capacity(n);
+    let sqlite = format!("SELECT id, customer, amount FROM {table} WHERE id = ?");
+    let pg = format!("SELECT id, customer, amount FROM {table} WHERE id = $1");
     for _ in 0..n {
         let t0 = Instant::now();
-        let rows = sqlx::query(DIRECT).bind(1i64).fetch_all(db).await.unwrap();
+        let rows = match db {
+            Direct::Sqlite(p) => sqlx::query(&sqlite)
+                .bind(1i64)
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .len(),
+            Direct::Postgres(p) => sqlx::query(&pg)
+                .bind(1i32)
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .len(),
+        };
         s.push(t0.elapsed());
-        assert_eq!(rows.len(), 1);
+        assert_eq!(rows, 1);
     }
     s
 }
@@ -113,6 +141,21 @@ struct Timed {
 
 impl HostHandler for Timed {
     fn handle(&self, req: HostRequest) -> snakepit::HostFuture {
+        if req.method == "spin" {
+            // Busy for the given microseconds on this thread, then answer: a reply that
+            // comes that late, with the supervisor's thread awake all along.
+            let us = req
+                .payload
+                .decode()
+                .ok()
+                .and_then(|v| v.as_i64())
+                .unwrap_or(0);
+            let until = Instant::now() + Duration::from_micros(us as u64);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            return Box::pin(async { Ok(Value::Nil) });
+        }
         let fut = self.inner.handle(req);
         let spent = self.spent.clone();
         Box::pin(async move {
@@ -144,23 +187,35 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let file = dir.path().join("billing.db");
-        // Configured as the connectors configure a SQLite pool (no ping before each use).
-        let db = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .connect(&format!("sqlite://{}?mode=rwc", file.display()))
-            .await
-            .unwrap();
-        sqlx::raw_sql(
-            "CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer TEXT, amount NUMERIC, status TEXT, period TEXT);
-             INSERT INTO invoices (customer, amount, status, period) VALUES ('ada', 12.50, 'draft', '2026-05');",
-        )
-        .execute(&db)
-        .await
-        .unwrap();
+        let postgres = std::env::args().any(|a| a == "--postgres");
+        let table = format!("bench_invoices_{}", std::process::id());
+        let create = format!(
+            "CREATE TABLE {table} (id {}, customer TEXT, amount NUMERIC(10,2), status TEXT, period TEXT);
+             INSERT INTO {table} (customer, amount, status, period) VALUES ('ada', 12.50, 'draft', '2026-05');",
+            if postgres { "SERIAL PRIMARY KEY" } else { "INTEGER PRIMARY KEY" }
+        );
+        // Configured as the connectors configure their pools (SQLite: no ping before use).
+        let (db, url) = if postgres {
+            let db = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(PG_URL)
+                .await
+                .unwrap_or_else(|e| panic!("cannot connect to {PG_URL}: {e}"));
+            sqlx::raw_sql(&create).execute(&db).await.unwrap();
+            (Direct::Postgres(db), PG_URL.to_owned())
+        } else {
+            let file = dir.path().join("billing.db");
+            let db = SqlitePoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .connect(&format!("sqlite://{}?mode=rwc", file.display()))
+                .await
+                .unwrap();
+            sqlx::raw_sql(&create).execute(&db).await.unwrap();
+            (Direct::Sqlite(db), "sqlite://billing.db".to_owned())
+        };
         let toml = format!(
-            "[sql.billing]\nurl = \"sqlite://billing.db\"\nmax_connections = 1\n[sql.billing.queries]\nby-id = \"{QUERY}\"\n"
+            "[sql.billing]\nurl = \"{url}\"\nmax_connections = 1\n[sql.billing.queries]\nby-id = \"SELECT id, customer, amount FROM {table} WHERE id = :id\"\n"
         );
         let cfg = ConnectorsConfig::parse(&toml, &dir.path().join("connectors.toml"), dir.path(), |_| None)
             .unwrap();
@@ -182,18 +237,18 @@ fn main() {
         // warm up every path
         plugin(&pool, "bench_connectors:query_loop", 200).await;
         plugin(&pool, "bench_connectors:echo_loop", 200).await;
-        direct(&db, 200).await;
+        direct(&db, &table, 200).await;
         raw(&mut peer, 200, 1);
 
         handler(&connectors, 200).await;
-        let (mut p, mut d, mut r, mut e, mut h, mut within, mut ratio) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut p, mut d, mut r, mut e, mut h, mut within, mut spin, mut ratio) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut next_id = 1_000;
         for round in 0..rounds {
             spent.lock().unwrap().clear();
             let (pp, dd, rr, ee, hh);
             if round % 2 == 0 {
-                dd = direct(&db, calls).await;
+                dd = direct(&db, &table, calls).await;
                 pp = plugin(&pool, "bench_connectors:query_loop", calls).await;
                 hh = handler(&connectors, calls).await;
                 rr = raw(&mut peer, calls, next_id);
@@ -203,7 +258,7 @@ fn main() {
                 rr = raw(&mut peer, calls, next_id);
                 hh = handler(&connectors, calls).await;
                 pp = plugin(&pool, "bench_connectors:query_loop", calls).await;
-                dd = direct(&db, calls).await;
+                dd = direct(&db, &table, calls).await;
             }
             next_id += calls as u64;
             eprintln!(
@@ -221,6 +276,10 @@ fn main() {
                 inside.push(*d);
             }
             within.push(inside.p50());
+            // A reply that comes as late as the handler's, the supervisor awake meanwhile.
+            let wait = inside.p50().round() as i64;
+            let ss = plugin_with(&pool, "bench_connectors:spin_loop", calls, wait).await;
+            spin.push(ss.p50() - wait as f64);
             ratio.push(pp.p50() / dd.p50());
             p.push(pp.p50());
             d.push(dd.p50());
@@ -239,6 +298,10 @@ fn main() {
         );
         println!("| the same request to the host handler from Rust (no worker) | {h:.1} µs |");
         println!("| host request `echo` from a plugin (the floor) | {e:.1} µs |");
+        println!(
+            "| a host request answered after the handler's time (spinning), minus that time | {:.1} µs |",
+            median(&spin)
+        );
         println!("| raw ping-pong (one Python round trip) | {r:.1} µs |");
         println!("| proxy cost (plugin − direct) | {:.1} µs |", p - d);
         println!("| ratio plugin / direct (median of rounds) | {:.2}× |", median(&ratio));
@@ -247,5 +310,8 @@ fn main() {
             if p <= budget { "met" } else { "NOT met" }
         );
         pool.shutdown(Duration::from_secs(5)).await;
+        if let Direct::Postgres(db) = &db {
+            sqlx::raw_sql(&format!("DROP TABLE {table}")).execute(db).await.unwrap();
+        }
     });
 }
