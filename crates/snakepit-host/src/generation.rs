@@ -156,6 +156,12 @@ impl Generation {
         problems.extend(found.split_off(jobs_start));
         problems.sort_by_key(|p| files.iter().position(|f| f.file == p.file));
         found.extend(problems);
+        let connectors = &self.install.connectors;
+        found.extend(connectors.check().await.into_iter().map(|p| Problem {
+            file: connectors.config().file.clone(),
+            entry: p.entry,
+            reason: p.reason,
+        }));
         found
     }
 

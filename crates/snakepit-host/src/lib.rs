@@ -6,8 +6,9 @@
 //!
 //! `check` also reads every jobs.toml (`<apps>/jobs.toml`, `<apps>/plugins/<pkg>/jobs.toml`)
 //! against the schema of SPEC §5 and validates each python step's callable and kwargs in
-//! a worker; running jobs belongs to the jobs feature. connectors.toml is not loaded by
-//! this version (it belongs to the connectors feature); a file of that name is left alone.
+//! a worker; running jobs belongs to the jobs feature. connectors.toml is loaded with
+//! app.toml (see `snakepit-connectors`): every pool serves its connectors, and `check`
+//! prepares every named query on its database.
 //!
 //! Hot restart: [`Host::reload`] starts a new generation of every pool beside the serving
 //! one, validates it, and only then routes new calls to it while the old generation
@@ -82,6 +83,8 @@ pub use jobs::{
     check_cron, jobs_files, load_jobs, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
     JOB_STEP_CONTEXT, TEMPLATES,
 };
+/// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
+pub use snakepit_connectors as connectors;
 pub use status::{format_time, HostStatus, PoolReport, ReloadReport, RetiringStatus, WorkerReport};
 pub use watch::{site_packages, Watcher, DEFAULT_QUIET};
 
@@ -363,7 +366,8 @@ impl Host {
     }
 
     /// Validates, in a worker of the serving generation, every reference app.toml and
-    /// the jobs.toml files name, and returns every problem.
+    /// the jobs.toml files name, prepares every named query of connectors.toml on its
+    /// database, and returns every problem.
     ///
     /// The password validator is checked against its context keys (username, password,
     /// existing_user). A hook's payload keys are not known before dispatch, so a hook is
