@@ -816,3 +816,151 @@ fn map_field(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snakepit::RawValue;
+
+    fn request(call_id: u64, method: &str, payload: Value) -> HostRequest {
+        HostRequest {
+            pool: "default".into(),
+            worker: 0,
+            call_id: Some(call_id),
+            reference: Some("txs.mod:f".into()),
+            run_id: None,
+            method: method.into(),
+            payload: RawValue::encode(&payload),
+        }
+    }
+
+    async fn sqlite_connectors(dir: &std::path::Path) -> Connectors {
+        let toml = "[sql.billing]\nurl = \"sqlite://b.db?mode=rwc\"\n[sql.billing.queries]\ncount = \"SELECT count(*) AS n FROM t\"\n";
+        let cfg =
+            ConnectorsConfig::parse(toml, &dir.join("connectors.toml"), dir, |_| None).unwrap();
+        let mut m = BTreeMap::new();
+        m.insert(
+            "txs".to_owned(),
+            Grant {
+                raw_pools: Some(vec!["billing".into()]),
+                ..Default::default()
+            },
+        );
+        let c = Connectors::new(cfg, Grants::new(m), None).unwrap();
+        let setup = Value::map([("pool", Value::from("billing"))]);
+        let tx = c.handle(request(1, "tx.begin", setup)).await.unwrap();
+        let id = tx.get("tx").cloned().unwrap();
+        let ddl = Value::map([
+            ("tx", id.clone()),
+            ("sql", Value::from("CREATE TABLE t (x INTEGER)")),
+        ]);
+        c.handle(request(1, "tx.execute", ddl)).await.unwrap();
+        c.handle(request(1, "tx.commit", Value::map([("tx", id)])))
+            .await
+            .unwrap();
+        c
+    }
+
+    async fn count(c: &Connectors) -> Value {
+        let q = Value::map([
+            ("connector", Value::from("billing")),
+            ("query", Value::from("count")),
+        ]);
+        c.handle(request(99, "sql.run", q)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_transaction_belongs_to_its_call_and_rolls_back_when_the_call_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let tx = c
+            .handle(request(
+                7,
+                "tx.begin",
+                Value::map([("pool", Value::from("billing"))]),
+            ))
+            .await
+            .unwrap();
+        let id = tx.get("tx").cloned().unwrap();
+        let insert = |call| {
+            let p = Value::map([
+                ("tx", id.clone()),
+                ("sql", Value::from("INSERT INTO t (x) VALUES (:x)")),
+                ("params", Value::map([("x", Value::Int(1))])),
+            ]);
+            c.handle(request(call, "tx.execute", p))
+        };
+        let done = insert(7).await.unwrap();
+        assert_eq!(done.get("rowcount"), Some(&Value::Int(1)));
+        // Another call cannot use it.
+        let e = insert(8).await.unwrap_err();
+        assert!(e.message.contains("is not open in this call"), "{e:?}");
+        assert_eq!(c.open_transactions(), 1);
+        // The call ends without a commit: rolled back.
+        c.call_ended("default", 7);
+        assert_eq!(c.open_transactions(), 0);
+        // Its write lock is gone (the next writer gets through) and its row with it.
+        let tx = c
+            .handle(request(
+                9,
+                "tx.begin",
+                Value::map([("pool", Value::from("billing"))]),
+            ))
+            .await
+            .unwrap();
+        let p = Value::map([
+            ("tx", tx.get("tx").cloned().unwrap()),
+            ("sql", Value::from("INSERT INTO t (x) VALUES (2)")),
+        ]);
+        c.handle(request(9, "tx.execute", p)).await.unwrap();
+        let p = Value::map([("tx", tx.get("tx").cloned().unwrap())]);
+        c.handle(request(9, "tx.commit", p)).await.unwrap();
+        let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
+        assert_eq!(count(&c).await, want);
+    }
+
+    #[tokio::test]
+    async fn unknown_names_and_payloads_are_sentences() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let e = c
+            .handle(request(
+                1,
+                "sql.run",
+                Value::map([
+                    ("connector", Value::from("crm")),
+                    ("query", Value::from("q")),
+                ]),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.type_name, "ConnectorError");
+        assert!(
+            e.message
+                .starts_with("there is no SQL connector \"crm\" in ")
+                && e.message.ends_with("(connectors: billing)"),
+            "{e:?}"
+        );
+        let e = c
+            .handle(request(1, "sql.run", Value::Nil))
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "sql.run: the payload has no str \"connector\"");
+        let e = c
+            .handle(request(1, "sql.drop", Value::Nil))
+            .await
+            .unwrap_err();
+        assert_eq!(e.type_name, "UnknownMethod");
+        let mut no_call = request(
+            1,
+            "tx.begin",
+            Value::map([("pool", Value::from("billing"))]),
+        );
+        no_call.call_id = None;
+        let e = c.handle(no_call).await.unwrap_err();
+        assert!(
+            e.message.starts_with("a transaction belongs to a call"),
+            "{e:?}"
+        );
+    }
+}
