@@ -96,7 +96,7 @@ pub async fn run(
     quiet: bool,
 ) -> Result<ExitCode, CliError> {
     let kwargs = json_map("--kwargs", kwargs)?;
-    let context = json_map("--ctx", ctx)?;
+    let context = snakepit_host::call_context(json_map("--ctx", ctx)?);
     // The pool of the reference's package ([plugins.PKG] pool): its settings (timeout,
     // limits) apply; one worker is enough for one call.
     let (pool_name, settings) = apps.pool_for(reference);

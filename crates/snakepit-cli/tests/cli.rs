@@ -562,3 +562,25 @@ fn commands_refuse_an_install_whose_references_do_not_load() {
         "the password must never be printed"
     );
 }
+
+#[test]
+fn a_call_by_hand_gets_the_connectors_like_a_job_step() {
+    let dir = apps();
+    std::fs::write(
+        dir.path().join("connectors.toml"),
+        "[sql.db]\nurl = \"sqlite://data.db\"\n[sql.db.queries]\necho = \"SELECT :x AS x\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("data.db"), "").unwrap(); // an empty SQLite database
+    std::fs::write(
+        dir.path().join("plugins/demo/queries.py"),
+        "def echo(*, x: int, **ctx):\n    return ctx['connectors'].sql('db').run('echo', x=x)\n",
+    )
+    .unwrap();
+    let out = snakepit(
+        dir.path(),
+        &["call", "demo.queries:echo", "--kwargs", r#"{"x": 5}"#],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), r#"[{"x":5}]"#);
+}

@@ -596,7 +596,7 @@ async fn call(
     let (tx, mut logs) = mpsc::unbounded_channel();
     let began = Instant::now();
     let outcome = host.submit(reference, |c| {
-        let c = c.kwargs(kwargs).context(ctx).logs(tx);
+        let c = c.kwargs(kwargs).context(crate::call_context(ctx)).logs(tx);
         match timeout {
             Some(t) => c.timeout(t),
             None => c,

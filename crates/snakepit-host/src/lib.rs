@@ -88,6 +88,19 @@ pub use snakepit_connectors as connectors;
 pub use status::{format_time, HostStatus, PoolReport, ReloadReport, RetiringStatus, WorkerReport};
 pub use watch::{site_packages, Watcher, DEFAULT_QUIET};
 
+/// The context of a one-off call (`snakepit call`, local or `--remote`): the given keys,
+/// plus `connectors` and `pools` when absent, so that a job step's plugin can be tried by
+/// hand (the worker makes them the registries; a function that does not declare them and
+/// has no `**kwargs` does not receive them).
+pub fn call_context(mut context: Map) -> Map {
+    for key in ["connectors", "pools"] {
+        if !context.iter().any(|(k, _)| k == key) {
+            context.push((key.to_owned(), Value::Nil));
+        }
+    }
+    context
+}
+
 /// The context keys the password validator receives (SPEC §2).
 pub const PASSWORD_CONTEXT: [&str; 3] = ["username", "password", "existing_user"];
 
