@@ -59,8 +59,8 @@ pub use config::{
     PoolSettings, RuntimeTable,
 };
 pub use jobs::{
-    check_cron, jobs_files, load_jobs, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
-    JOB_STEP_CONTEXT, TEMPLATES,
+    check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
+    Backoff, Job, JobsFile, JobsToml, Step, StepCheck, JOB_STEP_CONTEXT, TEMPLATES,
 };
 
 /// The context keys the password validator receives (SPEC §2).
@@ -295,6 +295,7 @@ impl Host {
             }
         }
         let (files, steps, mut problems) = load_jobs(&self.install.dir);
+        problems.extend(timezone_problem(&self.install));
         for step in steps {
             todo.push(Todo {
                 file: step.file,
