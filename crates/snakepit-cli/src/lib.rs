@@ -8,6 +8,8 @@ mod call;
 mod cli;
 mod error;
 mod host_cmds;
+mod run;
+mod runs;
 
 use std::process::ExitCode;
 

@@ -232,7 +232,7 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
                         kwargs: step
                             .kwargs
                             .iter()
-                            .map(|(k, v)| (k.clone(), to_value(v)))
+                            .map(|(k, v)| (k.clone(), to_value(&as_rendered(v, &job.params))))
                             .collect(),
                     }),
                 }
@@ -240,6 +240,29 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
         }
     }
     (files, steps, problems)
+}
+
+/// A kwarg with the type it has once rendered, for checking it against the
+/// callable's annotations: a string that is exactly one `${params.NAME}` takes the
+/// param's value (and type); every other template renders to a string.
+fn as_rendered(v: &toml::Value, params: &toml::Table) -> toml::Value {
+    match v {
+        toml::Value::String(s) => s
+            .strip_prefix("${params.")
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|name| params.get(name))
+            .cloned()
+            .unwrap_or_else(|| v.clone()),
+        toml::Value::Array(a) => {
+            toml::Value::Array(a.iter().map(|v| as_rendered(v, params)).collect())
+        }
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, v)| (k.clone(), as_rendered(v, params)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// `[[jobs]] "name"`, `[[jobs]] "name" step "step"`.

@@ -1,0 +1,185 @@
+//! `snakepit runs` (the run history, newest first) and `snakepit runs show ID` (one
+//! run: its steps, their results and errors with tracebacks, and its log stream).
+//! Opening the history marks the runs of a supervisor that died `interrupted`.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+use snakepit_state::{level_name, RunFilter, RunRecord};
+
+use crate::apps::Apps;
+use crate::error::CliError;
+use crate::run::{open_state, state_error};
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// One run: its steps, results, errors with tracebacks, and logs.
+    Show {
+        /// The run id, or a prefix of it that names one run.
+        id: String,
+    },
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v).map_err(|e| CliError::Pool(format!("cannot print: {e}")))
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn seconds(d: std::time::Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The run table (or, with `--json`, the runs as a JSON list).
+pub async fn list(
+    apps: Apps,
+    job: Option<String>,
+    limit: u32,
+    as_json: bool,
+) -> Result<ExitCode, CliError> {
+    let state = open_state(&apps).await?;
+    let runs = state
+        .runs(&RunFilter { job, limit })
+        .await
+        .map_err(state_error)?;
+    if as_json {
+        println!("{}", json(&runs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        eprintln!("no runs recorded yet in {}", state.url());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = Utc::now();
+    let mut rows = vec![[
+        "ID".to_owned(),
+        "JOB".to_owned(),
+        "TRIGGER".to_owned(),
+        "USER".to_owned(),
+        "STATUS".to_owned(),
+        "SCHEDULED FOR (UTC)".to_owned(),
+        "STARTED (UTC)".to_owned(),
+        "DURATION".to_owned(),
+    ]];
+    for r in &runs {
+        rows.push([
+            r.id.clone(),
+            r.job.clone(),
+            r.trigger.clone(),
+            r.session_user.clone(),
+            r.status.clone(),
+            time(r.scheduled_for),
+            r.started_at.map(time).unwrap_or_else(|| "-".into()),
+            r.duration(now).map(seconds).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One run in full (or, with `--json`, its record).
+pub async fn show(apps: Apps, id: &str, as_json: bool) -> Result<ExitCode, CliError> {
+    let state = open_state(&apps).await?;
+    let Some(record) = state.run(id).await.map_err(state_error)? else {
+        return Err(CliError::Usage(format!(
+            "no run {id:?} in {}; `snakepit runs` lists the runs",
+            state.url()
+        )));
+    };
+    if as_json {
+        println!("{}", json(&record)?);
+    } else {
+        print!("{}", render(&record, Utc::now()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run record for a person.
+pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
+    let r = &rec.run;
+    let mut out = format!("run {}\n", r.id);
+    let mut field = |k: &str, v: String| out.push_str(&format!("  {k:<14} {v}\n"));
+    field("job", r.job.clone());
+    field(
+        "status",
+        match &r.error {
+            Some(e) => format!("{} — {e}", r.status),
+            None => r.status.clone(),
+        },
+    );
+    field("trigger", format!("{} by {}", r.trigger, r.session_user));
+    field("scheduled for", format!("{} UTC", time(r.scheduled_for)));
+    if let Some(t) = r.started_at {
+        field("started", format!("{} UTC", time(t)));
+    }
+    if let Some(t) = r.finished_at {
+        let took = r.duration(now).map(seconds).unwrap_or_default();
+        field("finished", format!("{} UTC ({took})", time(t)));
+    }
+    field("params", r.params.to_string());
+    out.push_str("\nsteps\n");
+    for s in &rec.steps {
+        let took = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => (b - a)
+                .to_std()
+                .map(|d| format!(", {}", seconds(d)))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "  {}. {} — {} ({} attempt{}{took})\n",
+            s.position + 1,
+            s.name,
+            s.status,
+            s.attempts,
+            if s.attempts == 1 { "" } else { "s" }
+        ));
+        if let Some(result) = &s.result {
+            out.push_str(&format!("     result: {result}\n"));
+        }
+        if let Some(e) = &s.error {
+            out.push_str(&format!("     error: {}: {}\n", e.type_name, e.message));
+            if let Some(tb) = &e.traceback {
+                for line in tb.trim_end().lines() {
+                    out.push_str(&format!("       {line}\n"));
+                }
+            }
+        }
+    }
+    out.push_str("\nlogs\n");
+    if rec.logs.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for l in &rec.logs {
+        let step = match (&l.step, l.attempt) {
+            (Some(s), Some(a)) => format!("{s}#{a}"),
+            (Some(s), None) => s.clone(),
+            _ => "-".into(),
+        };
+        let mut lines = l.message.lines();
+        out.push_str(&format!(
+            "  {} {step} {} {}: {}\n",
+            l.time.format("%H:%M:%S%.3f"),
+            level_name(l.level),
+            l.logger,
+            lines.next().unwrap_or("")
+        ));
+        for more in lines {
+            out.push_str(&format!("      {more}\n"));
+        }
+    }
+    out
+}
