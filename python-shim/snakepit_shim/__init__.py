@@ -1,8 +1,10 @@
 """snakepit's Python side: the shim that runs inside every worker process.
 
-Plugin code uses only this package's top level::
+Plugin code uses the context objects it is given (``ctx["connectors"]``,
+``ctx["pools"]``, ``ctx["logger"]``: see ``connectors.py``) and only this package's top
+level::
 
-    from snakepit_shim import host_request, host_request_async, HostError
+    from snakepit_shim import ConnectorError, host_request, host_request_async, HostError
 
     rows = host_request("echo", {"x": 1})            # sync, from any thread
     rows = await host_request_async("echo", {"x": 1})  # from async code
@@ -12,8 +14,18 @@ The wire protocol is defined in crates/snakepit-proto/PROTOCOL.md.
 """
 
 from .codec import EncodeError
+from .connectors import ConnectorRegistry, PoolRegistry
 from .host import request as host_request
 from .host import request_async as host_request_async
-from .errors import CallCancelled, HostError
+from .errors import CallCancelled, ConnectorError, HostError
 
-__all__ = ["host_request", "host_request_async", "HostError", "CallCancelled", "EncodeError"]
+__all__ = [
+    "host_request",
+    "host_request_async",
+    "HostError",
+    "ConnectorError",
+    "ConnectorRegistry",
+    "PoolRegistry",
+    "CallCancelled",
+    "EncodeError",
+]

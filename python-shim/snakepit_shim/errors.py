@@ -1,6 +1,9 @@
-"""Exceptions shared by the shim's modules (and, for HostError, by plugin code)."""
+"""Exceptions shared by the shim's modules (and, for HostError and ConnectorError, by
+plugin code)."""
 
 from __future__ import annotations
+
+from typing import Any, Optional
 
 
 class CallCancelled(BaseException):
@@ -15,3 +18,39 @@ class HostError(Exception):
         super().__init__(f"{type}: {message}")
         self.type = type
         self.message = message
+
+
+class ConnectorError(HostError):
+    """A connector call that failed: what ``ctx["connectors"]`` and ``ctx["pools"]`` raise.
+
+    - The supervisor refused or failed the request (HOST_REPLY ``ok = false``): ``kind``
+      is its type name (``"ConnectorError"``, or e.g. ``"UnknownMethod"`` when the
+      supervisor serves no connectors), ``str()`` its message, ``status`` and ``body``
+      are None. (A refusal of type ``"PermissionError"`` raises the builtin
+      ``PermissionError`` instead.)
+    - An API endpoint answered an HTTP status >= 400: ``kind`` is ``"HTTPStatus"``,
+      ``status`` the status, ``body`` the decoded body, and the message names the
+      connector, the endpoint and the status with the start of the body.
+
+    It is a :class:`HostError` (``type`` is ``kind`` too), so ``except HostError`` still
+    catches every failed host request. A plugin that lets it escape is reported as
+    ``snakepit_shim.ConnectorError``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "ConnectorError",
+        status: Optional[int] = None,
+        body: Any = None,
+    ) -> None:
+        Exception.__init__(self, message)  # str() is the message alone
+        self.type = kind
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.body = body
+
+
+ConnectorError.__module__ = "snakepit_shim"  # its public home, and its name in EXCEPTION frames

@@ -16,11 +16,13 @@ the way are handed to them.
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from . import protocol
 from .errors import CallCancelled, HostError
-from .runner import Worker
+
+if TYPE_CHECKING:  # runner imports connectors, which imports this module
+    from .runner import Worker
 
 _worker: Optional[Worker] = None
 
@@ -78,6 +80,12 @@ def _host_error(value: Any) -> HostError:
     if isinstance(value, list) and len(value) == 2:
         return HostError(str(value[0]), str(value[1]))
     return HostError("HostError", repr(value))
+
+
+def cancelling() -> bool:
+    """True while the call in hand is being cancelled (its CANCEL has been read)."""
+    worker = _worker
+    return worker is not None and worker.cancel_requested
 
 
 def request(method: str, payload: Any = None) -> Any:

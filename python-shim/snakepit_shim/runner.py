@@ -28,7 +28,7 @@ import threading
 import traceback
 from typing import Any, Dict, Optional, Set, Tuple
 
-from . import protocol, references
+from . import connectors, protocol, references
 from .channel import Channel
 from .codec import Codec, EncodeError
 from .errors import CallCancelled
@@ -208,8 +208,10 @@ class Worker:
         context: Dict[str, Any],
     ) -> Tuple[Any, Dict[str, Any], Optional[bytes]]:
         """Resolve (first call: ``target`` is None) and fit the arguments (context to
-        merge, or kwargs that do not fit): (target, arguments, None), or (None, None,
-        the EXCEPTION frame)."""
+        merge, with its context objects in place, or kwargs that do not fit): (target,
+        arguments, None), or (None, None, the EXCEPTION frame)."""
+        if context:
+            connectors.bind_objects(context)
         try:
             if target is None:
                 target = references.resolve(reference)

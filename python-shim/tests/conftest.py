@@ -1,5 +1,6 @@
 """A fake supervisor: starts the real shim as a subprocess on a socketpair and speaks the
-protocol to it, answering host requests for the built-in "echo" method."""
+protocol to it, answering host requests for the built-in "echo" method and for the
+methods a test puts in ``Supervisor.methods``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -53,6 +54,15 @@ def spawn_on_fd3(cmd: List[str], sock: socket.socket, **kw: Any) -> subprocess.P
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+class Refused(Exception):
+    """Raised by a fake host method: the reply is ``ok = false``, ``[type, message]``."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+
+
 class Supervisor:
     """Our end of one worker's socket."""
 
@@ -63,6 +73,8 @@ class Supervisor:
         self.logs: List[list] = []
         self.host_requests: List[list] = []
         self.auto_echo = True
+        # method -> handler(payload) -> reply value (or raise Refused); "echo" is built in
+        self.methods: Dict[str, Callable[[Any], Any]] = {"echo": lambda payload: payload}
         self.next_call = 100
 
     # framing
@@ -105,11 +117,15 @@ class Supervisor:
 
     def answer(self, msg: list) -> None:
         _, request_id, _call_id, method, payload = msg
-        if method == "echo":
-            self.send(protocol.build_host_reply(request_id, True, payload, CODEC))
+        handler = self.methods.get(method)
+        if handler is None:
+            ok, value = False, ["UnknownMethod", f"no handler for {method!r}"]
         else:
-            self.send(protocol.build_host_reply(
-                request_id, False, ["UnknownMethod", f"no handler for {method!r}"], CODEC))
+            try:
+                ok, value = True, handler(payload)
+            except Refused as refused:
+                ok, value = False, [refused.type_name, refused.message]
+        self.send(protocol.build_host_reply(request_id, ok, value, CODEC))
 
     # calls
     def start_call(self, reference: str, kwargs: Optional[Dict[str, Any]] = None,
