@@ -8,6 +8,8 @@ mod chaos;
 mod dispatch;
 mod host;
 mod hostile;
+mod jobs;
 mod lifecycle;
 mod logs;
 mod plugin_host;
+mod state;

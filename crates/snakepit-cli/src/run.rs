@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use snakepit_host::{Host, HostError};
-use snakepit_jobs::{
-    Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock,
-};
+use snakepit_jobs::{Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock};
 use snakepit_state::{level_name, RunStatus, State, StateError, StepStatus, Trigger};
 use tokio::sync::{mpsc, watch};
 
@@ -106,11 +104,10 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
         RunError::State(e) => state_error(e),
         e => CliError::Usage(e.to_string()),
     })?;
-    let record = state
-        .run(&id)
-        .await
-        .map_err(state_error)?
-        .ok_or_else(|| CliError::Pool(format!("the run {id} is missing from {}", state.url())))?;
+    let record =
+        state.run(&id).await.map_err(state_error)?.ok_or_else(|| {
+            CliError::Pool(format!("the run {id} is missing from {}", state.url()))
+        })?;
     let text = if opts.json {
         serde_json::to_string(&record)
     } else {
@@ -187,10 +184,10 @@ async fn progress(mut rx: mpsc::UnboundedReceiver<RunEvent>, user: String, quiet
             } => {
                 let mut text = format!("{} {step}: failed after {attempts} attempt(s)", at());
                 if let Some(e) = error {
-                    if let Some(tb) = &e.traceback {
-                        text = format!("{text}\n{}", tb.trim_end());
-                    }
-                    text = format!("{text}\n{}: {}", e.type_name, e.message);
+                    text = match &e.traceback {
+                        Some(tb) => format!("{text}\n{}", tb.trim_end()),
+                        None => format!("{text}: {}: {}", e.type_name, e.message),
+                    };
                 }
                 text
             }
@@ -199,11 +196,7 @@ async fn progress(mut rx: mpsc::UnboundedReceiver<RunEvent>, user: String, quiet
                 status,
                 attempts,
                 ..
-            } if !quiet => format!(
-                "{} {step}: {} (attempt {attempts})",
-                at(),
-                status.as_str()
-            ),
+            } if !quiet => format!("{} {step}: {} (attempt {attempts})", at(), status.as_str()),
             RunEvent::Finished { status, error } => match error {
                 Some(e) => format!("snakepit: run {} ({e})", status.as_str()),
                 None if !quiet => format!(

@@ -154,7 +154,8 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
             out.push_str(&format!("     error: {}: {}\n", e.type_name, e.message));
             if let Some(tb) = &e.traceback {
                 for line in tb.trim_end().lines() {
-                    out.push_str(&format!("       {line}\n"));
+                    out.push_str(format!("       {line}").trim_end());
+                    out.push('\n');
                 }
             }
         }

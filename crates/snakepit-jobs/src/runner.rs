@@ -25,10 +25,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The logger name of the runner's own lines in a run's log stream.
 pub const RUNNER_LOGGER: &str = "snakepit.jobs";
-/// A batch of log lines is written when it holds this many lines...
-const LOG_BATCH: usize = 100;
-/// ... or when its first line is this old, and whenever a step ends.
-const LOG_FLUSH: Duration = Duration::from_millis(200);
+/// The most log lines written in one transaction.
+const LOG_BATCH: usize = 200;
 
 /// What runs a step's callable: the plugin host, or whatever wraps it (a host that
 /// swaps worker generations on reload). Only `submit` is needed.
@@ -663,8 +661,10 @@ enum SinkMsg {
     Flush(oneshot::Sender<()>),
 }
 
-/// Writes a run's log lines in batches: [`LOG_BATCH`] lines, or [`LOG_FLUSH`] after the
-/// first unwritten one, or on [`LogSink::flush`] (at every step's end).
+/// Writes a run's log lines as they come, group-commit style: a line is written at
+/// once, and the lines that arrive while a write is in progress go together in the
+/// next one (up to [`LOG_BATCH`] a transaction). A supervisor killed mid-step loses
+/// only the lines of the write in progress.
 struct LogSink {
     tx: mpsc::UnboundedSender<SinkMsg>,
 }
@@ -674,39 +674,24 @@ impl LogSink {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut batch: Vec<LogLine> = Vec::new();
-            let mut due = tokio::time::Instant::now();
-            let write = |batch: Vec<LogLine>| {
-                let state = state.clone();
-                async move {
-                    if let Err(e) = state.append_logs(&batch).await {
-                        tracing::warn!(error = %e, lines = batch.len(), "cannot write run log lines");
+            let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        SinkMsg::Line(l) => batch.push(l),
+                        SinkMsg::Flush(ack) => acks.push(ack),
+                    }
+                    if batch.len() < LOG_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
-            };
-            loop {
-                tokio::select! {
-                    msg = rx.recv() => match msg {
-                        Some(SinkMsg::Line(l)) => {
-                            if batch.is_empty() {
-                                due = tokio::time::Instant::now() + LOG_FLUSH;
-                            }
-                            batch.push(l);
-                            if batch.len() >= LOG_BATCH {
-                                write(std::mem::take(&mut batch)).await;
-                            }
-                        }
-                        Some(SinkMsg::Flush(ack)) => {
-                            write(std::mem::take(&mut batch)).await;
-                            let _ = ack.send(());
-                        }
-                        None => {
-                            write(std::mem::take(&mut batch)).await;
-                            break;
-                        }
-                    },
-                    () = tokio::time::sleep_until(due), if !batch.is_empty() => {
-                        write(std::mem::take(&mut batch)).await;
-                    }
+                if let Err(e) = state.append_logs(&batch).await {
+                    tracing::warn!(error = %e, lines = batch.len(), "cannot write run log lines");
+                }
+                batch.clear();
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
                 }
             }
         });

@@ -343,11 +343,21 @@ pub struct RunRecord {
     pub logs: Vec<LogLine>,
 }
 
-/// Which runs to list.
-#[derive(Debug, Clone, Default)]
+/// Which runs to list: the latest `limit` (at least 1), of `job` or of all jobs.
+#[derive(Debug, Clone)]
 pub struct RunFilter {
     pub job: Option<String>,
     pub limit: u32,
+}
+
+impl Default for RunFilter {
+    /// The latest 20 runs of all jobs.
+    fn default() -> Self {
+        RunFilter {
+            job: None,
+            limit: 20,
+        }
+    }
 }
 
 /// How a step ended.

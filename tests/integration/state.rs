@@ -1,0 +1,141 @@
+//! The run history itself on SQLite and PostgreSQL: reopening (migrations run once),
+//! listing by job with a limit, finding a run by an id prefix, the audit log.
+
+use serde_json::json;
+use snakepit_state::{AuditEntry, NewRun, RunFilter, RunStatus, Trigger};
+
+use crate::jobs::{at, open_state, Backend};
+
+fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
+    let t = at(&format!("2026-06-01T02:{minute:02}:00Z"));
+    NewRun {
+        id: id.into(),
+        job: job.into(),
+        trigger: Trigger::Schedule,
+        session_user: "system".into(),
+        params: json!({"region": "eu"}),
+        scheduled_for: t,
+        queued_at: t,
+        steps: vec!["a".into(), "b".into()],
+    }
+}
+
+async fn history(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open_state(backend, dir.path()).await;
+    assert!(state
+        .insert_run(&new_run("20260601-020000-aaaaaa", "x", 0))
+        .await
+        .unwrap());
+    assert!(state
+        .insert_run(&new_run("20260601-020100-bbbbbb", "x", 1))
+        .await
+        .unwrap());
+    assert!(state
+        .insert_run(&new_run("20260601-020200-cccccc", "y", 2))
+        .await
+        .unwrap());
+    // A second run of the same job at the same tick is not recorded.
+    let twin = new_run("20260601-020000-dddddd", "x", 0);
+    assert!(!state.insert_run(&twin).await.unwrap());
+
+    let all = state.runs(&RunFilter::default()).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| &r.id[16..]).collect();
+    assert_eq!(ids, ["cccccc", "bbbbbb", "aaaaaa"], "newest first");
+    let x = state
+        .runs(&RunFilter {
+            job: Some("x".into()),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].id, "20260601-020100-bbbbbb");
+    assert_eq!(x[0].params, json!({"region": "eu"}));
+    assert_eq!(x[0].status, "queued");
+
+    state
+        .start_run("20260601-020000-aaaaaa", at("2026-06-01T02:00:01Z"))
+        .await
+        .unwrap();
+    state
+        .finish_run(
+            "20260601-020000-aaaaaa",
+            RunStatus::Failed,
+            Some("why"),
+            at("2026-06-01T02:00:03Z"),
+        )
+        .await
+        .unwrap();
+    let rec = state
+        .run("20260601-0200")
+        .await
+        .unwrap()
+        .expect("a unique prefix");
+    assert_eq!(rec.run.id, "20260601-020000-aaaaaa");
+    assert_eq!(rec.run.status, "failed");
+    assert_eq!(rec.run.error.as_deref(), Some("why"));
+    assert_eq!(rec.run.duration(chrono::Utc::now()).unwrap().as_secs(), 2);
+    let steps: Vec<(&str, &str)> = rec
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(steps, [("a", "skipped"), ("b", "skipped")]);
+    let e = state.run("20260601-02").await.unwrap_err();
+    assert!(e.to_string().contains("names several runs"), "{e}");
+    assert!(state.run("nope").await.unwrap().is_none());
+
+    state
+        .insert_audit(&AuditEntry {
+            time: at("2026-06-01T02:00:02Z"),
+            package: "billing",
+            call_id: 7,
+            run_id: Some("20260601-020000-aaaaaa"),
+            connector: "billing",
+            target: "drafts-for-period",
+            rows: Some(3),
+            duration_us: 1500,
+            outcome: "ok",
+        })
+        .await
+        .unwrap();
+    let audit = state.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let a = &audit[0];
+    assert_eq!(
+        (
+            a.package.as_str(),
+            a.call_id,
+            a.target.as_str(),
+            a.row_count,
+            a.duration_us,
+            a.outcome.as_str()
+        ),
+        ("billing", 7, "drafts-for-period", Some(3), 1500, "ok")
+    );
+    assert_eq!(a.run_id.as_deref(), Some("20260601-020000-aaaaaa"));
+    state.close().await;
+}
+
+#[tokio::test]
+async fn the_history_lists_finds_and_audits_sqlite() {
+    history(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_history_lists_finds_and_audits_postgres() {
+    history(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open_state(Backend::Sqlite, dir.path()).await;
+    assert!(state.insert_run(&new_run("r-1", "x", 0)).await.unwrap());
+    state.close().await;
+    assert!(dir.path().join(".snakepit/state.db").is_file());
+    let again = open_state(Backend::Sqlite, dir.path()).await;
+    assert_eq!(again.runs(&RunFilter::default()).await.unwrap().len(), 1);
+    again.close().await;
+}
