@@ -36,20 +36,31 @@ pub fn jobs_install(runtime: &str) -> TempDir {
     dir
 }
 
-/// A PostgreSQL state url in a fresh schema of database `test` (fails loudly when the
-/// server is down).
-pub async fn postgres_url() -> String {
-    let base = "postgres://postgres@127.0.0.1:5432/test";
-    let schema = crate::support::unique_name("snakepit_jobs").replace('-', "_");
-    let pool = sqlx::PgPool::connect(base)
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs one statement on the test database (fails loudly when the server is down).
+async fn postgres(sql: &str) {
+    let pool = sqlx::PgPool::connect(POSTGRES)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed for this test: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&pool)
-        .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("PostgreSQL at {POSTGRES} is needed for this test: {e}"));
+    sqlx::query(sql).execute(&pool).await.unwrap();
     pool.close().await;
-    format!("{base}?options=-c%20search_path%3D{schema}")
+}
+
+/// A test's run history: its state and, on PostgreSQL, its own schema.
+pub struct TestState {
+    pub state: State,
+    schema: Option<String>,
+}
+
+impl TestState {
+    /// Closes the state and drops its schema.
+    pub async fn close(self) {
+        self.state.close().await;
+        if let Some(schema) = self.schema {
+            postgres(&format!("DROP SCHEMA {schema} CASCADE")).await;
+        }
+    }
 }
 
 /// Where a test keeps its run history.
@@ -59,13 +70,20 @@ pub enum Backend {
     Postgres,
 }
 
-/// The state of `dir` on `backend`.
-pub async fn open_state(backend: Backend, dir: &Path) -> State {
-    let url = match backend {
-        Backend::Sqlite => "sqlite://.snakepit/state.db".to_owned(),
-        Backend::Postgres => postgres_url().await,
+/// The state of `dir` on `backend`: SQLite in `dir`, or a fresh schema of the
+/// PostgreSQL database `test`.
+pub async fn open_state(backend: Backend, dir: &Path) -> TestState {
+    let (url, schema) = match backend {
+        Backend::Sqlite => ("sqlite://.snakepit/state.db".to_owned(), None),
+        Backend::Postgres => {
+            let schema = crate::support::unique_name("snakepit_jobs").replace('-', "_");
+            postgres(&format!("CREATE SCHEMA {schema}")).await;
+            let url = format!("{POSTGRES}?options=-c%20search_path%3D{schema}");
+            (url, Some(schema))
+        }
     };
-    State::open(&url, dir).await.expect("the state opens")
+    let state = State::open(&url, dir).await.expect("the state opens");
+    TestState { state, schema }
 }
 
 /// A time as RFC 3339.
@@ -78,13 +96,14 @@ struct Fixture {
     host: Arc<Host>,
     jobs: JobSet,
     state: State,
+    store: TestState,
 }
 
 async fn fixture(backend: Backend, runtime: &str) -> Fixture {
     let dir = jobs_install(runtime);
     let install = snakepit_host::Install::load(Some(dir.path()), None).unwrap();
     let jobs = JobSet::load(&install).expect("the fixture jobs load");
-    let state = open_state(backend, dir.path()).await;
+    let store = open_state(backend, dir.path()).await;
     let host = Arc::new(
         Host::start_checked(install)
             .await
@@ -94,7 +113,8 @@ async fn fixture(backend: Backend, runtime: &str) -> Fixture {
         dir,
         host,
         jobs,
-        state,
+        state: store.state.clone(),
+        store,
     }
 }
 
@@ -150,7 +170,7 @@ impl Fixture {
 
     async fn close(self) {
         self.host.shutdown(Duration::from_secs(2)).await;
-        self.state.close().await;
+        self.store.close().await;
     }
 }
 

@@ -22,7 +22,8 @@ fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
 
 async fn history(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let state = open_state(backend, dir.path()).await;
+    let store = open_state(backend, dir.path()).await;
+    let state = &store.state;
     assert!(state
         .insert_run(&new_run("20260601-020000-aaaaaa", "x", 0))
         .await
@@ -115,7 +116,7 @@ async fn history(backend: Backend) {
         ("billing", 7, "drafts-for-period", Some(3), 1500, "ok")
     );
     assert_eq!(a.run_id.as_deref(), Some("20260601-020000-aaaaaa"));
-    state.close().await;
+    store.close().await;
 }
 
 #[tokio::test]
@@ -131,11 +132,18 @@ async fn the_history_lists_finds_and_audits_postgres() {
 #[tokio::test]
 async fn reopening_keeps_the_history() {
     let dir = tempfile::tempdir().unwrap();
-    let state = open_state(Backend::Sqlite, dir.path()).await;
-    assert!(state.insert_run(&new_run("r-1", "x", 0)).await.unwrap());
-    state.close().await;
+    let first = open_state(Backend::Sqlite, dir.path()).await;
+    assert!(first
+        .state
+        .insert_run(&new_run("r-1", "x", 0))
+        .await
+        .unwrap());
+    first.close().await;
     assert!(dir.path().join(".snakepit/state.db").is_file());
     let again = open_state(Backend::Sqlite, dir.path()).await;
-    assert_eq!(again.runs(&RunFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        again.state.runs(&RunFilter::default()).await.unwrap().len(),
+        1
+    );
     again.close().await;
 }

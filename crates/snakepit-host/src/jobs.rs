@@ -445,12 +445,41 @@ pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
             "has {fields} field(s); a schedule is 5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 2 1 * *\""
         ));
     }
-    CronParser::builder()
+    let parser = CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
-        .build()
-        .parse(s)
-        .map_err(|e| format!("is not a cron schedule: {e}"))
+        .build();
+    parser.parse(s).map_err(|e| {
+        // Name the field: parse each one alone (the others `*`) with the same parser.
+        const FIELDS: [(&str, &str); 5] = [
+            ("minute", "0-59"),
+            ("hour", "0-23"),
+            ("day of month", "1-31"),
+            ("month", "1-12 or JAN-DEC"),
+            ("day of week", "0-7 or SUN-SAT"),
+        ];
+        let fields: Vec<&str> = s.split_whitespace().collect();
+        let bad = (0..5).find_map(|i| {
+            let alone: Vec<&str> = (0..5).map(|j| if j == i { fields[i] } else { "*" }).collect();
+            parser.parse(&alone.join(" ")).err().map(|e| (i, e))
+        });
+        match bad {
+            Some((i, e)) => {
+                let (what, range) = FIELDS[i];
+                let field = fields[i];
+                let e = e.to_string();
+                if e.contains("Range out of bounds") {
+                    format!("the {what} field {field:?} has a range that runs backwards or leaves {range}")
+                } else if e.contains("out of bounds") {
+                    format!("the {what} field {field:?} is out of range {range}")
+                } else {
+                    let why = e.rsplit(": ").next().unwrap_or(&e).trim_end_matches('.');
+                    format!("the {what} field {field:?} is not valid ({why}); it takes {range}, *, lists, ranges and /steps")
+                }
+            }
+            None => format!("is not a cron schedule: {e}"),
+        }
+    })
 }
 
 /// `[runtime] timezone`: an IANA name (`Europe/Paris`); UTC when not set.
@@ -539,11 +568,24 @@ mod tests {
         for (bad, why) in [
             ("0 2 1 *", "has 4 field(s)"),
             ("0 0 2 1 * *", "has 6 field(s)"),
-            ("60 * * * *", "is not a cron schedule"),
-            ("* * * 0 *", "is not a cron schedule"),
-            ("* 5-2 * * *", "is not a cron schedule"),
+            ("60 * * * *", "the minute field \"60\" is out of range 0-59"),
+            (
+                "* * * 0 *",
+                "the month field \"0\" is out of range 1-12 or JAN-DEC",
+            ),
+            (
+                "* 5-2 * * *",
+                "the hour field \"5-2\" has a range that runs backwards",
+            ),
             ("@daily", "has 1 field(s)"),
-            ("*/0 * * * *", "is not a cron schedule"),
+            (
+                "*/0 * * * *",
+                "the minute field \"*/0\" is not valid (Step cannot be zero)",
+            ),
+            (
+                "* * * * MONX",
+                "the day of week field \"MONX\" is not valid",
+            ),
         ] {
             let e = check_cron(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

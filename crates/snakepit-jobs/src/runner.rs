@@ -190,6 +190,9 @@ pub enum RunError {
     UnknownJob { job: String, known: Vec<String> },
     #[error("{0}")]
     BadParam(String),
+    /// A scheduled run of this job at this tick is recorded already.
+    #[error("a scheduled run of {job} at {tick} is recorded already")]
+    Duplicate { job: String, tick: DateTime<Utc> },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -302,11 +305,9 @@ impl Runner {
         events: Option<mpsc::UnboundedSender<RunEvent>>,
         halt: HaltSignal,
     ) -> Result<(String, RunStatus), RunError> {
-        let job = req.job.clone();
+        let (job, tick) = (req.job.clone(), req.scheduled_for);
         let Some(run) = self.enqueue(jobs, req).await? else {
-            return Err(RunError::BadParam(format!(
-                "a scheduled run of {job} at this tick is recorded already"
-            )));
+            return Err(RunError::Duplicate { job, tick });
         };
         let id = run.id.clone();
         let status = self.execute(run, events, halt).await?;

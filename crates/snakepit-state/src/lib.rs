@@ -512,19 +512,6 @@ impl State {
         &self.url
     }
 
-    /// "sqlite" or "postgres".
-    pub fn backend(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "sqlite",
-            Db::Postgres(_) => "postgres",
-        }
-    }
-
-    /// The process that owns the runs this state starts.
-    pub fn owner(&self) -> &Owner {
-        &self.owner
-    }
-
     /// Marks `interrupted` every run left `queued` or `running` whose owner is gone: on
     /// this machine, a process that no longer exists; elsewhere, one whose lease ran out
     /// before `now`. Its running steps become `interrupted` too. Returns their ids.
