@@ -43,7 +43,7 @@ async fn postgres(sql: &str) {
     let pool = sqlx::PgPool::connect(POSTGRES)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL at {POSTGRES} is needed for this test: {e}"));
-    sqlx::query(sql).execute(&pool).await.unwrap();
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
     pool.close().await;
 }
 
@@ -54,6 +54,12 @@ pub struct TestState {
 }
 
 impl TestState {
+    /// Runs one statement in the test's PostgreSQL schema.
+    pub async fn execute(&self, sql: &str) {
+        let schema = self.schema.as_deref().expect("a PostgreSQL state");
+        postgres(&format!("SET search_path = {schema}; {sql}")).await;
+    }
+
     /// Closes the state and drops its schema.
     pub async fn close(self) {
         self.state.close().await;

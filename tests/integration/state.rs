@@ -147,3 +147,54 @@ async fn reopening_keeps_the_history() {
     );
     again.close().await;
 }
+
+/// Several machines on one PostgreSQL: a run owned by another machine is left alone
+/// while its lease holds and marked interrupted once the lease has run out.
+#[tokio::test]
+async fn a_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(Backend::Postgres, dir.path()).await;
+    let state = &store.state;
+    for (id, minute) in [("r-held", 0), ("r-lapsed", 1)] {
+        assert!(state.insert_run(&new_run(id, id, minute)).await.unwrap());
+        state
+            .start_run(id, at("2026-06-01T02:00:00Z"))
+            .await
+            .unwrap();
+        state
+            .start_step(id, 0, 1, at("2026-06-01T02:00:00Z"))
+            .await
+            .unwrap();
+    }
+    store
+        .execute(
+            "UPDATE runs SET owner = 'elsewhere/boot/4242/99'; \
+                  UPDATE runs SET lease_until = '2026-06-01T02:05:00Z' WHERE id = 'r-held'; \
+                  UPDATE runs SET lease_until = '2026-06-01T02:01:00Z' WHERE id = 'r-lapsed'",
+        )
+        .await;
+    let marked = state.recover(at("2026-06-01T02:02:00Z")).await.unwrap();
+    assert_eq!(marked, ["r-lapsed"]);
+    let lapsed = state.run("r-lapsed").await.unwrap().unwrap();
+    assert_eq!(lapsed.run.status, "interrupted");
+    assert!(lapsed
+        .run
+        .error
+        .unwrap()
+        .contains("stopped renewing its lease"));
+    assert_eq!(lapsed.steps[0].status, "interrupted");
+    assert_eq!(lapsed.steps[1].status, "pending");
+    let held = state.run("r-held").await.unwrap().unwrap();
+    assert_eq!(held.run.status, "running");
+    // Renewing moves the lease: still held at 02:06.
+    state
+        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
+        .await
+        .unwrap();
+    assert!(state
+        .recover(at("2026-06-01T02:06:00Z"))
+        .await
+        .unwrap()
+        .is_empty());
+    store.close().await;
+}
