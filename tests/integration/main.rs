@@ -5,6 +5,7 @@ mod support;
 
 mod calls;
 mod chaos;
+mod connectors;
 mod dispatch;
 mod host;
 mod hostile;

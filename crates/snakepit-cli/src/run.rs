@@ -26,6 +26,13 @@ pub struct Options {
     pub quiet: bool,
 }
 
+/// Prints `text` and a newline on stdout; a reader that went away (`| head`) is not an
+/// error.
+pub fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
+}
+
 /// `K=V` of `--param`.
 pub fn parse_param(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -114,7 +121,7 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
         serde_json::to_string_pretty(&record)
     }
     .map_err(|e| CliError::Pool(format!("cannot print the run record: {e}")))?;
-    println!("{text}");
+    out(&text);
     Ok(if status == RunStatus::Succeeded {
         ExitCode::SUCCESS
     } else {

@@ -10,7 +10,7 @@ use snakepit_state::{level_name, RunFilter, RunRecord};
 
 use crate::apps::Apps;
 use crate::error::CliError;
-use crate::run::{open_state, state_error};
+use crate::run::{open_state, out, state_error};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -46,7 +46,7 @@ pub async fn list(
         .await
         .map_err(state_error)?;
     if as_json {
-        println!("{}", json(&runs)?);
+        out(&json(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
@@ -85,7 +85,7 @@ pub async fn list(
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", cells.join("  ").trim_end());
+        out(cells.join("  ").trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -100,9 +100,9 @@ pub async fn show(apps: Apps, id: &str, as_json: bool) -> Result<ExitCode, CliEr
         )));
     };
     if as_json {
-        println!("{}", json(&record)?);
+        out(&json(&record)?);
     } else {
-        print!("{}", render(&record, Utc::now()));
+        out(render(&record, Utc::now()).trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use serde::{de::Error as _, Deserialize, Deserializer};
 use snakepit::{Pool, PoolBuilder};
+use snakepit_connectors::{BeforeQuery, Connectors, ConnectorsConfig, Grant, Grants, BEFORE_QUERY};
+
+pub use snakepit_connectors::parse_duration;
+pub(crate) use snakepit_connectors::toml_error;
 
 use crate::HostError;
 
@@ -100,8 +104,9 @@ pub struct Auth {
     pub password_validator: Option<String>,
 }
 
-/// `[plugins.PKG]`. Only `pool` is used by this version; the connector grants belong to
-/// the connectors issue.
+/// `[plugins.PKG]`: which pool runs the package, and which connectors it may use (see
+/// [`Grant`]: a key left out takes `[plugins."*"]`'s, else the default: every
+/// connector, write queries allowed, no raw pools).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginGrants {
@@ -140,19 +145,6 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         v => Err(D::Error::custom(format!(
             "must be a size like \"512MiB\", got {v}"
         ))),
-    }
-}
-
-/// Parses `30s`, `5m`, `1h 30m`; zero is refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "{s:?} is zero; give a duration like \"30s\" or \"5m\""
-        )),
-        Ok(d) => Ok(d),
-        Err(e) => Err(format!(
-            "{s:?} is not a duration like \"30s\" or \"5m\": {e}"
-        )),
     }
 }
 
@@ -216,67 +208,6 @@ fn toml_key(k: &str) -> String {
     }
 }
 
-/// "line L, column C: [table] key message" from toml's span (1-based, columns in
-/// characters); the entry is read from the lines at and above the span. `kind` names
-/// the kind of file ("app.toml", "jobs.toml") in "is not a table of ...".
-pub(crate) fn toml_error(text: &str, e: &toml::de::Error, kind: &str) -> String {
-    let message = e.message().trim();
-    let message = message.strip_suffix('.').unwrap_or(message);
-    let message = message
-        .lines()
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("; ");
-    let Some(span) = e.span() else {
-        return message;
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-    let at = format!("line {line}, column {col}");
-    let lines: Vec<&str> = text.lines().collect();
-    let here = lines.get(line - 1).copied().unwrap_or("").trim();
-    let header = |l: &str| {
-        l.starts_with('[')
-            .then(|| l.split('#').next().unwrap_or(l).trim().to_owned())
-    };
-    let table = lines[..line.min(lines.len())]
-        .iter()
-        .rev()
-        .find_map(|l| header(l.trim()));
-    let key = (!here.starts_with('['))
-        .then(|| here.split_once('=').map(|(k, _)| k.trim().to_owned()))
-        .flatten();
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        let (name, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
-        let expected = if expected.is_empty() {
-            String::new()
-        } else {
-            format!("; expected {expected}")
-        };
-        return match (&table, &key) {
-            (Some(t), Some(_)) => format!(
-                "{at}: {t} {} is not a setting{expected}",
-                name.trim_matches('`')
-            ),
-            (None, Some(k)) => format!("{at}: {k} is not a table of {kind}{expected}"),
-            (_, None) => format!(
-                "{at}: [{}] is not a table of {kind}{expected}",
-                name.trim_matches('`')
-            ),
-        };
-    }
-    if message.starts_with("missing field ") && here.starts_with('[') {
-        let header = here.split('#').next().unwrap_or(here).trim();
-        return format!("{at}: {header} is {message}");
-    }
-    match (table, key) {
-        (Some(t), Some(k)) => format!("{at}: {t} {k} {message}"),
-        (None, Some(k)) => format!("{at}: {k} {message}"),
-        _ => format!("{at}: {message}"),
-    }
-}
-
 /// An install: its apps dir, its interpreter (and where that came from), its app.toml.
 #[derive(Debug)]
 pub struct Install {
@@ -287,6 +218,9 @@ pub struct Install {
     /// The app.toml file (which may not exist).
     pub app_toml: PathBuf,
     pub config: AppToml,
+    /// connectors.toml's connectors, with app.toml's grants and `connector.before_query`
+    /// hooks: the host handler of every pool of the install.
+    pub connectors: Connectors,
 }
 
 impl Install {
@@ -355,12 +289,14 @@ impl Install {
                 "python3 on PATH (the default)".to_owned(),
             )
         };
+        let connectors = load_connectors(&dir, &file, &config, &python)?;
         Ok(Install {
             dir,
             python,
             python_from,
             app_toml: file,
             config,
+            connectors,
         })
     }
 
@@ -413,28 +349,104 @@ impl Install {
         self.pool_builder_with(&self.runtime())
     }
 
-    /// A pool builder for this install with the given pool settings.
+    /// A pool builder for this install with the given pool settings, serving the
+    /// install's connectors.
     pub fn pool_builder_with(&self, s: &PoolSettings) -> PoolBuilder {
-        let mut b = Pool::builder()
-            .python(&self.python)
-            .sys_path(self.dir.join("plugins"));
-        if let Some(n) = s.workers {
-            b = b.workers(n);
-        }
-        if let Some(t) = s.call_timeout {
-            b = b.call_timeout(t);
-        }
-        if let Some(n) = s.max_calls_per_worker {
-            b = b.max_calls_per_worker(n);
-        }
-        if let Some(n) = s.max_worker_rss {
-            b = b.max_worker_rss(n);
-        }
-        if let Some(env) = &self.config.isolation.env {
-            b = b.env_allowlist(env.clone());
-        }
-        b
+        workers_builder(&self.python, &self.dir, &self.config, s)
+            .shared_host_handler(self.connectors.handler())
     }
+}
+
+/// Reads connectors.toml with app.toml's grants and `connector.before_query` hooks. A
+/// grant that names no connector, and an `[isolation] env` that would pass a connector's
+/// secret to the workers, are errors of app.toml.
+fn load_connectors(
+    dir: &Path,
+    app_toml: &Path,
+    config: &AppToml,
+    python: &Path,
+) -> Result<Connectors, HostError> {
+    let conn_err = |e: snakepit_connectors::LoadError| HostError::Config {
+        file: e.file,
+        reason: e.reason,
+    };
+    let app_err = |reason: String| HostError::Config {
+        file: app_toml.to_owned(),
+        reason,
+    };
+    let cc = ConnectorsConfig::load(dir).map_err(conn_err)?;
+    let grants = Grants::new(
+        config
+            .plugins
+            .iter()
+            .map(|(pkg, g)| {
+                let grant = Grant {
+                    connectors: g.connectors.clone(),
+                    write: g.write,
+                    raw_pools: g.raw_pools.clone(),
+                };
+                (pkg.clone(), grant)
+            })
+            .collect(),
+    );
+    for (pkg, key, name) in grants.named() {
+        let known = if key == "raw_pools" {
+            cc.sql.contains_key(name)
+        } else {
+            cc.names().any(|n| n == name)
+        };
+        if !known {
+            let what = if key == "raw_pools" {
+                "SQL connector"
+            } else {
+                "connector"
+            };
+            return Err(app_err(format!(
+                "[plugins.{}] {key} names {name:?}, which is no {what} of {}; add [{}.{name}] there or remove it from the list",
+                toml_key(pkg),
+                cc.file.display(),
+                if key == "raw_pools" || cc.api.is_empty() { "sql" } else { "sql or api" }
+            )));
+        }
+    }
+    if let Some(env) = &config.isolation.env {
+        if let Some(var) = env.iter().find(|v| cc.env_vars.contains(*v)) {
+            return Err(app_err(format!(
+                "[isolation] env passes {var} to the workers, and {} reads a secret from it; remove {var} from the list (connectors live in the supervisor)",
+                cc.file.display()
+            )));
+        }
+    }
+    let before_query = config.hooks.get(BEFORE_QUERY).map(|hooks| BeforeQuery {
+        hooks: hooks.clone(),
+        pool: workers_builder(python, dir, config, &config.runtime.pool()).workers(HOOK_WORKERS),
+    });
+    Connectors::new(cc, grants, before_query).map_err(conn_err)
+}
+
+/// Workers in the pool of the `connector.before_query` hooks.
+const HOOK_WORKERS: usize = 2;
+
+/// A pool builder with the install's interpreter, `plugins/` first on sys.path, the
+/// `[isolation] env` allowlist and the settings `s`; no host handler.
+fn workers_builder(python: &Path, dir: &Path, config: &AppToml, s: &PoolSettings) -> PoolBuilder {
+    let mut b = Pool::builder().python(python).sys_path(dir.join("plugins"));
+    if let Some(n) = s.workers {
+        b = b.workers(n);
+    }
+    if let Some(t) = s.call_timeout {
+        b = b.call_timeout(t);
+    }
+    if let Some(n) = s.max_calls_per_worker {
+        b = b.max_calls_per_worker(n);
+    }
+    if let Some(n) = s.max_worker_rss {
+        b = b.max_worker_rss(n);
+    }
+    if let Some(env) = &config.isolation.env {
+        b = b.env_allowlist(env.clone());
+    }
+    b
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@
 //!
 //! `check` also reads every jobs.toml (`<apps>/jobs.toml`, `<apps>/plugins/<pkg>/jobs.toml`)
 //! against the schema of SPEC §5 and validates each python step's callable and kwargs in
-//! a worker; running jobs belongs to the jobs feature. connectors.toml is not loaded by
-//! this version (it belongs to the connectors feature); a file of that name is left alone.
+//! a worker; running jobs belongs to the jobs feature. connectors.toml is loaded with
+//! app.toml (see `snakepit-connectors`): every pool serves its connectors, and `check`
+//! prepares every named query on its database.
 //!
 //! # Example
 //!
@@ -250,8 +251,9 @@ impl Host {
         self.pool_for(reference).submit(call).await
     }
 
-    /// Validates, in a worker, every reference app.toml and the jobs.toml files name, and
-    /// returns every problem.
+    /// Validates, in a worker, every reference app.toml and the jobs.toml files name,
+    /// prepares every named query of connectors.toml on its database, and returns every
+    /// problem.
     ///
     /// The password validator is checked against its context keys (username, password,
     /// existing_user). A hook's payload keys are not known before dispatch, so a hook is
@@ -343,6 +345,12 @@ impl Host {
         problems.extend(found.split_off(jobs_start));
         problems.sort_by_key(|p| files.iter().position(|f| f.file == p.file));
         found.extend(problems);
+        let connectors = &self.install.connectors;
+        found.extend(connectors.check().await.into_iter().map(|p| Problem {
+            file: connectors.config().file.clone(),
+            entry: p.entry,
+            reason: p.reason,
+        }));
         found
     }
 

@@ -1,0 +1,819 @@
+//! SQL and API connectors served to plugins by the supervisor (SPEC §2 "Inside the
+//! worker", §3 connectors.toml).
+//!
+//! [`Connectors`] is a [`HostHandler`]: give it to every pool
+//! ([`PoolBuilder::shared_host_handler`]) and the workers' `ctx["connectors"]` and
+//! `ctx["pools"]` objects reach it with the host methods of `PROTOCOL.md` (`sql.run`,
+//! `api.call`, `tx.begin`, `tx.execute`, `tx.commit`, `tx.rollback`). Connection URLs,
+//! passwords and tokens stay here: a worker only ever sends names and parameters.
+//!
+//! Every call is checked against the calling package's [`Grants`] (the package is the
+//! first dotted part of the call's reference), audited ([`AuditRecord`] to `tracing`
+//! target `snakepit::audit` and to the [`AuditSink`] the embedder sets), and, for named
+//! queries, offered to the `connector.before_query` hooks ([`BeforeQuery`]), which may
+//! veto it.
+//!
+//! # Runtime
+//!
+//! Database connections belong to the tokio runtime they were opened on. The connectors
+//! adopt the runtime of their first use (a host request or [`Connectors::check`]) as
+//! their home: requests that arrive on it run inline; requests from another runtime
+//! (a caller on a runtime of its own) run on the home runtime. Keep that runtime alive
+//! as long as the connectors.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use snakepit::Pool;
+//! use snakepit_connectors::{Connectors, ConnectorsConfig, Grants};
+//!
+//! let config = ConnectorsConfig::load(Path::new("liberty-apps"))?;
+//! let connectors = Connectors::new(config, Grants::default(), None)?;
+//! for p in connectors.check().await {
+//!     eprintln!("connectors.toml: {}: {}", p.entry, p.reason);
+//! }
+//! connectors.set_audit_sink(|r: &snakepit_connectors::AuditRecord| println!("{r:?}"));
+//! let pool = Pool::builder()
+//!     .sys_path("liberty-apps/plugins")
+//!     .shared_host_handler(connectors.handler())
+//!     .build()
+//!     .await?;
+//! # let _ = pool; Ok(()) }
+//! ```
+
+mod api;
+mod audit;
+mod config;
+mod convert;
+mod grants;
+mod params;
+mod sql;
+mod toml_diag;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Instant, SystemTime};
+
+use snakepit::{
+    Call, CallError, HostFailure, HostFuture, HostHandler, HostRequest, Pool, PoolBuilder, Value,
+};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+pub use audit::{AuditRecord, AuditSink, Outcome};
+pub use config::{
+    mask_url, ApiConfig, Backend, ConnectorsConfig, Endpoint, LoadError, PathPart, Secret,
+    SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+};
+pub use grants::{Grant, Grants};
+pub use params::{Dialect, NamedSql};
+pub use toml_diag::{line_col, parse_duration, toml_error};
+
+use api::{ApiClient, CallFailure};
+use sql::{Mode, Output, SqlError, SqlPool};
+
+/// The event whose hooks see every named query before it runs.
+pub const BEFORE_QUERY: &str = "connector.before_query";
+
+/// The `connector.before_query` hooks and the pool they run in.
+///
+/// The hooks run in a pool of their own, started at the first named query, so that a
+/// query made by the only worker of a busy pool never waits for a worker of that same
+/// pool (which would deadlock). Build it without a host handler: a hook cannot use
+/// connectors (its own queries would need the hook again).
+pub struct BeforeQuery {
+    /// The hooks' references, called in order; the first that raises vetoes the query.
+    pub hooks: Vec<String>,
+    /// The builder of their pool.
+    pub pool: PoolBuilder,
+}
+
+/// One problem [`Connectors::check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorProblem {
+    /// `[sql.billing]` (the database is unreachable) or
+    /// `[sql.billing.queries] drafts-for-period` (the query does not prepare).
+    pub entry: String,
+    pub reason: String,
+}
+
+/// The connectors of an install, serving its workers. Cheap to clone.
+#[derive(Clone)]
+pub struct Connectors {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ConnectorsConfig,
+    sql: BTreeMap<String, Arc<SqlPool>>,
+    api: BTreeMap<String, ApiClient>,
+    grants: Grants,
+    hooks: Option<Hooks>,
+    sink: RwLock<Option<Arc<dyn AuditSink>>>,
+    txs: Mutex<HashMap<u64, Tx>>,
+    next_tx: AtomicU64,
+    home: OnceLock<Handle>,
+}
+
+struct Hooks {
+    refs: Vec<String>,
+    builder: Mutex<Option<PoolBuilder>>,
+    pool: tokio::sync::OnceCell<Result<Pool, String>>,
+}
+
+/// An open transaction: the call that owns it and the channel to its task.
+struct Tx {
+    pool: Arc<str>,
+    call_id: u64,
+    cmds: mpsc::UnboundedSender<TxCmd>,
+    /// How its SQL's `:name` parameters are rewritten.
+    dialect: Dialect,
+}
+
+enum TxCmd {
+    Execute {
+        sql: NamedSql,
+        params: Vec<(String, Value)>,
+        reply: oneshot::Sender<Result<Output, SqlError>>,
+    },
+    Commit(oneshot::Sender<Result<(), SqlError>>),
+    Rollback(oneshot::Sender<Result<(), SqlError>>),
+}
+
+impl std::fmt::Debug for Connectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connectors")
+            .field("sql", &self.inner.config.sql)
+            .field("api", &self.inner.config.api)
+            .field("grants", &self.inner.grants)
+            .finish()
+    }
+}
+
+/// Who is asking: the request's package and call.
+struct Caller {
+    package: String,
+    pool: Arc<str>,
+    call_id: Option<u64>,
+    run_id: Option<Arc<str>>,
+}
+
+fn failure(type_name: &str, message: impl Into<String>) -> HostFailure {
+    HostFailure {
+        type_name: type_name.into(),
+        message: message.into(),
+    }
+}
+
+fn connector_error(message: impl Into<String>) -> HostFailure {
+    failure("ConnectorError", message)
+}
+
+fn permission_error(message: impl Into<String>) -> HostFailure {
+    failure("PermissionError", message)
+}
+
+impl Connectors {
+    /// Connectors for `config`, checked against `grants`; `before_query` runs the
+    /// `connector.before_query` hooks. Makes no connection (pools open at first use).
+    pub fn new(
+        config: ConnectorsConfig,
+        grants: Grants,
+        before_query: Option<BeforeQuery>,
+    ) -> Result<Connectors, LoadError> {
+        let err = |entry: String, why: String| LoadError {
+            file: config.file.clone(),
+            reason: format!("{entry} {}", config.scrub(&why)),
+        };
+        let mut sql = BTreeMap::new();
+        for (name, c) in &config.sql {
+            let pool = SqlPool::new(c).map_err(|why| err(format!("[sql.{name}] url"), why))?;
+            sql.insert(name.clone(), Arc::new(pool));
+        }
+        let mut api = BTreeMap::new();
+        for (name, c) in &config.api {
+            let client =
+                ApiClient::new(c.clone()).map_err(|why| err(format!("[api.{name}]"), why))?;
+            api.insert(name.clone(), client);
+        }
+        let hooks = before_query.filter(|b| !b.hooks.is_empty()).map(|b| Hooks {
+            refs: b.hooks,
+            builder: Mutex::new(Some(b.pool)),
+            pool: tokio::sync::OnceCell::new(),
+        });
+        Ok(Connectors {
+            inner: Arc::new(Inner {
+                config,
+                sql,
+                api,
+                grants,
+                hooks,
+                sink: RwLock::new(None),
+                txs: Mutex::default(),
+                next_tx: AtomicU64::new(1),
+                home: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The configuration these connectors serve.
+    pub fn config(&self) -> &ConnectorsConfig {
+        &self.inner.config
+    }
+
+    /// These connectors as a pool's host handler.
+    pub fn handler(&self) -> Arc<dyn HostHandler> {
+        Arc::new(self.clone())
+    }
+
+    /// Sends every audit record to `sink` too (besides `tracing`), replacing the sink
+    /// set before.
+    pub fn set_audit_sink(&self, sink: impl AuditSink) {
+        *self.inner.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(sink));
+    }
+
+    /// The number of transactions open now (held by calls that have not ended).
+    pub fn open_transactions(&self) -> usize {
+        self.inner
+            .txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Connects to every SQL connector's database and prepares each of its named
+    /// queries there: a database that cannot be reached is a problem of the connector
+    /// (`[sql.billing]`), a query that does not prepare (a typo, a missing table or
+    /// column) one of the query (`[sql.billing.queries] drafts-for-period`).
+    pub async fn check(&self) -> Vec<ConnectorProblem> {
+        let this = self.clone();
+        let work = async move {
+            let mut problems = Vec::new();
+            for (name, cfg) in &this.inner.config.sql {
+                let pool = &this.inner.sql[name];
+                let queries: Vec<(&str, &str)> = cfg
+                    .queries
+                    .iter()
+                    .map(|(q, s)| (q.as_str(), s.sql.as_str()))
+                    .collect();
+                match sql::prepare_all(pool, &queries).await {
+                    Ok(bad) => problems.extend(bad.into_iter().map(|(q, why)| ConnectorProblem {
+                        entry: format!("[sql.{}.queries] {}", config_key(name), config_key(&q)),
+                        reason: this.inner.config.scrub(&why),
+                    })),
+                    Err(e) => problems.push(ConnectorProblem {
+                        entry: format!("[sql.{}]", config_key(name)),
+                        reason: this.inner.config.scrub(&format!(
+                            "cannot connect to {}: {}",
+                            cfg.url.masked(),
+                            SqlError::Db(e)
+                        )),
+                    }),
+                }
+            }
+            problems
+        };
+        self.on_home(work).await.unwrap_or_else(|f| {
+            vec![ConnectorProblem {
+                entry: "connectors".into(),
+                reason: f.message,
+            }]
+        })
+    }
+
+    /// Runs `fut` on the connectors' home runtime (see the crate docs), inline when
+    /// already there.
+    async fn on_home<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, HostFailure> {
+        let here = Handle::current();
+        let home = self.inner.home.get_or_init(|| here.clone());
+        if home.id() == here.id() {
+            return Ok(fut.await);
+        }
+        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+        impl<T> Drop for AbortOnDrop<T> {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let mut task = AbortOnDrop(home.spawn(fut));
+        (&mut task.0)
+            .await
+            .map_err(|e| connector_error(format!("the connector task failed: {e}")))
+    }
+
+    fn audit(
+        &self,
+        who: &Caller,
+        connector: &str,
+        target: &str,
+        rows: Option<u64>,
+        start: (SystemTime, Instant),
+        outcome: Outcome,
+    ) {
+        let record = AuditRecord {
+            time: start.0,
+            package: who.package.clone(),
+            call_id: who.call_id,
+            run_id: who.run_id.clone(),
+            connector: connector.to_owned(),
+            target: target.to_owned(),
+            rows,
+            duration: start.1.elapsed(),
+            outcome,
+        };
+        audit::trace(&record);
+        let sink = self
+            .inner
+            .sink
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(sink) = sink {
+            sink.record(&record);
+        }
+    }
+
+    async fn serve(self, req: HostRequest) -> Result<Value, HostFailure> {
+        let payload = req
+            .payload
+            .decode()
+            .map_err(|e| connector_error(format!("{}: undecodable payload: {e}", req.method)))?;
+        let reference = req.reference.as_deref().unwrap_or("");
+        let module = reference.split(':').next().unwrap_or(reference);
+        let who = Caller {
+            package: module.split('.').next().unwrap_or(module).to_owned(),
+            pool: req.pool.clone(),
+            call_id: req.call_id,
+            run_id: req.run_id.clone(),
+        };
+        match req.method.as_str() {
+            "sql.run" => self.sql_run(&who, &payload).await,
+            "api.call" => self.api_call(&who, &payload).await,
+            "tx.begin" => self.tx_begin(&who, &payload).await,
+            "tx.execute" => self.tx_execute(&who, &payload).await,
+            "tx.commit" => self.tx_end(&who, &payload, true).await,
+            "tx.rollback" => self.tx_end(&who, &payload, false).await,
+            other => Err(failure(
+                "UnknownMethod",
+                format!("the supervisor has no host method {other:?}"),
+            )),
+        }
+    }
+
+    /// A named query: grants, parameters, hooks, then the database.
+    async fn sql_run(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
+        let connector = str_field(payload, "sql.run", "connector")?;
+        let query = str_field(payload, "sql.run", "query")?;
+        let params = map_field(payload, "sql.run", "params")?;
+        let start = (SystemTime::now(), Instant::now());
+        let Some(cfg) = self.inner.config.sql.get(connector) else {
+            return Err(connector_error(self.unknown("SQL", connector)));
+        };
+        let denied = |why: String| {
+            self.audit(who, connector, query, None, start, Outcome::Denied);
+            Err(permission_error(why))
+        };
+        if !self.inner.grants.connector(&who.package, connector) {
+            return denied(grant_hint(&who.package, connector, "connectors"));
+        }
+        let Some(named) = cfg.queries.get(query) else {
+            self.audit(who, connector, query, None, start, Outcome::Failed);
+            let known: Vec<&str> = cfg.queries.keys().map(String::as_str).collect();
+            return Err(connector_error(format!(
+                "connector {connector:?} has no query {query:?} (it has: {}); add it to [sql.{}.queries] in connectors.toml",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") },
+                config_key(connector)
+            )));
+        };
+        let write = query.ends_with(":write");
+        if write && !self.inner.grants.write(&who.package) {
+            return denied(format!(
+                "package {:?} may not run write query {query:?} of connector {connector:?}: set write = true in [plugins.{}] in app.toml",
+                who.package,
+                config_key(&who.package)
+            ));
+        }
+        let values = match named.bind_values(&params) {
+            Ok(v) => v.into_iter().cloned().collect::<Vec<Value>>(),
+            Err(why) => {
+                self.audit(who, connector, query, None, start, Outcome::Failed);
+                return Err(connector_error(format!(
+                    "connector {connector:?}, query {query:?}: {why}"
+                )));
+            }
+        };
+        if let Err(veto) = self.before_query(connector, query, &who.package).await {
+            self.audit(who, connector, query, None, start, Outcome::Vetoed);
+            return Err(veto);
+        }
+        let pool = self.inner.sql[connector].clone();
+        let (name, sql, names) = (query.to_owned(), named.sql.clone(), named.params.clone());
+        let mode = if write { Mode::Write } else { Mode::Read };
+        let res = self
+            .on_home(async move {
+                let refs: Vec<&Value> = values.iter().collect();
+                sql::run_named(&pool, &name, &sql, &refs, &names, mode).await
+            })
+            .await?;
+        match res {
+            Ok(out) => {
+                self.audit(
+                    who,
+                    connector,
+                    query,
+                    Some(out.affected),
+                    start,
+                    Outcome::Ok,
+                );
+                Ok(if write {
+                    Value::map([("rows_affected", Value::Int(out.affected as i64))])
+                } else {
+                    Value::List(out.rows)
+                })
+            }
+            Err(e) => {
+                self.audit(who, connector, query, None, start, Outcome::Failed);
+                Err(connector_error(self.inner.config.scrub(&format!(
+                    "connector {connector:?}, query {query:?}: {e}"
+                ))))
+            }
+        }
+    }
+
+    /// Calls the `connector.before_query` hooks in their pool; the first that fails
+    /// vetoes the query.
+    async fn before_query(
+        &self,
+        connector: &str,
+        query: &str,
+        package: &str,
+    ) -> Result<(), HostFailure> {
+        let Some(hooks) = &self.inner.hooks else {
+            return Ok(());
+        };
+        let pool = hooks
+            .pool
+            .get_or_init(|| async {
+                let builder = hooks
+                    .builder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                match builder {
+                    Some(b) => b
+                        .name("connector-hooks")
+                        .build()
+                        .await
+                        .map_err(|e| e.to_string()),
+                    None => Err("the hooks' pool was not given".to_owned()),
+                }
+            })
+            .await
+            .as_ref()
+            .map_err(|e| connector_error(format!("the {BEFORE_QUERY} hooks cannot run: {e}")))?;
+        let payload: Vec<(String, Value)> = vec![
+            ("connector".into(), connector.into()),
+            ("query".into(), query.into()),
+            ("package".into(), package.into()),
+        ];
+        for r in &hooks.refs {
+            if let Err(e) = pool
+                .submit(Call::new(r.as_str()).context(payload.clone()))
+                .await
+            {
+                let message = match e {
+                    CallError::Raised(x) => x.message,
+                    other => other.to_string(),
+                };
+                return Err(permission_error(format!(
+                    "{BEFORE_QUERY} hook {r} vetoed query {query:?} of connector {connector:?}: {message}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn api_call(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
+        let connector = str_field(payload, "api.call", "connector")?;
+        let endpoint = str_field(payload, "api.call", "endpoint")?;
+        let params = map_field(payload, "api.call", "params")?;
+        let start = (SystemTime::now(), Instant::now());
+        let Some(client) = self.inner.api.get(connector) else {
+            return Err(connector_error(self.unknown("API", connector)));
+        };
+        if !self.inner.grants.connector(&who.package, connector) {
+            self.audit(who, connector, endpoint, None, start, Outcome::Denied);
+            return Err(permission_error(grant_hint(
+                &who.package,
+                connector,
+                "connectors",
+            )));
+        }
+        let Some(ep) = client.cfg.endpoints.get(endpoint) else {
+            self.audit(who, connector, endpoint, None, start, Outcome::Failed);
+            let known: Vec<&str> = client.cfg.endpoints.keys().map(String::as_str).collect();
+            return Err(connector_error(format!(
+                "connector {connector:?} has no endpoint {endpoint:?} (it has: {}); add it to [api.{}.endpoints] in connectors.toml",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") },
+                config_key(connector)
+            )));
+        };
+        match client.call(endpoint, ep, &params).await {
+            Ok((status, body)) => {
+                let outcome = if status >= 400 {
+                    Outcome::HttpError(status)
+                } else {
+                    Outcome::Ok
+                };
+                self.audit(who, connector, endpoint, None, start, outcome);
+                Ok(Value::map([
+                    ("status", Value::Int(status.into())),
+                    ("body", body),
+                ]))
+            }
+            Err(f) => {
+                self.audit(who, connector, endpoint, None, start, Outcome::Failed);
+                let why = match f {
+                    CallFailure::Usage(m) => m,
+                    CallFailure::Transport(e) if e.is_timeout() => {
+                        format!("no answer within {:?}", client.cfg.timeout)
+                    }
+                    CallFailure::Transport(e) => {
+                        let mut causes = String::new();
+                        let mut src = std::error::Error::source(&e);
+                        while let Some(s) = src {
+                            causes.push_str(&format!(": {s}"));
+                            src = s.source();
+                        }
+                        let m = format!("{}{causes}", e.without_url());
+                        format!("cannot reach {}: {m}", client.cfg.base_url)
+                    }
+                };
+                Err(connector_error(self.inner.config.scrub(&format!(
+                    "connector {connector:?}, endpoint {endpoint:?}: {why}"
+                ))))
+            }
+        }
+    }
+
+    async fn tx_begin(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
+        let connector = str_field(payload, "tx.begin", "pool")?.to_owned();
+        let start = (SystemTime::now(), Instant::now());
+        let Some(pool) = self.inner.sql.get(&connector).cloned() else {
+            return Err(connector_error(self.unknown("SQL", &connector)));
+        };
+        if !self.inner.grants.raw_pool(&who.package, &connector) {
+            self.audit(who, &connector, "transaction", None, start, Outcome::Denied);
+            return Err(permission_error(format!(
+                "package {:?} may not open transactions on {connector:?}: add {connector:?} to [plugins.{}] raw_pools in app.toml",
+                who.package,
+                config_key(&who.package)
+            )));
+        }
+        let Some(call_id) = who.call_id else {
+            return Err(connector_error(
+                "a transaction belongs to a call: begin it from the plugin function, not from a thread of its own after the call",
+            ));
+        };
+        let (cmds, rx) = mpsc::unbounded_channel();
+        let (began_tx, began) = oneshot::channel();
+        let this = self.clone();
+        let (package, run_id, name) = (who.package.clone(), who.run_id.clone(), connector.clone());
+        let dialect = self.inner.config.sql[&connector].backend.dialect();
+        self.on_home(async move {
+            tokio::spawn(async move {
+                let (rows, outcome) = transaction(&pool, rx, began_tx).await;
+                let who = Caller {
+                    package,
+                    pool: Arc::from(""),
+                    call_id: Some(call_id),
+                    run_id,
+                };
+                this.audit(&who, &name, "transaction", rows, start, outcome);
+            });
+        })
+        .await?;
+        match began.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(connector_error(self.inner.config.scrub(&format!(
+                    "connector {connector:?}: cannot begin a transaction: {e}"
+                ))))
+            }
+            Err(_) => return Err(connector_error("the transaction task ended")),
+        }
+        // Registered only now: if this request is dropped before (its call ended), the
+        // channel closes with it and the transaction task rolls back by itself.
+        let id = self.inner.next_tx.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id,
+                Tx {
+                    pool: who.pool.clone(),
+                    call_id,
+                    cmds,
+                    dialect,
+                },
+            );
+        Ok(Value::map([("tx", Value::Int(id as i64))]))
+    }
+
+    /// The channel of transaction `tx` of the caller's call.
+    fn tx_channel(
+        &self,
+        who: &Caller,
+        payload: &Value,
+        method: &str,
+    ) -> Result<(u64, mpsc::UnboundedSender<TxCmd>, Dialect), HostFailure> {
+        let id =
+            payload.get("tx").and_then(Value::as_i64).ok_or_else(|| {
+                connector_error(format!("{method}: the payload has no int \"tx\""))
+            })? as u64;
+        let txs = self.inner.txs.lock().unwrap_or_else(|p| p.into_inner());
+        match txs.get(&id) {
+            Some(t) if t.pool == who.pool && Some(t.call_id) == who.call_id => {
+                Ok((id, t.cmds.clone(), t.dialect))
+            }
+            _ => Err(connector_error(format!(
+                "transaction {id} is not open in this call (it was committed, rolled back, or belongs to another call)"
+            ))),
+        }
+    }
+
+    async fn tx_execute(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
+        let (id, cmds, dialect) = self.tx_channel(who, payload, "tx.execute")?;
+        let text = str_field(payload, "tx.execute", "sql")?;
+        let params = map_field(payload, "tx.execute", "params")?;
+        let sql = params::parse(text, dialect)
+            .map_err(|why| connector_error(format!("tx.execute: the SQL {why}")))?;
+        let (reply, answer) = oneshot::channel();
+        cmds.send(TxCmd::Execute { sql, params, reply })
+            .map_err(|_| connector_error(format!("transaction {id} has ended")))?;
+        match answer.await {
+            Ok(Ok(out)) => Ok(Value::map([
+                ("rowcount", Value::Int(out.affected as i64)),
+                ("rows", Value::List(out.rows)),
+            ])),
+            Ok(Err(e)) => Err(connector_error(
+                self.inner.config.scrub(&format!("transaction {id}: {e}")),
+            )),
+            Err(_) => Err(connector_error(format!("transaction {id} has ended"))),
+        }
+    }
+
+    async fn tx_end(
+        &self,
+        who: &Caller,
+        payload: &Value,
+        commit: bool,
+    ) -> Result<Value, HostFailure> {
+        let method = if commit { "tx.commit" } else { "tx.rollback" };
+        let (id, cmds, _) = self.tx_channel(who, payload, method)?;
+        self.inner
+            .txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let (reply, answer) = oneshot::channel();
+        let cmd = if commit {
+            TxCmd::Commit(reply)
+        } else {
+            TxCmd::Rollback(reply)
+        };
+        cmds.send(cmd)
+            .map_err(|_| connector_error(format!("transaction {id} has ended")))?;
+        match answer.await {
+            Ok(Ok(())) => Ok(Value::Nil),
+            Ok(Err(e)) => Err(connector_error(
+                self.inner
+                    .config
+                    .scrub(&format!("transaction {id}: {method}: {e}")),
+            )),
+            Err(_) => Err(connector_error(format!("transaction {id} has ended"))),
+        }
+    }
+
+    fn unknown(&self, kind: &str, name: &str) -> String {
+        let names: Vec<&str> = self.inner.config.names().collect();
+        format!(
+            "there is no {kind} connector {name:?} in {} (connectors: {})",
+            self.inner.config.file.display(),
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        )
+    }
+}
+
+/// Runs one transaction on its own task until it is committed, rolled back, or its
+/// channel closes (the call ended: rolled back). Returns the rows affected and how it
+/// ended.
+async fn transaction(
+    pool: &SqlPool,
+    mut rx: mpsc::UnboundedReceiver<TxCmd>,
+    began: oneshot::Sender<Result<(), SqlError>>,
+) -> (Option<u64>, Outcome) {
+    sql::with_backend!(pool, lazy, DB => {
+        let mut tx = match lazy.pool().begin().await {
+            Ok(tx) => tx,
+            Err(e) => {
+                let _ = began.send(Err(SqlError::Db(e)));
+                return (None, Outcome::Failed);
+            }
+        };
+        if began.send(Ok(())).is_err() {
+            let _ = tx.rollback().await;
+            return (None, Outcome::RolledBack);
+        }
+        let mut rows = 0;
+        while let Some(cmd) = rx.recv().await {
+            match cmd {
+                TxCmd::Execute { sql, params, reply } => {
+                    let res = match sql.bind_values(&params) {
+                        Err(why) => Err(SqlError::Param(why)),
+                        Ok(values) => match <DB as sql::Db>::info(&mut *tx, &sql.sql).await {
+                            Err(e) => Err(SqlError::Db(e)),
+                            Ok(info) => sql::execute::<DB>(&mut *tx, &sql.sql, &values, &sql.params, &info, Mode::Any).await,
+                        },
+                    };
+                    if let Ok(out) = &res {
+                        rows += out.affected;
+                    }
+                    let _ = reply.send(res);
+                }
+                TxCmd::Commit(reply) => {
+                    let res = tx.commit().await.map_err(SqlError::Db);
+                    let outcome = if res.is_ok() { Outcome::Committed } else { Outcome::Failed };
+                    let _ = reply.send(res);
+                    return (Some(rows), outcome);
+                }
+                TxCmd::Rollback(reply) => {
+                    let _ = reply.send(tx.rollback().await.map_err(SqlError::Db));
+                    return (Some(rows), Outcome::RolledBack);
+                }
+            }
+        }
+        let _ = tx.rollback().await;
+        (Some(rows), Outcome::RolledBack)
+    })
+}
+
+impl HostHandler for Connectors {
+    fn handle(&self, req: HostRequest) -> HostFuture {
+        Box::pin(self.clone().serve(req))
+    }
+
+    fn call_ended(&self, pool: &str, call_id: u64) {
+        // Dropping a transaction's channel makes its task roll back.
+        self.inner
+            .txs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, t| !(t.call_id == call_id && &*t.pool == pool));
+    }
+}
+
+fn grant_hint(package: &str, connector: &str, key: &str) -> String {
+    format!(
+        "package {package:?} may not use connector {connector:?}: add {connector:?} to [plugins.{}] {key} in app.toml",
+        config_key(package)
+    )
+}
+
+fn config_key(k: &str) -> String {
+    config::key(k)
+}
+
+fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str, HostFailure> {
+    payload
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| connector_error(format!("{method}: the payload has no str {key:?}")))
+}
+
+fn map_field(
+    payload: &Value,
+    method: &str,
+    key: &str,
+) -> Result<Vec<(String, Value)>, HostFailure> {
+    match payload.get(key) {
+        None | Some(Value::Nil) => Ok(Vec::new()),
+        Some(Value::Map(m)) => Ok(m.clone()),
+        Some(other) => Err(connector_error(format!(
+            "{method}: {key:?} is a {}, not a dict",
+            other.type_name()
+        ))),
+    }
+}
