@@ -467,3 +467,121 @@ async fn the_scheduler_loop_runs_a_job_at_its_tick_and_stops_cleanly() {
     tokio::join!(sched.run(stop), driver);
     f.close().await;
 }
+
+/// The seed's billing job end to end: the step reads and writes through the SQL
+/// connector, every connector call is audited with the run's id, and the audit records
+/// fit the history's audit table.
+#[tokio::test]
+async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
+    use snakepit_state::AuditEntry;
+    use std::sync::Mutex;
+
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("installs/jobs-billing");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["app.toml", "connectors.toml", "jobs.toml"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::os::unix::fs::symlink(plugins_dir().join("fx"), dir.path().join("plugins/fx")).unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("billing.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, customer TEXT, amount TEXT, period TEXT, status TEXT); \
+         INSERT INTO invoices (customer, amount, period, status) VALUES \
+           ('ACME', '120.00', '2026-05', 'draft'), ('Globex', '75.50', '2026-05', 'draft'), \
+           ('Initech', '10.00', '2026-05', 'issued'), ('Hooli', '42.00', '2026-06', 'draft')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let install = snakepit_host::Install::load(Some(dir.path()), None).unwrap();
+    let jobs = JobSet::load(&install).unwrap();
+    let audit = Arc::new(Mutex::new(Vec::new()));
+    let sink = audit.clone();
+    install
+        .connectors
+        .set_audit_sink(move |r: &snakepit_connectors::AuditRecord| {
+            sink.lock().unwrap().push(r.clone());
+        });
+    let store = open_state(Backend::Sqlite, dir.path()).await;
+    let host = Arc::new(
+        Host::start_checked(install)
+            .await
+            .expect("the install opens"),
+    );
+    let clock = Arc::new(ManualClock::new(at("2026-06-01T02:00:00Z")));
+    let runner = Runner::new(host.clone(), store.state.clone(), clock.clone());
+    let req = RunRequest {
+        job: "reissue-monthly-drafts".into(),
+        trigger: Trigger::Schedule,
+        scheduled_for: clock.now(),
+        params: vec![],
+        session_user: snakepit_jobs::SYSTEM_USER.into(),
+    };
+    let (_halt, rx) = watch::channel(None);
+    let (id, _) = runner.run(&jobs, req, None, rx).await.unwrap();
+    let rec = store.state.run(&id).await.unwrap().unwrap();
+    assert_eq!(rec.run.status, "succeeded", "{rec:#?}");
+    assert_eq!(result(&rec, 0), &json!({"rows_affected": 2}));
+    assert_eq!(
+        rec.logs[0].message,
+        "reissue period=2026-05 drafts=2 dry_run=False"
+    );
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT customer, status FROM invoices ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let issued: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, s)| s == "issued")
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(issued, ["ACME", "Globex", "Initech"]);
+
+    let records = audit.lock().unwrap().clone();
+    let targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        targets,
+        [
+            "drafts-for-period",
+            "issue-invoice:write",
+            "issue-invoice:write"
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|r| r.run_id.as_deref() == Some(id.as_str())));
+    for r in &records {
+        let outcome = r.outcome.to_string();
+        store
+            .state
+            .insert_audit(&AuditEntry {
+                time: r.time.into(),
+                package: &r.package,
+                call_id: r.call_id.unwrap_or(0),
+                run_id: r.run_id.as_deref(),
+                connector: &r.connector,
+                target: &r.target,
+                rows: r.rows,
+                duration_us: r.duration.as_micros() as u64,
+                outcome: &outcome,
+            })
+            .await
+            .unwrap();
+    }
+    let stored = store.state.audit(10).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert!(stored
+        .iter()
+        .all(|a| a.run_id.as_deref() == Some(id.as_str()) && a.package == "fx"));
+    assert_eq!(stored[2].row_count, Some(2), "the read's row count");
+    host.shutdown(Duration::from_secs(2)).await;
+    store.close().await;
+    db.close().await;
+}

@@ -73,3 +73,15 @@ def hang(*, marker: str, seconds: float = 60.0, **ctx) -> None:
 
 def nothing(**ctx) -> None:
     return None
+
+
+def reissue(*, period: str, dry_run: bool = False, **ctx) -> dict:
+    """The seed's billing step: issue every draft invoice of `period`."""
+    billing = ctx["connectors"].sql("billing")
+    drafts = billing.run("drafts-for-period", period=period)
+    log.info("reissue period=%s drafts=%d dry_run=%s", period, len(drafts), dry_run)
+    if dry_run:
+        return {"rows_affected": 0, "matched": len(drafts)}
+    for draft in drafts:
+        billing.run("issue-invoice:write", id=draft["id"])
+    return {"rows_affected": len(drafts)}
