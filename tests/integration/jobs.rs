@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use snakepit_host::Host;
-use snakepit_jobs::{Clock, Halt, JobSet, ManualClock, RunRequest, Runner, Scheduler, StepCaller};
+use snakepit_jobs::{
+    AuditLog, Clock, Halt, JobSet, ManualClock, RunRequest, Runner, Scheduler, StepCaller,
+};
 use snakepit_state::{RunRecord, State, Trigger};
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -469,13 +471,10 @@ async fn the_scheduler_loop_runs_a_job_at_its_tick_and_stops_cleanly() {
 }
 
 /// The seed's billing job end to end: the step reads and writes through the SQL
-/// connector, every connector call is audited with the run's id, and the audit records
-/// fit the history's audit table.
+/// connector, and every connector call lands in the history's audit table with the
+/// run's id (and in the run's record).
 #[tokio::test]
 async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
-    use snakepit_state::AuditEntry;
-    use std::sync::Mutex;
-
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("installs/jobs-billing");
     let dir = tempfile::tempdir().unwrap();
     for f in ["app.toml", "connectors.toml", "jobs.toml"] {
@@ -501,14 +500,8 @@ async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
 
     let install = snakepit_host::Install::load(Some(dir.path()), None).unwrap();
     let jobs = JobSet::load(&install).unwrap();
-    let audit = Arc::new(Mutex::new(Vec::new()));
-    let sink = audit.clone();
-    install
-        .connectors
-        .set_audit_sink(move |r: &snakepit_connectors::AuditRecord| {
-            sink.lock().unwrap().push(r.clone());
-        });
     let store = open_state(Backend::Sqlite, dir.path()).await;
+    let audit = AuditLog::attach(&install.connectors, &store.state);
     let host = Arc::new(
         Host::start_checked(install)
             .await
@@ -544,43 +537,33 @@ async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
         .collect();
     assert_eq!(issued, ["ACME", "Globex", "Initech"]);
 
-    let records = audit.lock().unwrap().clone();
-    let targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+    audit.flush().await;
+    let rec = store.state.run(&id).await.unwrap().unwrap();
+    let calls: Vec<(&str, &str, Option<i64>, &str)> = rec
+        .connector_calls
+        .iter()
+        .map(|c| {
+            (
+                c.package.as_str(),
+                c.target.as_str(),
+                c.row_count,
+                c.outcome.as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        targets,
+        calls,
         [
-            "drafts-for-period",
-            "issue-invoice:write",
-            "issue-invoice:write"
+            ("fx", "drafts-for-period", Some(2), "ok"),
+            ("fx", "issue-invoice:write", Some(1), "ok"),
+            ("fx", "issue-invoice:write", Some(1), "ok"),
         ]
     );
-    assert!(records
+    assert!(rec
+        .connector_calls
         .iter()
-        .all(|r| r.run_id.as_deref() == Some(id.as_str())));
-    for r in &records {
-        let outcome = r.outcome.to_string();
-        store
-            .state
-            .insert_audit(&AuditEntry {
-                time: r.time.into(),
-                package: &r.package,
-                call_id: r.call_id.unwrap_or(0),
-                run_id: r.run_id.as_deref(),
-                connector: &r.connector,
-                target: &r.target,
-                rows: r.rows,
-                duration_us: r.duration.as_micros() as u64,
-                outcome: &outcome,
-            })
-            .await
-            .unwrap();
-    }
-    let stored = store.state.audit(10).await.unwrap();
-    assert_eq!(stored.len(), 3);
-    assert!(stored
-        .iter()
-        .all(|a| a.run_id.as_deref() == Some(id.as_str()) && a.package == "fx"));
-    assert_eq!(stored[2].row_count, Some(2), "the read's row count");
+        .all(|c| c.run_id.as_deref() == Some(id.as_str())));
+    assert_eq!(store.state.audit(10).await.unwrap().len(), 3);
     host.shutdown(Duration::from_secs(2)).await;
     store.close().await;
     db.close().await;

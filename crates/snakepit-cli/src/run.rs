@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use snakepit_host::{Host, HostError};
-use snakepit_jobs::{Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock};
+use snakepit_jobs::{
+    AuditLog, Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock,
+};
 use snakepit_state::{level_name, RunStatus, State, StateError, StepStatus, Trigger};
 use tokio::sync::{mpsc, watch};
 
@@ -85,6 +87,7 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
     };
     job.params_with(&opts.params).map_err(CliError::Usage)?;
     let state = open_state(&apps).await?;
+    let audit = AuditLog::attach(&apps.connectors, &state);
     let host = Arc::new(Host::start_checked(apps).await?);
     let clock = Arc::new(SystemClock);
     let runner = Runner::new(host.clone(), state.clone(), clock.clone());
@@ -107,6 +110,7 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
     let _ = printer.await;
     signals.abort();
     host.shutdown(SHUTDOWN).await;
+    audit.flush().await;
     let (id, status) = result.map_err(|e| match e {
         RunError::State(e) => state_error(e),
         e => CliError::Usage(e.to_string()),

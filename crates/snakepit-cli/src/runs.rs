@@ -29,8 +29,13 @@ fn time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// `12ms`, `3.4s`, `2m 5s`.
 fn seconds(d: std::time::Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
+    match d.as_millis() {
+        ms @ 0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", d.as_secs_f64()),
+        _ => format!("{}m {}s", d.as_secs() / 60, d.as_secs() % 60),
+    }
 }
 
 /// The run table (or, with `--json`, the runs as a JSON list).
@@ -158,6 +163,24 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
                     out.push('\n');
                 }
             }
+        }
+    }
+    if !rec.connector_calls.is_empty() {
+        out.push_str("\nconnector calls\n");
+        for c in &rec.connector_calls {
+            let rows = c
+                .row_count
+                .map(|n| format!(", {n} rows"))
+                .unwrap_or_default();
+            let took = seconds(std::time::Duration::from_micros(c.duration_us.max(0) as u64));
+            out.push_str(&format!(
+                "  {} {} {}.{} — {}{rows}, {took}\n",
+                c.time.format("%H:%M:%S%.3f"),
+                c.package,
+                c.connector,
+                c.target,
+                c.outcome
+            ));
         }
     }
     out.push_str("\nlogs\n");

@@ -20,6 +20,9 @@
 //! reference that does not bind), after [`backoff_delay`] measured on the [`Clock`].
 //! A step that fails after its retries fails the run; later steps are `skipped`.
 //!
+//! [`AuditLog::attach`] keeps the connectors' audit records (each tagged with the run
+//! id of the call that made it) in the same database, table `audit`.
+//!
 //! All time goes through the [`Clock`] trait: [`SystemClock`] in production,
 //! [`ManualClock`] in tests of backoff and scheduling.
 //!
@@ -65,12 +68,14 @@
 //! # }
 //! ```
 
+mod audit;
 mod clock;
 mod jobset;
 mod runner;
 mod scheduler;
 mod template;
 
+pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use jobset::{JobDef, JobSet, StepDef};
 pub use runner::{

@@ -341,6 +341,8 @@ pub struct RunRecord {
     pub run: Run,
     pub steps: Vec<Step>,
     pub logs: Vec<LogLine>,
+    /// The connector calls its steps made, from the audit log.
+    pub connector_calls: Vec<AuditRow>,
 }
 
 /// Which runs to list: the latest `limit` (at least 1), of `job` or of all jobs.
@@ -810,7 +812,7 @@ impl State {
             }
         };
         let Some(run) = run else { return Ok(None) };
-        let (steps, logs): (Vec<StepRow>, Vec<LogLine>) = with_db!(self, p => {
+        let (steps, logs, connector_calls): (Vec<StepRow>, Vec<LogLine>, Vec<AuditRow>) = with_db!(self, p => {
             let steps = sqlx::query_as::<_, StepRow>(
                 "SELECT position, name, status, attempts, result, error_type, error_message, \
                  error_traceback, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
@@ -825,12 +827,19 @@ impl State {
             .bind(&run.id)
             .fetch_all(p)
             .await?;
-            (steps, logs)
+            let calls = sqlx::query_as::<_, AuditRow>(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE run_id = $1 ORDER BY id"
+            ))
+            .bind(&run.id)
+            .fetch_all(p)
+            .await?;
+            (steps, logs, calls)
         });
         Ok(Some(RunRecord {
             run,
             steps: steps.into_iter().map(Step::from).collect(),
             logs,
+            connector_calls,
         }))
     }
 
@@ -899,14 +908,12 @@ impl State {
         Ok(())
     }
 
-    /// The audit log, newest first: (time, package, call_id, run_id, connector, target,
-    /// rows, duration_us, outcome).
+    /// The audit log, newest first.
     pub async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>, StateError> {
         let rows = with_db!(self, p => {
-            sqlx::query_as::<_, AuditRow>(
-                "SELECT time, package, call_id, run_id, connector, target, row_count, duration_us, \
-                 outcome FROM audit ORDER BY id DESC LIMIT $1",
-            )
+            sqlx::query_as::<_, AuditRow>(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT $1"
+            ))
             .bind(i64::from(limit))
             .fetch_all(p)
             .await?
@@ -919,6 +926,10 @@ impl State {
         with_db!(self, p => p.close().await);
     }
 }
+
+/// The columns of [`AuditRow`].
+const AUDIT_COLUMNS: &str =
+    "time, package, call_id, run_id, connector, target, row_count, duration_us, outcome";
 
 /// One row of the audit log as read back.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
