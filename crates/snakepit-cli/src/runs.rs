@@ -174,7 +174,7 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
                 .unwrap_or_default();
             let took = seconds(std::time::Duration::from_micros(c.duration_us.max(0) as u64));
             out.push_str(&format!(
-                "  {} {} {}.{} — {}{rows}, {took}\n",
+                "  {} {} → {}.{} — {}{rows}, {took}\n",
                 c.time.format("%H:%M:%S%.3f"),
                 c.package,
                 c.connector,

@@ -261,6 +261,32 @@ fn killed_mid_step(state: Option<&str>) {
 }
 
 #[test]
+fn sigterm_cancels_the_run_and_records_it_cancelled() {
+    let dir = install(None);
+    let marker = dir.path().join("hang");
+    let param = format!("dir={}", dir.path().display());
+    let child = command(dir.path(), &["run", "hang", "--param", &param])
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < until, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rec = json(&out);
+    assert_eq!(rec["status"], "cancelled");
+    assert_eq!(rec["steps"][0]["status"], "cancelled");
+    assert_eq!(rec["error"], "cancelled during step \"hang\"");
+}
+
+#[test]
 fn a_run_whose_supervisor_was_killed_is_shown_interrupted_sqlite() {
     killed_mid_step(None);
 }
