@@ -470,6 +470,59 @@ async fn the_scheduler_loop_runs_a_job_at_its_tick_and_stops_cleanly() {
     f.close().await;
 }
 
+#[tokio::test]
+async fn a_stopped_scheduler_interrupts_the_runs_still_going_after_its_grace() {
+    let f = fixture(Backend::Sqlite, "").await;
+    let clock = Arc::new(ManualClock::new(at("2026-12-31T23:59:59Z")));
+    let caller: Arc<dyn StepCaller> = f.host.clone();
+    let sched = Scheduler::new(caller, f.state.clone(), clock.clone(), f.jobs.clone())
+        .grace(Duration::from_millis(300));
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stop = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    let state = f.state.clone();
+    let driver = async {
+        wait_for("the scheduler to sleep", Duration::from_secs(10), || {
+            clock.sleeping() > 0
+        })
+        .await;
+        clock.set(at("2027-01-01T00:00:00Z"));
+        let until = Instant::now() + Duration::from_secs(20);
+        let id = loop {
+            let runs = state.runs(&Default::default()).await.unwrap();
+            if let Some(r) = runs.iter().find(|r| r.job == "new-year") {
+                let rec = state.run(&r.id).await.unwrap().unwrap();
+                if rec.logs.iter().any(|l| l.message.starts_with("hanging")) {
+                    break r.id.clone();
+                }
+            }
+            assert!(
+                Instant::now() < until,
+                "the new-year run never started its step"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        stop_tx.send(true).unwrap();
+        id
+    };
+    let started = Instant::now();
+    let ((), id) = tokio::join!(sched.run(stop), driver);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the grace is 300 ms, not the step's 60 s"
+    );
+    let rec = f.state.run(&id).await.unwrap().unwrap();
+    assert_eq!(rec.run.status, "interrupted", "{rec:#?}");
+    assert_eq!(rec.run.scheduled_for, at("2027-01-01T00:00:00Z"));
+    assert_eq!(
+        rec.run.error.as_deref(),
+        Some("interrupted by a shutdown during step \"hang\"")
+    );
+    assert_eq!(rec.steps[0].status, "interrupted");
+    f.close().await;
+}
+
 /// The seed's billing job end to end: the step reads and writes through the SQL
 /// connector, and every connector call lands in the history's audit table with the
 /// run's id (and in the run's record).

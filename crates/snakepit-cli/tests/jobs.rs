@@ -114,7 +114,7 @@ fn run_shows_progress_prints_the_record_and_exits_by_outcome() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(
-        err.contains("there is no job named \"nope\"; the jobs are: crashy, etl, failing, fails-fast, flaky, hang, hourly, too-slow"),
+        err.contains("there is no job named \"nope\"; the jobs are: crashy, etl, failing, fails-fast, flaky, hang, hourly, new-year, too-slow"),
         "{err}"
     );
     assert!(out.stdout.is_empty());

@@ -64,10 +64,11 @@ def boom(**ctx) -> None:
         raise ValueError("boom") from e
 
 
-def hang(*, marker: str, seconds: float = 60.0, **ctx) -> None:
-    """Writes `marker`, then sleeps."""
+def hang(*, marker: str = "", seconds: float = 60.0, **ctx) -> None:
+    """Writes its pid to `marker` (if given), then sleeps."""
     log.info("hanging for %s s", seconds)
-    Path(marker).write_text(str(os.getpid()))
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
     time.sleep(seconds)
 
 
