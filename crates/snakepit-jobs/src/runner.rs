@@ -341,7 +341,18 @@ impl Runner {
         let sink = LogSink::spawn(self.state.clone());
         let ended = self.steps(&run, &sink, &emit, &mut halt).await;
         sink.flush().await;
-        let (status, error) = ended?;
+        let (status, error) = match ended {
+            Ok(ended) => ended,
+            Err(e) => {
+                // Best effort: the database may be back; else the next start finds the
+                // run's owner gone or its lease run out.
+                let why = format!("interrupted: the run history could not be written: {e}");
+                let _ = (self.state)
+                    .finish_run(id, RunStatus::Interrupted, Some(&why), self.clock.now())
+                    .await;
+                return Err(e);
+            }
+        };
         self.state
             .finish_run(id, status, error.as_deref(), self.clock.now())
             .await?;
