@@ -168,10 +168,11 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
     if !rec.connector_calls.is_empty() {
         out.push_str("\nconnector calls\n");
         for c in &rec.connector_calls {
-            let rows = c
-                .row_count
-                .map(|n| format!(", {n} rows"))
-                .unwrap_or_default();
+            let rows = match c.row_count {
+                Some(1) => ", 1 row".to_owned(),
+                Some(n) => format!(", {n} rows"),
+                None => String::new(),
+            };
             let took = seconds(std::time::Duration::from_micros(c.duration_us.max(0) as u64));
             out.push_str(&format!(
                 "  {} {} → {}.{} — {}{rows}, {took}\n",
