@@ -310,3 +310,37 @@ fn a_run_whose_supervisor_was_killed_is_shown_interrupted_postgres() {
     });
     killed_mid_step(Some(&format!("{base}?options=-c%20search_path%3D{schema}")));
 }
+
+#[test]
+fn a_bad_time_zone_or_state_url_is_named_with_the_fix() {
+    let dir = install(None);
+    let app = dir.path().join("app.toml");
+    let toml = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{toml}timezone = \"Mars/Olympus\"\n")).unwrap();
+    let out = snakepit(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "app.toml: [runtime] timezone: \"Mars/Olympus\" is not a time zone; use an IANA name"
+        ),
+        "{err}"
+    );
+    let out = snakepit(dir.path(), &["run", "etl"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an install with problems does not run"
+    );
+
+    std::fs::write(&app, format!("{toml}state = \"mysql://db/state\"\n")).unwrap();
+    let out = snakepit(dir.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "[runtime] state = \"mysql://db/state\" is not a state url: use sqlite://PATH"
+        ),
+        "{err}"
+    );
+}

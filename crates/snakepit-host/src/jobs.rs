@@ -487,9 +487,7 @@ pub fn parse_timezone(name: Option<&str>) -> Result<chrono_tz::Tz, String> {
     match name {
         None => Ok(chrono_tz::UTC),
         Some(n) => n.parse().map_err(|_| {
-            format!(
-                "[runtime] timezone = {n:?} is not a time zone; use an IANA name like \"UTC\" or \"Europe/Paris\""
-            )
+            format!("{n:?} is not a time zone; use an IANA name like \"UTC\" or \"Europe/Paris\"")
         }),
     }
 }
