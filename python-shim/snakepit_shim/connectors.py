@@ -297,8 +297,11 @@ class _TransactionState:
         if (exc_type is not None and issubclass(exc_type, CallCancelled)) or host.cancelling():
             # The call is being cancelled: its answer says so, nothing of it is committed,
             # and the supervisor rolls back what is still open when the call ends (a
-            # sync call could not even wait for a reply now).
+            # sync call could not even wait for a reply now). A block that ended
+            # normally must not go on as if it had committed.
             self.state = "abandoned"
+            if exc_type is None:
+                raise CallCancelled()
             return None
         if exc_type is None:
             self.state = "committed"
@@ -391,6 +394,9 @@ class SyncTransaction(_TransactionState):
 
 _CONNECTORS = ConnectorRegistry()
 _POOLS = PoolRegistry()
+# logger name -> logging.getLogger(name), which is the same object for ever: kept here
+# to skip getLogger's module lock on every call.
+_LOGGERS: Dict[str, logging.Logger] = {}
 
 
 def bind_objects(context: Dict[str, Any]) -> None:
@@ -401,6 +407,9 @@ def bind_objects(context: Dict[str, Any]) -> None:
         context["connectors"] = _CONNECTORS
     if "pools" in context:
         context["pools"] = _POOLS
-    logger = context.get("logger")
-    if type(logger) is str:
-        context["logger"] = logging.getLogger(logger)
+    name = context.get("logger")
+    if type(name) is str:
+        logger = _LOGGERS.get(name)
+        if logger is None:
+            logger = _LOGGERS[name] = logging.getLogger(name)
+        context["logger"] = logger

@@ -59,7 +59,8 @@ def only_connectors(connectors, job_id="none"):
 
 def uses_logger(logger):
     logger.info("issued %d invoices", 3)
-    return [isinstance(logger, logging.Logger), logger.name]
+    return [isinstance(logger, logging.Logger) and logger is logging.getLogger(logger.name),
+            logger.name]
 
 
 # ------------------------------------------------------------------ sql
@@ -250,6 +251,40 @@ def tx_sleeps(pools):
         time.sleep(60)
 
 
+_outcome = {}
+
+
+def tx_in_a_thread_of_a_cancelled_call(pools):
+    """A thread's block ends normally after the call was cancelled: no commit."""
+    import threading
+    from snakepit_shim import CallCancelled
+    go, done = threading.Event(), threading.Event()
+
+    def work():
+        try:
+            with pools.get("billing").begin_sync() as conn:
+                conn.execute("UPDATE x SET y = 1")
+                logging.getLogger("conny").warning("inside")
+                go.wait(10)
+            _outcome["thread"] = "committed"
+        except BaseException as exc:
+            _outcome["thread"] = type(exc).__name__
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=work).start()
+        done.wait()  # (not Thread.join: a signal that interrupts it marks the thread stopped)
+    except CallCancelled:
+        go.set()
+        done.wait(10)
+        raise
+
+
+def thread_outcome():
+    return _outcome.pop("thread", None)
+
+
 async def tx_sleeps_async(pools, entered=None):
     async with pools.get("billing").begin() as conn:
         logging.getLogger("conny").warning("inside")
@@ -389,11 +424,12 @@ def test_other_keys_and_kwargs_are_passed_as_they_are(sup):
 
 
 def test_logger_is_a_logger_whose_records_are_tagged_with_the_call(sup):
-    msg = sup.call("conny:uses_logger", {}, {"logger": "jobs.reissue-monthly-drafts"})
-    assert value(msg) == [True, "jobs.reissue-monthly-drafts"]
-    (log,) = [m for m in sup.logs if m[3] == "jobs.reissue-monthly-drafts"]
-    assert log[:6] == [LOG, msg[1], logging.INFO, "jobs.reissue-monthly-drafts",
-                       "issued 3 invoices", None]
+    for name in ("jobs.reissue-monthly-drafts", "jobs.other", "jobs.reissue-monthly-drafts"):
+        sup.logs.clear()
+        msg = sup.call("conny:uses_logger", {}, {"logger": name})
+        assert value(msg) == [True, name]
+        (log,) = [m for m in sup.logs if m[3] == name]
+        assert log[:6] == [LOG, msg[1], logging.INFO, name, "issued 3 invoices", None]
 
 
 def test_validate_accepts_the_context_object_keys(sup):
@@ -664,6 +700,7 @@ def test_execute_arguments(sup):
 
 @pytest.mark.parametrize("reference,methods", [
     ("conny:tx_sleeps", ["tx.begin", "tx.execute"]),
+    ("conny:tx_in_a_thread_of_a_cancelled_call", ["tx.begin", "tx.execute"]),
     ("conny:tx_sleeps_async", ["tx.begin"]),
 ])
 def test_a_cancelled_call_leaves_its_transaction_to_the_supervisor(sup, reference, methods):
@@ -673,6 +710,8 @@ def test_a_cancelled_call_leaves_its_transaction_to_the_supervisor(sup, referenc
     msg = sup.recv_until((RESULT, EXCEPTION))
     assert msg[:3] == [EXCEPTION, call_id, "cancelled"]
     assert sup.fake.methods() == methods  # no commit, no rollback
+    assert value(sup.call("conny:thread_outcome")) == (
+        "CallCancelled" if "thread" in reference else None)
     assert value(sup.call("conny:tx_sync", {}, {"pools": None}))  # the worker goes on
 
 

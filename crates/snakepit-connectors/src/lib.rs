@@ -155,6 +155,7 @@ impl std::fmt::Debug for Connectors {
 }
 
 /// Who is asking: the request's package and call.
+#[derive(Clone)]
 struct Caller {
     package: String,
     pool: Arc<str>,
@@ -262,11 +263,11 @@ impl Connectors {
                     .collect();
                 match sql::prepare_all(pool, &queries).await {
                     Ok(bad) => problems.extend(bad.into_iter().map(|(q, why)| ConnectorProblem {
-                        entry: format!("[sql.{}.queries] {}", config_key(name), config_key(&q)),
+                        entry: format!("[sql.{}.queries] {}", config::key(name), config::key(&q)),
                         reason: this.inner.config.scrub(&why),
                     })),
                     Err(e) => problems.push(ConnectorProblem {
-                        entry: format!("[sql.{}]", config_key(name)),
+                        entry: format!("[sql.{}]", config::key(name)),
                         reason: this.inner.config.scrub(&format!(
                             "cannot connect to {}: {}",
                             cfg.url.masked(),
@@ -389,7 +390,7 @@ impl Connectors {
             return Err(connector_error(format!(
                 "connector {connector:?} has no query {query:?} (it has: {}); add it to [sql.{}.queries] in connectors.toml",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config_key(connector)
+                config::key(connector)
             )));
         };
         let write = query.ends_with(":write");
@@ -397,7 +398,7 @@ impl Connectors {
             return denied(format!(
                 "package {:?} may not run write query {query:?} of connector {connector:?}: set write = true in [plugins.{}] in app.toml",
                 who.package,
-                config_key(&who.package)
+                config::key(&who.package)
             ));
         }
         let values = match named.bind_values(&params) {
@@ -440,8 +441,16 @@ impl Connectors {
             }
             Err(e) => {
                 self.audit(who, connector, query, None, start, Outcome::Failed);
+                let why = match e {
+                    SqlError::Db(sqlx::Error::PoolTimedOut) => format!(
+                        "no connection to {} within {:?} (is the server up? `snakepit check` tells why)",
+                        cfg.url.masked(),
+                        sql::ACQUIRE_TIMEOUT
+                    ),
+                    e => e.to_string(),
+                };
                 Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}, query {query:?}: {e}"
+                    "connector {connector:?}, query {query:?}: {why}"
                 ))))
             }
         }
@@ -522,7 +531,7 @@ impl Connectors {
             return Err(connector_error(format!(
                 "connector {connector:?} has no endpoint {endpoint:?} (it has: {}); add it to [api.{}.endpoints] in connectors.toml",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config_key(connector)
+                config::key(connector)
             )));
         };
         match client.call(endpoint, ep, &params).await {
@@ -574,7 +583,7 @@ impl Connectors {
             return Err(permission_error(format!(
                 "package {:?} may not open transactions on {connector:?}: add {connector:?} to [plugins.{}] raw_pools in app.toml",
                 who.package,
-                config_key(&who.package)
+                config::key(&who.package)
             )));
         }
         let Some(call_id) = who.call_id else {
@@ -585,18 +594,12 @@ impl Connectors {
         let (cmds, rx) = mpsc::unbounded_channel();
         let (began_tx, began) = oneshot::channel();
         let this = self.clone();
-        let (package, run_id, name) = (who.package.clone(), who.run_id.clone(), connector.clone());
+        let (owner, name) = (who.clone(), connector.clone());
         let dialect = self.inner.config.sql[&connector].backend.dialect();
         self.on_home(async move {
             tokio::spawn(async move {
                 let (rows, outcome) = transaction(&pool, rx, began_tx).await;
-                let who = Caller {
-                    package,
-                    pool: Arc::from(""),
-                    call_id: Some(call_id),
-                    run_id,
-                };
-                this.audit(&who, &name, "transaction", rows, start, outcome);
+                this.audit(&owner, &name, "transaction", rows, start, outcome);
             });
         })
         .await?;
@@ -788,12 +791,8 @@ impl HostHandler for Connectors {
 fn grant_hint(package: &str, connector: &str, key: &str) -> String {
     format!(
         "package {package:?} may not use connector {connector:?}: add {connector:?} to [plugins.{}] {key} in app.toml",
-        config_key(package)
+        config::key(package)
     )
-}
-
-fn config_key(k: &str) -> String {
-    config::key(k)
 }
 
 fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str, HostFailure> {
@@ -815,5 +814,153 @@ fn map_field(
             "{method}: {key:?} is a {}, not a dict",
             other.type_name()
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snakepit::RawValue;
+
+    fn request(call_id: u64, method: &str, payload: Value) -> HostRequest {
+        HostRequest {
+            pool: "default".into(),
+            worker: 0,
+            call_id: Some(call_id),
+            reference: Some("txs.mod:f".into()),
+            run_id: None,
+            method: method.into(),
+            payload: RawValue::encode(&payload),
+        }
+    }
+
+    async fn sqlite_connectors(dir: &std::path::Path) -> Connectors {
+        let toml = "[sql.billing]\nurl = \"sqlite://b.db?mode=rwc\"\n[sql.billing.queries]\ncount = \"SELECT count(*) AS n FROM t\"\n";
+        let cfg =
+            ConnectorsConfig::parse(toml, &dir.join("connectors.toml"), dir, |_| None).unwrap();
+        let mut m = BTreeMap::new();
+        m.insert(
+            "txs".to_owned(),
+            Grant {
+                raw_pools: Some(vec!["billing".into()]),
+                ..Default::default()
+            },
+        );
+        let c = Connectors::new(cfg, Grants::new(m), None).unwrap();
+        let setup = Value::map([("pool", Value::from("billing"))]);
+        let tx = c.handle(request(1, "tx.begin", setup)).await.unwrap();
+        let id = tx.get("tx").cloned().unwrap();
+        let ddl = Value::map([
+            ("tx", id.clone()),
+            ("sql", Value::from("CREATE TABLE t (x INTEGER)")),
+        ]);
+        c.handle(request(1, "tx.execute", ddl)).await.unwrap();
+        c.handle(request(1, "tx.commit", Value::map([("tx", id)])))
+            .await
+            .unwrap();
+        c
+    }
+
+    async fn count(c: &Connectors) -> Value {
+        let q = Value::map([
+            ("connector", Value::from("billing")),
+            ("query", Value::from("count")),
+        ]);
+        c.handle(request(99, "sql.run", q)).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_transaction_belongs_to_its_call_and_rolls_back_when_the_call_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let tx = c
+            .handle(request(
+                7,
+                "tx.begin",
+                Value::map([("pool", Value::from("billing"))]),
+            ))
+            .await
+            .unwrap();
+        let id = tx.get("tx").cloned().unwrap();
+        let insert = |call| {
+            let p = Value::map([
+                ("tx", id.clone()),
+                ("sql", Value::from("INSERT INTO t (x) VALUES (:x)")),
+                ("params", Value::map([("x", Value::Int(1))])),
+            ]);
+            c.handle(request(call, "tx.execute", p))
+        };
+        let done = insert(7).await.unwrap();
+        assert_eq!(done.get("rowcount"), Some(&Value::Int(1)));
+        // Another call cannot use it.
+        let e = insert(8).await.unwrap_err();
+        assert!(e.message.contains("is not open in this call"), "{e:?}");
+        assert_eq!(c.open_transactions(), 1);
+        // The call ends without a commit: rolled back.
+        c.call_ended("default", 7);
+        assert_eq!(c.open_transactions(), 0);
+        // Its write lock is gone (the next writer gets through) and its row with it.
+        let tx = c
+            .handle(request(
+                9,
+                "tx.begin",
+                Value::map([("pool", Value::from("billing"))]),
+            ))
+            .await
+            .unwrap();
+        let p = Value::map([
+            ("tx", tx.get("tx").cloned().unwrap()),
+            ("sql", Value::from("INSERT INTO t (x) VALUES (2)")),
+        ]);
+        c.handle(request(9, "tx.execute", p)).await.unwrap();
+        let p = Value::map([("tx", tx.get("tx").cloned().unwrap())]);
+        c.handle(request(9, "tx.commit", p)).await.unwrap();
+        let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
+        assert_eq!(count(&c).await, want);
+    }
+
+    #[tokio::test]
+    async fn unknown_names_and_payloads_are_sentences() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let e = c
+            .handle(request(
+                1,
+                "sql.run",
+                Value::map([
+                    ("connector", Value::from("crm")),
+                    ("query", Value::from("q")),
+                ]),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.type_name, "ConnectorError");
+        assert!(
+            e.message
+                .starts_with("there is no SQL connector \"crm\" in ")
+                && e.message.ends_with("(connectors: billing)"),
+            "{e:?}"
+        );
+        let e = c
+            .handle(request(1, "sql.run", Value::Nil))
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "sql.run: the payload has no str \"connector\"");
+        let e = c
+            .handle(request(1, "sql.drop", Value::Nil))
+            .await
+            .unwrap_err();
+        assert_eq!(e.type_name, "UnknownMethod");
+        let mut no_call = request(
+            1,
+            "tx.begin",
+            Value::map([("pool", Value::from("billing"))]),
+        );
+        no_call.call_id = None;
+        let e = c.handle(no_call).await.unwrap_err();
+        assert!(
+            e.message.starts_with("a transaction belongs to a call"),
+            "{e:?}"
+        );
     }
 }

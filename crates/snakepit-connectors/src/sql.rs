@@ -24,7 +24,7 @@ use crate::config::{Backend, SqlConfig};
 use crate::convert;
 
 /// How long acquiring a connection may take (connecting included).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a statement is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,10 @@ pub(crate) trait Db: Database {
     /// types of its parameters, SQLite the declared types of its columns.
     type Info: Send + Sync + 'static;
 
+    /// Whether a pooled connection is pinged before each use (a network connection may
+    /// have died; a SQLite one cannot, and the ping is a round trip to its thread).
+    const PING_BEFORE_USE: bool = true;
+
     fn info<'c>(
         conn: &'c mut Self::Connection,
         sql: &'c str,
@@ -112,6 +116,8 @@ fn unbindable(v: &Value) -> String {
 impl Db for Sqlite {
     /// The declared type of each column (upper case), when it has one.
     type Info = Vec<Option<String>>;
+
+    const PING_BEFORE_USE: bool = false;
 
     fn affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
@@ -555,6 +561,7 @@ impl<DB: Db> Lazy<DB> {
             sqlx::pool::PoolOptions::<DB>::new()
                 .max_connections(self.max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(DB::PING_BEFORE_USE)
                 .connect_lazy_with(self.options.clone())
         })
     }

@@ -25,7 +25,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// "line L, column C: [table] key message" from toml's span (1-based, columns in
+/// "line L, column C: `[table] key` message" from toml's span (1-based, columns in
 /// characters); the entry is read from the lines at and above the span. `kind` names
 /// the kind of file ("app.toml", "jobs.toml") in "is not a table of ...".
 pub fn toml_error(text: &str, e: &toml::de::Error, kind: &str) -> String {

@@ -63,6 +63,8 @@ pub use jobs::{
     check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
     Backoff, Job, JobsFile, JobsToml, Step, StepCheck, JOB_STEP_CONTEXT, TEMPLATES,
 };
+/// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
+pub use snakepit_connectors as connectors;
 
 /// The context keys the password validator receives (SPEC §2).
 pub const PASSWORD_CONTEXT: [&str; 3] = ["username", "password", "existing_user"];
