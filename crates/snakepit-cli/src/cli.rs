@@ -103,6 +103,29 @@ pub enum Command {
     /// Ask the running serve to reload: 0 once the new generation serves, 1 with the
     /// problems (the previous generation keeps serving).
     Reload,
+    /// Run a job now, recorded in the run history; progress on stderr, the run record
+    /// (JSON) on stdout. Exit 0 when it succeeded, 1 when not.
+    Run {
+        /// The job's name (from a jobs.toml).
+        job: String,
+        /// Override one of the job's params (repeatable).
+        #[arg(long = "param", value_name = "K=V", value_parser = crate::run::parse_param)]
+        params: Vec<(String, String)>,
+        /// The session user the steps see (default: the OS user).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+    },
+    /// The run history, newest first; `runs show ID` for one run.
+    Runs {
+        #[command(subcommand)]
+        show: Option<crate::runs::RunsCommand>,
+        /// Only this job's runs.
+        #[arg(long, value_name = "JOB")]
+        job: Option<String>,
+        /// How many runs.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: u32,
+    },
 }
 
 pub use snakepit_host::parse_duration;
@@ -179,5 +202,21 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         Command::Serve { graceful_timeout } => crate::serve::run(load()?, graceful_timeout).await,
         Command::Status => crate::remote::status(&dir()?, args.json).await,
         Command::Reload => crate::remote::reload(&dir()?, args.json).await,
+        Command::Run { job, params, user } => {
+            let opts = crate::run::Options {
+                job,
+                params,
+                user,
+                json: args.json,
+                quiet: args.quiet,
+            };
+            crate::run::run(load()?, opts).await
+        }
+        Command::Runs { show, job, limit } => match show {
+            Some(crate::runs::RunsCommand::Show { id }) => {
+                crate::runs::show(load()?, &id, args.json).await
+            }
+            None => crate::runs::list(load()?, job, limit, args.json).await,
+        },
     }
 }

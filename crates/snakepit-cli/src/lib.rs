@@ -9,6 +9,8 @@ mod cli;
 mod error;
 mod host_cmds;
 mod remote;
+mod run;
+mod runs;
 mod serve;
 
 use std::process::ExitCode;

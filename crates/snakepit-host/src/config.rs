@@ -52,9 +52,9 @@ pub struct RuntimeTable {
     pub max_worker_rss: Option<u64>,
     /// Whether `snakepit serve` reloads on code changes (default true).
     pub watch: Option<bool>,
-    /// Accepted for later versions (run history); not used yet.
+    /// The run history's database url (`snakepit_state::State::open_for_apps`).
     pub state: Option<String>,
-    /// Accepted for later versions (the scheduler); not used yet.
+    /// The IANA time zone of cron schedules and job templates (default UTC).
     pub timezone: Option<String>,
 }
 

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use snakepit::{CallError, Map, Pool};
 
-use crate::{load_jobs, HostError, Install, Problem, JOB_STEP_CONTEXT, PASSWORD_CONTEXT};
+use crate::{
+    load_jobs, timezone_problem, HostError, Install, Problem, JOB_STEP_CONTEXT, PASSWORD_CONTEXT,
+};
 
 /// One generation of an install's pools.
 pub(crate) struct Generation {
@@ -109,6 +111,7 @@ impl Generation {
             }
         }
         let (files, steps, mut problems) = load_jobs(&self.install.dir);
+        problems.extend(timezone_problem(&self.install));
         for step in steps {
             todo.push(Todo {
                 file: step.file,

@@ -1,7 +1,9 @@
 //! jobs.toml (SPEC §5), read for load-time checks: `<apps>/jobs.toml` and every
-//! `<apps>/plugins/<pkg>/jobs.toml`. Running jobs (the scheduler, retries, the run
-//! history) belongs to the jobs issue; this module only reads the files against their
-//! schema and finds what is wrong before any run.
+//! `<apps>/plugins/<pkg>/jobs.toml`. This module reads the files against their schema
+//! and finds what is wrong before any run; running them (templates, retries, the
+//! scheduler, the run history) is the `snakepit-jobs` crate's, which reads the jobs
+//! through [`load_jobs`], cron schedules through [`parse_cron`] and `[runtime]
+//! timezone` through [`parse_timezone`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -230,7 +232,7 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
                         kwargs: step
                             .kwargs
                             .iter()
-                            .map(|(k, v)| (k.clone(), to_value(v)))
+                            .map(|(k, v)| (k.clone(), to_value(&as_rendered(v, &job.params))))
                             .collect(),
                     }),
                 }
@@ -238,6 +240,29 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
         }
     }
     (files, steps, problems)
+}
+
+/// A kwarg with the type it has once rendered, for checking it against the
+/// callable's annotations: a string that is exactly one `${params.NAME}` takes the
+/// param's value (and type); every other template renders to a string.
+fn as_rendered(v: &toml::Value, params: &toml::Table) -> toml::Value {
+    match v {
+        toml::Value::String(s) => s
+            .strip_prefix("${params.")
+            .and_then(|r| r.strip_suffix('}'))
+            .and_then(|name| params.get(name))
+            .cloned()
+            .unwrap_or_else(|| v.clone()),
+        toml::Value::Array(a) => {
+            toml::Value::Array(a.iter().map(|v| as_rendered(v, params)).collect())
+        }
+        toml::Value::Table(t) => toml::Value::Table(
+            t.iter()
+                .map(|(k, v)| (k.clone(), as_rendered(v, params)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// `[[jobs]] "name"`, `[[jobs]] "name" step "step"`.
@@ -402,60 +427,84 @@ fn templates_in(value: &toml::Value, path: &str, params: &toml::Table) -> Vec<St
     out
 }
 
-/// Checks a 5-field cron expression: minute hour day-of-month month day-of-week, each
-/// a comma list of `*`, `N` or `N-M`, optionally `/STEP`, within the field's range.
+/// Checks a 5-field cron expression (see [`parse_cron`]).
 pub fn check_cron(s: &str) -> Result<(), String> {
-    const FIELDS: [(&str, u32, u32); 5] = [
-        ("minute", 0, 59),
-        ("hour", 0, 23),
-        ("day of month", 1, 31),
-        ("month", 1, 12),
-        ("day of week", 0, 7),
-    ];
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "has {} field(s); a schedule is 5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 2 1 * *\"",
-            fields.len()
-        ));
-    }
-    for (field, (what, lo, hi)) in fields.iter().zip(FIELDS) {
-        let bad = |why: &str| Err(format!("the {what} field {field:?} {why}"));
-        for part in field.split(',') {
-            let (base, step) = match part.split_once('/') {
-                Some((b, s)) => (b, Some(s)),
-                None => (part, None),
-            };
-            if let Some(step) = step {
-                match step.parse::<u32>() {
-                    Ok(n) if n >= 1 && step.bytes().all(|b| b.is_ascii_digit()) => {}
-                    _ => return bad("has a step that is not a number >= 1"),
-                }
-            }
-            if base == "*" {
-                continue;
-            }
-            let (a, b) = base.split_once('-').unwrap_or((base, base));
-            let num = |x: &str| {
-                (!x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
-                    .then(|| x.parse::<u32>().ok())
-                    .flatten()
-            };
-            match (num(a), num(b)) {
-                (Some(a), Some(b)) if a > b => return bad("has a range that runs backwards"),
-                (Some(a), Some(b)) if a < lo || b > hi => {
-                    return bad(&format!("is out of range {lo}-{hi}"))
-                }
-                (Some(_), Some(_)) => {}
-                _ => return bad("is not cron syntax (digits, *, ',', '-', '/')"),
-            }
-        }
-    }
-    Ok(())
+    parse_cron(s).map(|_| ())
 }
 
-/// A TOML value as the worker receives it.
-fn to_value(v: &toml::Value) -> Value {
+/// Parses a 5-field cron expression: minute hour day-of-month month day-of-week, each
+/// a comma list of `*`, `N` or `N-M`, optionally `/STEP`; month and weekday names
+/// (`JAN`, `MON`) are accepted; a day-of-month and a day-of-week both restricted match
+/// either (Vixie cron). Seconds, years and `@daily`-style nicknames are not: a schedule
+/// is the five fields of SPEC §5.
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    use croner::parser::{CronParser, Seconds, Year};
+    let fields = s.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "has {fields} field(s); a schedule is 5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 2 1 * *\""
+        ));
+    }
+    let parser = CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build();
+    parser.parse(s).map_err(|e| {
+        // Name the field: parse each one alone (the others `*`) with the same parser.
+        const FIELDS: [(&str, &str); 5] = [
+            ("minute", "0-59"),
+            ("hour", "0-23"),
+            ("day of month", "1-31"),
+            ("month", "1-12 or JAN-DEC"),
+            ("day of week", "0-7 or SUN-SAT"),
+        ];
+        let fields: Vec<&str> = s.split_whitespace().collect();
+        let bad = (0..5).find_map(|i| {
+            let alone: Vec<&str> = (0..5).map(|j| if j == i { fields[i] } else { "*" }).collect();
+            parser.parse(&alone.join(" ")).err().map(|e| (i, e))
+        });
+        match bad {
+            Some((i, e)) => {
+                let (what, range) = FIELDS[i];
+                let field = fields[i];
+                let e = e.to_string();
+                if e.contains("Range out of bounds") {
+                    format!("the {what} field {field:?} has a range that runs backwards or leaves {range}")
+                } else if e.contains("out of bounds") {
+                    format!("the {what} field {field:?} is out of range {range}")
+                } else {
+                    let why = e.rsplit(": ").next().unwrap_or(&e).trim_end_matches('.');
+                    format!("the {what} field {field:?} is not valid ({why}); it takes {range}, *, lists, ranges and /steps")
+                }
+            }
+            None => format!("is not a cron schedule: {e}"),
+        }
+    })
+}
+
+/// `[runtime] timezone`: an IANA name (`Europe/Paris`); UTC when not set.
+pub fn parse_timezone(name: Option<&str>) -> Result<chrono_tz::Tz, String> {
+    match name {
+        None => Ok(chrono_tz::UTC),
+        Some(n) => n.parse().map_err(|_| {
+            format!("{n:?} is not a time zone; use an IANA name like \"UTC\" or \"Europe/Paris\"")
+        }),
+    }
+}
+
+/// A bad `[runtime] timezone`, as a problem of app.toml (jobs run in that time zone).
+pub fn timezone_problem(install: &crate::Install) -> Option<Problem> {
+    let tz = install.config.runtime.timezone.as_deref();
+    parse_timezone(tz).err().map(|reason| Problem {
+        file: install.app_toml.clone(),
+        entry: "[runtime] timezone".into(),
+        reason,
+    })
+}
+
+/// A TOML value as the worker receives it: strings, integers, floats, booleans, lists
+/// and tables as themselves, a date as `date`, a date-time as `datetime`.
+pub fn to_value(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::Str(s.clone()),
         toml::Value::Integer(n) => Value::Int(*n),
@@ -510,21 +559,50 @@ mod tests {
             "*/15 * * * *",
             "0 9-17 * * 1-5",
             "0,30 * 1,15 * 0",
+            "0 2 * * MON",
         ] {
             assert_eq!(check_cron(ok), Ok(()), "{ok}");
         }
         for (bad, why) in [
             ("0 2 1 *", "has 4 field(s)"),
-            ("60 * * * *", "minute field \"60\" is out of range 0-59"),
-            ("* * * 0 *", "month field \"0\" is out of range 1-12"),
-            ("* 5-2 * * *", "runs backwards"),
+            ("0 0 2 1 * *", "has 6 field(s)"),
+            ("60 * * * *", "the minute field \"60\" is out of range 0-59"),
+            (
+                "* * * 0 *",
+                "the month field \"0\" is out of range 1-12 or JAN-DEC",
+            ),
+            (
+                "* 5-2 * * *",
+                "the hour field \"5-2\" has a range that runs backwards",
+            ),
             ("@daily", "has 1 field(s)"),
-            ("* * * * MON", "is not cron syntax"),
-            ("*/0 * * * *", "step that is not a number >= 1"),
+            (
+                "*/0 * * * *",
+                "the minute field \"*/0\" is not valid (Step cannot be zero)",
+            ),
+            (
+                "* * * * MONX",
+                "the day of week field \"MONX\" is not valid",
+            ),
         ] {
             let e = check_cron(bad).unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn next_ticks_in_a_time_zone() {
+        use chrono::TimeZone;
+        let tz = parse_timezone(Some("Europe/Paris")).unwrap();
+        let cron = parse_cron("0 2 1 * *").unwrap();
+        let from = tz.with_ymd_and_hms(2026, 5, 20, 12, 0, 0).unwrap();
+        let next = cron.find_next_occurrence(&from, false).unwrap();
+        assert_eq!(next, tz.with_ymd_and_hms(2026, 6, 1, 2, 0, 0).unwrap());
+        assert_eq!(next.naive_utc().to_string(), "2026-06-01 00:00:00");
+        assert!(parse_timezone(Some("Mars/Olympus"))
+            .unwrap_err()
+            .contains("is not a time zone"));
+        assert_eq!(parse_timezone(None), Ok(chrono_tz::UTC));
     }
 
     #[test]

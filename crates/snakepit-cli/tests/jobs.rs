@@ -1,0 +1,346 @@
+//! `snakepit run`, `snakepit runs` and `snakepit runs show`: progress on stderr, the
+//! run record on stdout, exit codes, the history table, one run in full, and a run
+//! whose supervisor was killed mid-step shown interrupted (SQLite and PostgreSQL).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The jobs fixture install (`tests/installs/jobs`) in a temporary apps dir, with
+/// `plugins/fx` linked to `tests/plugins/fx` and `state` as `[runtime] state`.
+fn install(state: Option<&str>) -> tempfile::TempDir {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let src = repo.join("tests/installs/jobs");
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = std::fs::read_to_string(src.join("app.toml")).unwrap();
+    app.push_str("\n[runtime]\nworkers = 1\n");
+    if let Some(url) = state {
+        app.push_str(&format!("state = {url:?}\n"));
+    }
+    std::fs::write(dir.path().join("app.toml"), app).unwrap();
+    std::fs::copy(src.join("jobs.toml"), dir.path().join("jobs.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("plugins")).unwrap();
+    std::os::unix::fs::symlink(
+        repo.join("tests/plugins/fx").canonicalize().unwrap(),
+        dir.path().join("plugins/fx"),
+    )
+    .unwrap();
+    dir
+}
+
+fn command(apps: &Path, args: &[&str]) -> Command {
+    let python =
+        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_snakepit"));
+    c.arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python)
+        .args(args)
+        .env_remove("LIBERTY_APPS_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn snakepit(apps: &Path, args: &[&str]) -> Output {
+    command(apps, args).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", text(&out.stdout), text(&out.stderr)))
+}
+
+#[test]
+fn run_shows_progress_prints_the_record_and_exits_by_outcome() {
+    let dir = install(None);
+    let out = snakepit(
+        dir.path(),
+        &["run", "etl", "--param", "region=us", "--user", "ada"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let rec = json(&out);
+    assert_eq!(rec["status"], "succeeded");
+    assert_eq!(rec["session_user"], "ada");
+    assert_eq!(rec["trigger"], "manual");
+    assert_eq!(rec["params"]["region"], "us");
+    assert!(rec["steps"][0]["result"]["tag"]
+        .as_str()
+        .unwrap()
+        .starts_with("us-etl-"));
+    assert_eq!(rec["logs"].as_array().unwrap().len(), 3, "{rec}");
+    for line in [
+        "of etl (2 steps, manual, user ada)",
+        "extract: attempt 1/1",
+        "extract: INFO fx.jobsteps: extract period=",
+        "extract: a print from extract",
+        "load: succeeded (attempt 1)",
+        "snakepit: run succeeded in",
+    ] {
+        assert!(err.contains(line), "{line:?} not in:\n{err}");
+    }
+
+    let out = snakepit(dir.path(), &["run", "fails-fast"]);
+    assert_eq!(out.status.code(), Some(1));
+    let rec = json(&out);
+    assert_eq!(rec["status"], "failed");
+    assert_eq!(rec["steps"][0]["error"]["type"], "ValueError");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("boom: failed after 1 attempt(s)") && err.contains("KeyError: 'inner'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("snakepit: run failed (step \"boom\" failed"),
+        "{err}"
+    );
+
+    let out = snakepit(dir.path(), &["run", "etl", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout).trim().lines().count(),
+        1,
+        "--json: one line"
+    );
+
+    let out = snakepit(dir.path(), &["run", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("there is no job named \"nope\"; the jobs are: crashy, etl, failing, fails-fast, flaky, hang, hourly, new-year, too-slow"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = snakepit(dir.path(), &["run", "etl", "--param", "limit=many"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("the param \"limit\" of \"etl\" is an integer"));
+}
+
+#[test]
+fn runs_lists_the_history_and_shows_one_run() {
+    let dir = install(None);
+    let out = snakepit(dir.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stderr).contains("no runs recorded yet"));
+    let ok = json(&snakepit(dir.path(), &["run", "etl", "--user", "ada"]));
+    let failed = json(&snakepit(dir.path(), &["run", "fails-fast"]));
+    let (ok_id, failed_id) = (ok["id"].as_str().unwrap(), failed["id"].as_str().unwrap());
+
+    let out = snakepit(dir.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(failed_id) && lines[1].contains("failed"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with(ok_id) && lines[2].contains(" ada ") && lines[2].contains("succeeded"),
+        "{table}"
+    );
+
+    let out = snakepit(
+        dir.path(),
+        &["runs", "--job", "etl", "--limit", "5", "--json"],
+    );
+    let runs = json(&out);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["id"], ok_id);
+
+    let out = snakepit(dir.path(), &["runs", "show", failed_id]);
+    assert_eq!(out.status.code(), Some(0));
+    let shown = text(&out.stdout);
+    for part in [
+        &format!("run {failed_id}"),
+        "status         failed — step \"boom\" failed",
+        "1. boom — failed (1 attempt",
+        "error: ValueError: boom",
+        "The above exception was the direct cause",
+        "ERROR snakepit.jobs: step failed",
+    ] {
+        assert!(shown.contains(part), "{part:?} not in:\n{shown}");
+    }
+    let out = snakepit(dir.path(), &["runs", "show", &ok_id[..19], "--json"]);
+    let rec = json(&out);
+    assert_eq!(rec["id"], ok_id, "a prefix names the run");
+    assert_eq!(rec["steps"][1]["result"]["got"]["step_name"], "extract");
+    let out = snakepit(dir.path(), &["runs", "show", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no run \"nope\""));
+}
+
+/// Starts `run hang`, SIGKILLs the CLI once the step is running, and checks that the
+/// next start shows the run interrupted.
+fn killed_mid_step(state: Option<&str>) {
+    let dir = install(state);
+    let marker = dir.path().join("hang");
+    let param = format!("dir={}", dir.path().display());
+    let mut child = command(dir.path(), &["run", "hang", "--param", &param])
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < until, "the step never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "snakepit run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let worker: i32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // While it runs, another start sees it running (its owner is alive), and the
+    // step's log line is in the history already: written as it happened.
+    let runs = json(&snakepit(dir.path(), &["runs", "--json"]));
+    assert_eq!(runs[0]["status"], "running", "{runs}");
+    let id = runs[0]["id"].as_str().unwrap().to_owned();
+    loop {
+        let rec = json(&snakepit(dir.path(), &["runs", "show", &id, "--json"]));
+        if rec["logs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["message"] == "hanging for 60.0 s")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the step's log line never reached the history"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let runs = json(&snakepit(dir.path(), &["runs", "--json"]));
+    assert_eq!(runs[0]["status"], "interrupted", "{runs}");
+    assert!(runs[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("stopped before the run finished"));
+    let id = runs[0]["id"].as_str().unwrap();
+    let shown = text(&snakepit(dir.path(), &["runs", "show", id]).stdout);
+    assert!(shown.contains("status         interrupted"), "{shown}");
+    assert!(
+        shown.contains("1. hang — interrupted (1 attempt"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("INFO fx.jobsteps: hanging for 60.0 s"),
+        "{shown}"
+    );
+    // The worker did not outlive its supervisor.
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{worker}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < until,
+            "the worker {worker} outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_cancels_the_run_and_records_it_cancelled() {
+    let dir = install(None);
+    let marker = dir.path().join("hang");
+    let param = format!("dir={}", dir.path().display());
+    let child = command(dir.path(), &["run", "hang", "--param", &param])
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < until, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let rec = json(&out);
+    assert_eq!(rec["status"], "cancelled");
+    assert_eq!(rec["steps"][0]["status"], "cancelled");
+    assert_eq!(rec["error"], "cancelled during step \"hang\"");
+}
+
+#[test]
+fn a_run_whose_supervisor_was_killed_is_shown_interrupted_sqlite() {
+    killed_mid_step(None);
+}
+
+#[test]
+fn a_run_whose_supervisor_was_killed_is_shown_interrupted_postgres() {
+    let base = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!("snakepit_cli_{}", std::process::id());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(base)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base} is needed for this test: {e}"));
+        sqlx::raw_sql(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    killed_mid_step(Some(&format!("{base}?options=-c%20search_path%3D{schema}")));
+}
+
+#[test]
+fn a_bad_time_zone_or_state_url_is_named_with_the_fix() {
+    let dir = install(None);
+    let app = dir.path().join("app.toml");
+    let toml = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, format!("{toml}timezone = \"Mars/Olympus\"\n")).unwrap();
+    let out = snakepit(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "app.toml: [runtime] timezone: \"Mars/Olympus\" is not a time zone; use an IANA name"
+        ),
+        "{err}"
+    );
+    let out = snakepit(dir.path(), &["run", "etl"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an install with problems does not run"
+    );
+
+    std::fs::write(&app, format!("{toml}state = \"mysql://db/state\"\n")).unwrap();
+    let out = snakepit(dir.path(), &["runs"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "[runtime] state = \"mysql://db/state\" is not a state url: use sqlite://PATH"
+        ),
+        "{err}"
+    );
+}

@@ -1,0 +1,740 @@
+//! Running one job: its steps in order, each with the job-step context of SPEC §2,
+//! retried with backoff, every change written to the run history as it happens.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use snakepit::{Call, CallError, LogRecord, Map, RawValue, Value};
+use snakepit_host::{Backoff, Host};
+use snakepit_state::{
+    LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus, Trigger, LEASE,
+    LEASE_RENEW,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::jobset::{JobDef, JobSet, StepDef};
+use crate::template::TemplateContext;
+
+/// The first retry delay; exponential backoff doubles it per attempt.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// The longest retry delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// The logger name of the runner's own lines in a run's log stream.
+pub const RUNNER_LOGGER: &str = "snakepit.jobs";
+/// The most log lines written in one transaction.
+const LOG_BATCH: usize = 200;
+
+/// What runs a step's callable: the plugin host, or whatever wraps it (a host that
+/// swaps worker generations on reload). Only `submit` is needed.
+pub trait StepCaller: Send + Sync + 'static {
+    /// Calls `reference` in the pool of its package; `options` sets the rest of the
+    /// call (kwargs, context, timeout, logs, run id).
+    fn call_step<'a>(
+        &'a self,
+        reference: &'a str,
+        options: Box<dyn FnOnce(Call) -> Call + Send + 'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<RawValue, CallError>> + Send + 'a>>;
+}
+
+impl StepCaller for Host {
+    fn call_step<'a>(
+        &'a self,
+        reference: &'a str,
+        options: Box<dyn FnOnce(Call) -> Call + Send + 'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<RawValue, CallError>> + Send + 'a>> {
+        Box::pin(self.submit(reference, options))
+    }
+}
+
+/// The delay before the attempt after `failed` (1-based): fixed, [`BACKOFF_BASE`]
+/// each time; exponential, [`BACKOFF_BASE`] doubled per failed attempt, at most
+/// [`BACKOFF_CAP`]. No jitter: runs of one job do not race each other.
+pub fn backoff_delay(kind: Backoff, failed: u32) -> Duration {
+    match kind {
+        Backoff::Fixed => BACKOFF_BASE,
+        Backoff::Exponential => {
+            let factor = 1u32
+                .checked_shl(failed.saturating_sub(1))
+                .unwrap_or(u32::MAX);
+            BACKOFF_BASE.saturating_mul(factor).min(BACKOFF_CAP)
+        }
+    }
+}
+
+/// Whether a failed attempt is tried again (when retries are left): an exception, a
+/// timeout, a lost or unusable worker, a full queue. A reference that does not bind
+/// fails at once (it would fail the same way again), and so does a call the pool
+/// cancelled.
+pub fn retryable(e: &CallError) -> bool {
+    !matches!(
+        e,
+        CallError::BadReference { .. } | CallError::Cancelled | CallError::ShutDown
+    )
+}
+
+/// A step's error as the run history keeps it.
+pub fn step_error(e: &CallError) -> StepError {
+    let kind = match e {
+        CallError::Raised(x) => {
+            return StepError {
+                type_name: x.type_name.clone(),
+                message: x.message.clone(),
+                traceback: Some(x.traceback.clone()).filter(|t| !t.is_empty()),
+            }
+        }
+        CallError::BadReference { .. } => "BadReference",
+        CallError::Timeout(_) => "Timeout",
+        CallError::WorkerCrashed { .. } => "WorkerCrashed",
+        CallError::Overloaded(_) => "Overloaded",
+        CallError::Cancelled => "Cancelled",
+        CallError::Protocol(_) => "ProtocolError",
+        CallError::Unserializable(_) => "Unserializable",
+        CallError::Unavailable(_) => "Unavailable",
+        CallError::ShutDown => "ShutDown",
+    };
+    StepError {
+        type_name: kind.to_owned(),
+        message: e.to_string(),
+        traceback: None,
+    }
+}
+
+/// How a run that is stopped before it ends is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// On request: `cancelled`.
+    Cancel,
+    /// By a shutdown: `interrupted`.
+    Interrupt,
+}
+
+impl Halt {
+    fn status(self) -> RunStatus {
+        match self {
+            Halt::Cancel => RunStatus::Cancelled,
+            Halt::Interrupt => RunStatus::Interrupted,
+        }
+    }
+}
+
+/// Stops runs: send `Some(halt)`; the call in hand is cancelled in its worker.
+pub type HaltSignal = watch::Receiver<Option<Halt>>;
+
+/// Waits until the signal says to stop (forever if its sender goes away silent).
+async fn halted(halt: &mut HaltSignal) -> Halt {
+    loop {
+        if let Some(h) = *halt.borrow_and_update() {
+            return h;
+        }
+        if halt.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What happened in a run, for live progress (`snakepit run` prints these).
+#[derive(Debug, Clone)]
+pub enum RunEvent {
+    Started {
+        run_id: String,
+        job: String,
+        steps: usize,
+    },
+    StepStarted {
+        step: String,
+        attempt: u32,
+        attempts: u32,
+    },
+    /// A log record or print of the step's callable.
+    Log(LogLine),
+    StepRetrying {
+        step: String,
+        attempt: u32,
+        error: StepError,
+        delay: Duration,
+    },
+    StepEnded {
+        step: String,
+        status: StepStatus,
+        attempts: u32,
+        error: Option<StepError>,
+    },
+    Finished {
+        status: RunStatus,
+        error: Option<String>,
+    },
+}
+
+/// Asks for a run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub job: String,
+    pub trigger: Trigger,
+    /// The time templates are evaluated against (a cron tick; the trigger time of a
+    /// manual run).
+    pub scheduled_for: DateTime<Utc>,
+    /// `--param K=V` overrides of the job's params.
+    pub params: Vec<(String, String)>,
+    /// "system" for a scheduled run.
+    pub session_user: String,
+}
+
+/// Why a run could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("there is no job named {job:?}; the jobs are: {}", list(.known))]
+    UnknownJob { job: String, known: Vec<String> },
+    #[error("{0}")]
+    BadParam(String),
+    /// A scheduled run of this job at this tick is recorded already.
+    #[error("a scheduled run of {job} at {tick} is recorded already")]
+    Duplicate { job: String, tick: DateTime<Utc> },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none: no jobs.toml defines a job)".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A run recorded as queued, ready for [`Runner::execute`].
+#[derive(Debug, Clone)]
+pub struct QueuedRun {
+    pub id: String,
+    pub job: Arc<JobDef>,
+    pub trigger: Trigger,
+    pub params: Map,
+    pub scheduled_for: DateTime<Utc>,
+    pub session_user: String,
+    timezone: chrono_tz::Tz,
+}
+
+/// Runs jobs and records them. Cheap to clone.
+#[derive(Clone)]
+pub struct Runner {
+    caller: Arc<dyn StepCaller>,
+    state: State,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// A new run id: the UTC time it was queued and 6 random hex digits
+/// (`20260601-020000-3f9a1c`), sortable and short enough to type a prefix of.
+fn new_run_id(now: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%d-%H%M%S"),
+        fastrand::u32(..0x100_0000)
+    )
+}
+
+impl Runner {
+    pub fn new(caller: Arc<dyn StepCaller>, state: State, clock: Arc<dyn Clock>) -> Runner {
+        Runner {
+            caller,
+            state,
+            clock,
+        }
+    }
+
+    /// The run history this runner writes.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Records a run of `req.job` as queued (its steps pending). Returns None when it is
+    /// a scheduled run of a tick that is recorded already.
+    pub async fn enqueue(
+        &self,
+        jobs: &JobSet,
+        req: RunRequest,
+    ) -> Result<Option<QueuedRun>, RunError> {
+        let Some(job) = jobs.get(&req.job) else {
+            return Err(RunError::UnknownJob {
+                job: req.job,
+                known: jobs.names().into_iter().map(str::to_owned).collect(),
+            });
+        };
+        let params = job.params_with(&req.params).map_err(RunError::BadParam)?;
+        let now = self.clock.now();
+        let id = new_run_id(now);
+        let new = NewRun {
+            id: id.clone(),
+            job: job.name.clone(),
+            trigger: req.trigger,
+            session_user: req.session_user.clone(),
+            params: Value::Map(params.clone()).to_json(),
+            scheduled_for: req.scheduled_for,
+            queued_at: now,
+            steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+        };
+        if !self.state.insert_run(&new).await? {
+            return Ok(None);
+        }
+        Ok(Some(QueuedRun {
+            id,
+            job: job.clone(),
+            trigger: req.trigger,
+            params,
+            scheduled_for: req.scheduled_for,
+            session_user: req.session_user,
+            timezone: jobs.timezone,
+        }))
+    }
+
+    /// [`Runner::enqueue`] then [`Runner::execute`]: the run's id and how it ended.
+    pub async fn run(
+        &self,
+        jobs: &JobSet,
+        req: RunRequest,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        halt: HaltSignal,
+    ) -> Result<(String, RunStatus), RunError> {
+        let (job, tick) = (req.job.clone(), req.scheduled_for);
+        let Some(run) = self.enqueue(jobs, req).await? else {
+            return Err(RunError::Duplicate { job, tick });
+        };
+        let id = run.id.clone();
+        let status = self.execute(run, events, halt).await?;
+        Ok((id, status))
+    }
+
+    /// Runs a queued run to its end, writing each change as it happens, and returns
+    /// its status. Stopped by `halt`, the call in hand is cancelled and the run is
+    /// recorded cancelled or interrupted.
+    pub async fn execute(
+        &self,
+        run: QueuedRun,
+        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        mut halt: HaltSignal,
+    ) -> Result<RunStatus, StateError> {
+        let emit = |e: RunEvent| {
+            if let Some(tx) = &events {
+                let _ = tx.send(e);
+            }
+        };
+        let id = run.id.as_str();
+        let job = &run.job;
+        self.state.start_run(id, self.clock.now()).await?;
+        tracing::info!(run_id = id, job = %job.name, "run started");
+        emit(RunEvent::Started {
+            run_id: run.id.clone(),
+            job: job.name.clone(),
+            steps: job.steps.len(),
+        });
+        let _lease = self.keep_lease(id);
+        let sink = LogSink::spawn(self.state.clone());
+        let ended = self.steps(&run, &sink, &emit, &mut halt).await;
+        sink.flush().await;
+        let (status, error) = match ended {
+            Ok(ended) => ended,
+            Err(e) => {
+                // Best effort: the database may be back; else the next start finds the
+                // run's owner gone or its lease run out.
+                let why = format!("interrupted: the run history could not be written: {e}");
+                let _ = (self.state)
+                    .finish_run(id, RunStatus::Interrupted, Some(&why), self.clock.now())
+                    .await;
+                return Err(e);
+            }
+        };
+        self.state
+            .finish_run(id, status, error.as_deref(), self.clock.now())
+            .await?;
+        tracing::info!(run_id = id, job = %job.name, status = status.as_str(), "run ended");
+        emit(RunEvent::Finished { status, error });
+        Ok(status)
+    }
+
+    /// Renews the run's lease until the guard is dropped.
+    fn keep_lease(&self, id: &str) -> AbortOnDrop {
+        let (state, clock, id) = (self.state.clone(), self.clock.clone(), id.to_owned());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                if let Err(e) = state.renew_lease(&id, clock.now() + LEASE).await {
+                    tracing::warn!(run_id = %id, error = %e, "cannot renew the run's lease");
+                }
+            }
+        }))
+    }
+
+    /// The steps in order; how the run ends and why.
+    async fn steps(
+        &self,
+        run: &QueuedRun,
+        sink: &LogSink,
+        emit: &(dyn Fn(RunEvent) + Sync),
+        halt: &mut HaltSignal,
+    ) -> Result<(RunStatus, Option<String>), StateError> {
+        let scheduled_for = run.scheduled_for.with_timezone(&run.timezone);
+        let cx = TemplateContext {
+            scheduled_for,
+            job: &run.job.name,
+            run_id: &run.id,
+            params: &run.params,
+        };
+        let mut previous = Value::Nil;
+        for (position, step) in run.job.steps.iter().enumerate() {
+            let kwargs: Map = step
+                .kwargs
+                .iter()
+                .map(|(k, v)| (k.clone(), cx.render(v)))
+                .collect();
+            let context: Map = vec![
+                ("connectors".into(), Value::Nil),
+                ("pools".into(), Value::Nil),
+                ("job_id".into(), Value::from(run.job.name.as_str())),
+                ("run_id".into(), Value::from(run.id.as_str())),
+                ("step_name".into(), Value::from(step.name.as_str())),
+                ("params".into(), Value::Map(run.params.clone())),
+                ("step_kwargs".into(), Value::Map(kwargs.clone())),
+                ("previous_step".into(), previous.clone()),
+                (
+                    "logger".into(),
+                    Value::from(format!("job.{}", run.job.name)),
+                ),
+                (
+                    "session_user".into(),
+                    Value::from(run.session_user.as_str()),
+                ),
+            ];
+            let attempt = StepAttempt {
+                run,
+                position,
+                step,
+                kwargs,
+                context,
+            };
+            match self.step(attempt, sink, emit, halt).await? {
+                StepOutcome::Succeeded(value) => previous = value,
+                StepOutcome::Failed(message) => return Ok((RunStatus::Failed, Some(message))),
+                StepOutcome::Halted(h) => {
+                    let why = match h {
+                        Halt::Cancel => "cancelled",
+                        Halt::Interrupt => "interrupted by a shutdown",
+                    };
+                    return Ok((
+                        h.status(),
+                        Some(format!("{why} during step {:?}", step.name)),
+                    ));
+                }
+            }
+        }
+        Ok((RunStatus::Succeeded, None))
+    }
+
+    /// One step, with its retries.
+    async fn step(
+        &self,
+        a: StepAttempt<'_>,
+        sink: &LogSink,
+        emit: &(dyn Fn(RunEvent) + Sync),
+        halt: &mut HaltSignal,
+    ) -> Result<StepOutcome, StateError> {
+        let StepAttempt {
+            run,
+            position,
+            step,
+            kwargs,
+            context,
+        } = a;
+        let id = run.id.as_str();
+        let attempts = step.retries.saturating_add(1);
+        let note = |attempt: u32, level: i64, message: String| LogLine {
+            run_id: id.to_owned(),
+            step: Some(step.name.clone()),
+            attempt: Some(i64::from(attempt)),
+            time: self.clock.now(),
+            level,
+            logger: RUNNER_LOGGER.to_owned(),
+            message,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.state
+                .start_step(id, position, attempt, self.clock.now())
+                .await?;
+            emit(RunEvent::StepStarted {
+                step: step.name.clone(),
+                attempt,
+                attempts,
+            });
+            let (tx, mut rx) = mpsc::unbounded_channel::<LogRecord>();
+            let call = self.caller.call_step(
+                &step.callable,
+                Box::new(|c: Call| {
+                    let c = c
+                        .kwargs(kwargs.clone())
+                        .context(context.clone())
+                        .logs(tx)
+                        .run_id(id);
+                    match step.timeout {
+                        Some(t) => c.timeout(t),
+                        None => c,
+                    }
+                }),
+            );
+            tokio::pin!(call);
+            let line = |r: LogRecord| {
+                let message = match r.exc_text {
+                    Some(exc) if !exc.is_empty() => format!("{}\n{exc}", r.message),
+                    _ => r.message,
+                };
+                let time = DateTime::from_timestamp_micros((r.time * 1e6) as i64)
+                    .unwrap_or_else(|| self.clock.now());
+                LogLine {
+                    run_id: id.to_owned(),
+                    step: Some(step.name.clone()),
+                    attempt: Some(i64::from(attempt)),
+                    time,
+                    level: r.level,
+                    logger: r.logger,
+                    message,
+                }
+            };
+            let ended = loop {
+                tokio::select! {
+                    biased;
+                    Some(r) = rx.recv() => {
+                        let l = line(r);
+                        emit(RunEvent::Log(l.clone()));
+                        sink.push(l);
+                    }
+                    r = &mut call => break Ok(r),
+                    h = halted(halt) => break Err(h),
+                }
+            };
+            // Records sent before the result are in the channel already.
+            while let Ok(r) = rx.try_recv() {
+                let l = line(r);
+                emit(RunEvent::Log(l.clone()));
+                sink.push(l);
+            }
+            let failure = match ended {
+                Err(h) => {
+                    sink.push(note(
+                        attempt,
+                        30,
+                        format!("step stopped: the run was {}", h.status().as_str()),
+                    ));
+                    sink.flush().await;
+                    return Ok(StepOutcome::Halted(h));
+                }
+                Ok(Ok(raw)) => match (raw.to_json(), raw.decode()) {
+                    (Ok(json), Ok(value)) => {
+                        sink.flush().await;
+                        let end = StepEnd {
+                            status: StepStatus::Succeeded,
+                            attempts: attempt,
+                            result: Some(json),
+                            error: None,
+                        };
+                        self.state
+                            .finish_step(id, position, &end, self.clock.now())
+                            .await?;
+                        emit(RunEvent::StepEnded {
+                            step: step.name.clone(),
+                            status: StepStatus::Succeeded,
+                            attempts: attempt,
+                            error: None,
+                        });
+                        return Ok(StepOutcome::Succeeded(value));
+                    }
+                    (Err(e), _) | (_, Err(e)) => CallError::Unserializable(e.to_string()),
+                },
+                Ok(Err(CallError::ShutDown)) => {
+                    sink.push(note(attempt, 30, "step stopped: the pool shut down".into()));
+                    sink.flush().await;
+                    return Ok(StepOutcome::Halted(Halt::Interrupt));
+                }
+                Ok(Err(e)) => e,
+            };
+            let error = step_error(&failure);
+            if attempt < attempts && retryable(&failure) {
+                let delay = backoff_delay(step.backoff, attempt);
+                sink.push(note(
+                    attempt,
+                    30,
+                    format!(
+                        "attempt {attempt}/{attempts} failed: {}: {}; retrying in {}",
+                        error.type_name,
+                        error.message,
+                        humanize(delay)
+                    ),
+                ));
+                sink.flush().await;
+                let end = StepEnd {
+                    status: StepStatus::Retrying,
+                    attempts: attempt,
+                    result: None,
+                    error: Some(error.clone()),
+                };
+                self.state
+                    .finish_step(id, position, &end, self.clock.now())
+                    .await?;
+                emit(RunEvent::StepRetrying {
+                    step: step.name.clone(),
+                    attempt,
+                    error,
+                    delay,
+                });
+                tokio::select! {
+                    () = self.clock.sleep(delay) => continue,
+                    h = halted(halt) => return Ok(StepOutcome::Halted(h)),
+                }
+            }
+            let why = if retryable(&failure) {
+                format!("after {attempt} attempt(s)")
+            } else {
+                "(not retried: it would fail the same way)".to_owned()
+            };
+            sink.push(note(
+                attempt,
+                40,
+                format!("step failed {why}: {}: {}", error.type_name, error.message),
+            ));
+            sink.flush().await;
+            let summary = format!(
+                "step {:?} failed {why}: {}: {}",
+                step.name, error.type_name, error.message
+            );
+            let end = StepEnd {
+                status: StepStatus::Failed,
+                attempts: attempt,
+                result: None,
+                error: Some(error.clone()),
+            };
+            self.state
+                .finish_step(id, position, &end, self.clock.now())
+                .await?;
+            emit(RunEvent::StepEnded {
+                step: step.name.clone(),
+                status: StepStatus::Failed,
+                attempts: attempt,
+                error: Some(error),
+            });
+            return Ok(StepOutcome::Failed(summary));
+        }
+    }
+}
+
+/// `2s`, `1m 4s`.
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m {s}s"),
+    }
+}
+
+/// One step of one run, with its rendered kwargs and its context.
+struct StepAttempt<'a> {
+    run: &'a QueuedRun,
+    position: usize,
+    step: &'a StepDef,
+    kwargs: Map,
+    context: Map,
+}
+
+enum StepOutcome {
+    Succeeded(Value),
+    Failed(String),
+    Halted(Halt),
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+enum SinkMsg {
+    Line(LogLine),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes a run's log lines as they come, group-commit style: a line is written at
+/// once, and the lines that arrive while a write is in progress go together in the
+/// next one (up to [`LOG_BATCH`] a transaction). A supervisor killed mid-step loses
+/// only the lines of the write in progress.
+struct LogSink {
+    tx: mpsc::UnboundedSender<SinkMsg>,
+}
+
+impl LogSink {
+    fn spawn(state: State) -> LogSink {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut batch: Vec<LogLine> = Vec::new();
+            let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+            while let Some(first) = rx.recv().await {
+                let mut next = Some(first);
+                while let Some(msg) = next.take() {
+                    match msg {
+                        SinkMsg::Line(l) => batch.push(l),
+                        SinkMsg::Flush(ack) => acks.push(ack),
+                    }
+                    if batch.len() < LOG_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if let Err(e) = state.append_logs(&batch).await {
+                    tracing::warn!(error = %e, lines = batch.len(), "cannot write run log lines");
+                }
+                batch.clear();
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
+                }
+            }
+        });
+        LogSink { tx }
+    }
+
+    fn push(&self, line: LogLine) {
+        let _ = self.tx.send(SinkMsg::Line(line));
+    }
+
+    /// Returns once every line pushed so far is written.
+    async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(SinkMsg::Flush(ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_two_seconds_up_to_five_minutes() {
+        let exp: Vec<u64> = (1..=10)
+            .map(|n| backoff_delay(Backoff::Exponential, n).as_secs())
+            .collect();
+        assert_eq!(exp, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff_delay(Backoff::Exponential, 200), BACKOFF_CAP);
+        assert_eq!(backoff_delay(Backoff::Fixed, 7), BACKOFF_BASE);
+        assert_eq!(humanize(Duration::from_secs(64)), "1m 4s");
+    }
+}

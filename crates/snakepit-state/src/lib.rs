@@ -1,0 +1,981 @@
+//! snakepit's state: the run history of jobs (runs, their steps, their log streams), the
+//! scheduler's last ticks, and the audit log of connector calls, in SQLite (the default,
+//! `<apps>/.snakepit/state.db`) or PostgreSQL (`[runtime] state = "postgres://…"`).
+//!
+//! # Theory of operation
+//!
+//! One API over two backends: [`State`] holds an sqlx pool of either kind and every
+//! query is written once, with `$N` placeholders (which SQLite accepts too); only the
+//! migrations differ (`migrations/sqlite`, `migrations/postgres`: TEXT times and
+//! AUTOINCREMENT there, TIMESTAMPTZ and identity columns here). Opening a state runs
+//! the migrations, then [`State::recover`]: a run left `queued` or `running` by a
+//! process that is gone is marked `interrupted`.
+//!
+//! Every write happens when the thing it records happens (a run queued, started,
+//! finished; a step's attempt started and ended; a batch of log lines), so a supervisor
+//! killed mid-run loses at most the log lines of its last unflushed batch. Each run
+//! names its [`Owner`] (host, boot id, pid and process start time) and holds a lease
+//! that its runner renews: on the same machine a dead owner is seen at once through
+//! `/proc`; an owner on another machine (PostgreSQL shared by nodes) is dead when its
+//! lease has run out.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), snakepit_state::StateError> {
+//! use snakepit_state::{State, RunFilter};
+//!
+//! let state = State::open_for_apps("liberty-apps".as_ref(), None).await?;
+//! for run in state.runs(&RunFilter { job: None, limit: 20 }).await? {
+//!     println!("{} {} {}", run.id, run.job, run.status);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod owner;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+pub use owner::Owner;
+
+/// The state url when `[runtime] state` is not set, relative to the apps dir.
+pub const DEFAULT_URL: &str = "sqlite://.snakepit/state.db";
+
+/// How long a run's lease lasts; its runner renews it every [`LEASE_RENEW`].
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How often a runner renews the leases of its runs.
+pub const LEASE_RENEW: Duration = Duration::from_secs(15);
+
+/// Why the state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// `[runtime] state` is not a url this version opens.
+    #[error("[runtime] state = {url:?} is not a state url: {reason}")]
+    Url { url: String, reason: String },
+    /// The database could not be opened or reached.
+    #[error("cannot open the state database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Its tables could not be created or upgraded.
+    #[error("cannot migrate the state database {url}: {source}")]
+    Migrate {
+        url: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A query failed.
+    #[error("state database: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A run id prefix names several runs.
+    #[error("{prefix:?} names several runs ({}); give more of the id", .matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+}
+
+/// How a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// By the scheduler, at a cron tick.
+    Schedule,
+    /// By a person (`snakepit run`) or a program.
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    /// A step failed after its retries.
+    Failed,
+    /// Stopped on request (Ctrl-C on `snakepit run`).
+    Cancelled,
+    /// Its supervisor died or shut down before the run finished.
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Where a step is in its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    /// An attempt failed; the next one waits for its backoff delay.
+    Retrying,
+    Succeeded,
+    Failed,
+    /// Not run because an earlier step failed.
+    Skipped,
+    Cancelled,
+    Interrupted,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Cancelled => "cancelled",
+            StepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A run to record, with the names of its steps (recorded `pending`).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub job: String,
+    pub trigger: Trigger,
+    pub session_user: String,
+    /// The job's params as the run sees them (a JSON object).
+    pub params: serde_json::Value,
+    /// The time the templates are evaluated against: the cron tick of a scheduled run,
+    /// the trigger time of a manual one.
+    pub scheduled_for: DateTime<Utc>,
+    pub queued_at: DateTime<Utc>,
+    pub steps: Vec<String>,
+}
+
+/// One run of the history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub job: String,
+    /// "schedule" or "manual".
+    pub trigger: String,
+    pub session_user: String,
+    /// queued, running, succeeded, failed, cancelled or interrupted.
+    pub status: String,
+    pub params: serde_json::Value,
+    pub scheduled_for: DateTime<Utc>,
+    pub queued_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the run did not succeed, in one line.
+    pub error: Option<String>,
+    /// The process that ran it (`host/boot id/pid/start time`).
+    pub owner: String,
+}
+
+/// The columns of [`RunRow`].
+const RUN_COLUMNS: &str = "id, job, trigger_type, session_user_name, status, params, \
+     scheduled_for, queued_at, started_at, finished_at, error, owner";
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    job: String,
+    trigger_type: String,
+    session_user_name: String,
+    status: String,
+    params: String,
+    scheduled_for: DateTime<Utc>,
+    queued_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    error: Option<String>,
+    owner: String,
+}
+
+impl From<RunRow> for Run {
+    fn from(r: RunRow) -> Run {
+        Run {
+            id: r.id,
+            job: r.job,
+            trigger: r.trigger_type,
+            session_user: r.session_user_name,
+            status: r.status,
+            params: json_or_text(r.params),
+            scheduled_for: r.scheduled_for,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
+            owner: r.owner,
+        }
+    }
+}
+
+/// Stored JSON text as JSON (text that is not JSON stays a string).
+fn json_or_text(s: String) -> serde_json::Value {
+    serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s))
+}
+
+impl Run {
+    /// How long it ran (until now for a run in progress).
+    pub fn duration(&self, now: DateTime<Utc>) -> Option<Duration> {
+        let start = self.started_at?;
+        (self.finished_at.unwrap_or(now) - start).to_std().ok()
+    }
+}
+
+/// A step's error: the exception's qualified type, message and traceback, or the
+/// supervisor's reason (Timeout, WorkerCrashed, ...).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepError {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub message: String,
+    pub traceback: Option<String>,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub position: i64,
+    pub name: String,
+    /// pending, running, retrying, succeeded, failed, skipped, cancelled or
+    /// interrupted.
+    pub status: String,
+    pub attempts: i64,
+    /// What the callable returned (JSON), for a step that succeeded.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<StepError>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StepRow {
+    position: i64,
+    name: String,
+    status: String,
+    attempts: i64,
+    result: Option<String>,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    error_traceback: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<StepRow> for Step {
+    fn from(r: StepRow) -> Step {
+        Step {
+            position: r.position,
+            name: r.name,
+            status: r.status,
+            attempts: r.attempts,
+            result: r.result.map(json_or_text),
+            error: r.error_type.map(|type_name| StepError {
+                type_name,
+                message: r.error_message.unwrap_or_default(),
+                traceback: r.error_traceback,
+            }),
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// One line of a run's log stream: a plugin's log record or print, or the runner's own
+/// note (logger `snakepit.jobs`).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogLine {
+    #[serde(skip)]
+    pub run_id: String,
+    /// The step it came from (None for the run's own lines).
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    pub time: DateTime<Utc>,
+    /// Python's levels: 10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR, 50 CRITICAL.
+    pub level: i64,
+    pub logger: String,
+    pub message: String,
+}
+
+/// The name of a Python log level.
+pub fn level_name(level: i64) -> &'static str {
+    match level {
+        ..=10 => "DEBUG",
+        11..=20 => "INFO",
+        21..=30 => "WARNING",
+        31..=40 => "ERROR",
+        _ => "CRITICAL",
+    }
+}
+
+/// A run with its steps and its log stream: what `snakepit run` prints and
+/// `snakepit runs show` reads.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    #[serde(flatten)]
+    pub run: Run,
+    pub steps: Vec<Step>,
+    pub logs: Vec<LogLine>,
+    /// The connector calls its steps made, from the audit log.
+    pub connector_calls: Vec<AuditRow>,
+}
+
+/// Which runs to list: the latest `limit` (at least 1), of `job` or of all jobs.
+#[derive(Debug, Clone)]
+pub struct RunFilter {
+    pub job: Option<String>,
+    pub limit: u32,
+}
+
+impl Default for RunFilter {
+    /// The latest 20 runs of all jobs.
+    fn default() -> Self {
+        RunFilter {
+            job: None,
+            limit: 20,
+        }
+    }
+}
+
+/// How a step ended.
+#[derive(Debug, Clone)]
+pub struct StepEnd {
+    pub status: StepStatus,
+    pub attempts: u32,
+    /// The result as JSON, for a step that succeeded.
+    pub result: Option<serde_json::Value>,
+    pub error: Option<StepError>,
+}
+
+/// One connector call for the audit log (never parameter values).
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    pub time: DateTime<Utc>,
+    /// The plugin package that made the call.
+    pub package: &'a str,
+    pub call_id: u64,
+    pub run_id: Option<&'a str>,
+    pub connector: &'a str,
+    /// The query or endpoint name.
+    pub target: &'a str,
+    /// Rows returned or affected, when that is known.
+    pub rows: Option<u64>,
+    pub duration_us: u64,
+    /// "ok", "denied", "error: ...".
+    pub outcome: &'a str,
+}
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool: one query text, two backends.
+macro_rules! with_db {
+    ($state:expr, $pool:ident => $body:expr) => {
+        match &$state.db {
+            Db::Sqlite($pool) => $body,
+            Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// The run history and audit log of an install. Cheap to clone.
+#[derive(Clone)]
+pub struct State {
+    db: Db,
+    url: String,
+    owner: Owner,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("url", &self.url).finish()
+    }
+}
+
+impl State {
+    /// Opens the state of the install in `apps_dir`: `configured` (its `[runtime]
+    /// state`), else [`DEFAULT_URL`]. A relative SQLite path is relative to the apps
+    /// dir, and its directory is created.
+    pub async fn open_for_apps(
+        apps_dir: &Path,
+        configured: Option<&str>,
+    ) -> Result<State, StateError> {
+        State::open(configured.unwrap_or(DEFAULT_URL), apps_dir).await
+    }
+
+    /// Opens `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…`, `postgresql://…`),
+    /// a relative SQLite path taken from `base`; migrates; marks the runs of dead owners
+    /// interrupted (see [`State::recover`]).
+    pub async fn open(url: &str, base: &Path) -> Result<State, StateError> {
+        let bad = |reason: &str| StateError::Url {
+            url: redact(url),
+            reason: reason.to_owned(),
+        };
+        let (db, shown) = if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(bad("it has no file path; e.g. sqlite://.snakepit/state.db"));
+            }
+            let file: PathBuf = base.join(path);
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    bad(&format!(
+                        "cannot create the directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
+            }
+            let shown = format!("sqlite://{}", file.display());
+            let opts = SqliteConnectOptions::new()
+                .filename(&file)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(opts)
+                .await
+                .map_err(|source| StateError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
+            (Db::Sqlite(pool), shown)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let shown = redact(url);
+            let pool = PgPoolOptions::new()
+                .max_connections(5)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(|source| StateError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
+            (Db::Postgres(pool), shown)
+        } else {
+            return Err(bad(
+                "use sqlite://PATH (relative to the apps dir) or postgres://USER@HOST/DB",
+            ));
+        };
+        let state = State {
+            db,
+            url: shown,
+            owner: Owner::current(),
+        };
+        let migrated = match &state.db {
+            Db::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
+            Db::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await,
+        };
+        migrated.map_err(|source| StateError::Migrate {
+            url: state.url.clone(),
+            source,
+        })?;
+        let recovered = state.recover(Utc::now()).await?;
+        if !recovered.is_empty() {
+            tracing::warn!(runs = ?recovered, "marked runs of a dead supervisor interrupted");
+        }
+        Ok(state)
+    }
+
+    /// The database, for messages (a PostgreSQL password is masked).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Marks `interrupted` every run left `queued` or `running` whose owner is gone: on
+    /// this machine, a process that no longer exists; elsewhere, one whose lease ran out
+    /// before `now`. Its running steps become `interrupted` too. Returns their ids.
+    pub async fn recover(&self, now: DateTime<Utc>) -> Result<Vec<String>, StateError> {
+        let open: Vec<(String, String, DateTime<Utc>)> = with_db!(self, p => {
+            sqlx::query_as(
+                "SELECT id, owner, lease_until FROM runs WHERE status IN ('queued', 'running')",
+            )
+            .fetch_all(p)
+            .await?
+        });
+        let mut marked = Vec::new();
+        for (id, owner, lease_until) in open {
+            let reason = match Owner::parse(&owner) {
+                Some(o) if o.same_machine(&self.owner) => (!o.is_alive()).then(|| {
+                    format!("interrupted: its supervisor (pid {}) stopped before the run finished", o.pid)
+                }),
+                _ => (lease_until < now).then(|| {
+                    format!("interrupted: its supervisor ({owner}) stopped renewing its lease at {lease_until}")
+                }),
+            };
+            let Some(reason) = reason else { continue };
+            self.end_open_run(&id, RunStatus::Interrupted, &reason, now)
+                .await?;
+            marked.push(id);
+        }
+        Ok(marked)
+    }
+
+    /// Ends a run that is still queued or running, and its unfinished steps: running
+    /// steps take the run's status, pending ones stay pending (they never ran).
+    async fn end_open_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let step_status = match status {
+            RunStatus::Cancelled => StepStatus::Cancelled,
+            _ => StepStatus::Interrupted,
+        };
+        with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(
+                "UPDATE runs SET status = $1, error = $2, finished_at = $3 \
+                 WHERE id = $4 AND status IN ('queued', 'running')",
+            )
+            .bind(status.as_str())
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE steps SET status = $1, finished_at = $2 \
+                 WHERE run_id = $3 AND status IN ('running', 'retrying')",
+            )
+            .bind(step_status.as_str())
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Records a new run (`queued`, owned by this process, its lease starting now) and
+    /// its steps (`pending`). Returns false, recording nothing, when a scheduled run of
+    /// the same job at the same tick exists already.
+    pub async fn insert_run(&self, run: &NewRun) -> Result<bool, StateError> {
+        let lease = run.queued_at + LEASE;
+        let owner = self.owner.to_string();
+        let params = run.params.to_string();
+        let inserted = with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "INSERT INTO runs (id, job, trigger_type, session_user_name, status, params, \
+                 scheduled_for, queued_at, owner, lease_until) \
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            )
+            .bind(&run.id)
+            .bind(&run.job)
+            .bind(run.trigger.as_str())
+            .bind(&run.session_user)
+            .bind(&params)
+            .bind(run.scheduled_for)
+            .bind(run.queued_at)
+            .bind(&owner)
+            .bind(lease)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                for (i, name) in run.steps.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO steps (run_id, position, name, status) VALUES ($1, $2, $3, 'pending')",
+                    )
+                    .bind(&run.id)
+                    .bind(i as i64)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            tx.commit().await?;
+            n == 1
+        });
+        Ok(inserted)
+    }
+
+    /// Marks a queued run `running`.
+    pub async fn start_run(&self, id: &str, now: DateTime<Utc>) -> Result<(), StateError> {
+        with_db!(self, p => {
+            sqlx::query("UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Ends a run: `succeeded`, `failed` (with `error`), `cancelled` or `interrupted`.
+    /// Steps still pending become `skipped` after a failure; a step still running takes
+    /// the run's status when it was cancelled or interrupted.
+    pub async fn finish_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        match status {
+            RunStatus::Cancelled | RunStatus::Interrupted => {
+                return self
+                    .end_open_run(id, status, error.unwrap_or(status.as_str()), now)
+                    .await
+            }
+            _ => {}
+        }
+        with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
+                .bind(status.as_str())
+                .bind(error)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE steps SET status = 'skipped' WHERE run_id = $1 AND status = 'pending'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a step `running` in its `attempt` (1-based).
+    pub async fn start_step(
+        &self,
+        run_id: &str,
+        position: usize,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        with_db!(self, p => {
+            sqlx::query(
+                "UPDATE steps SET status = 'running', attempts = $1, \
+                 started_at = COALESCE(started_at, $2), finished_at = NULL \
+                 WHERE run_id = $3 AND position = $4",
+            )
+            .bind(i64::from(attempt))
+            .bind(now)
+            .bind(run_id)
+            .bind(position as i64)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Records how a step ended.
+    pub async fn finish_step(
+        &self,
+        run_id: &str,
+        position: usize,
+        end: &StepEnd,
+        now: DateTime<Utc>,
+    ) -> Result<(), StateError> {
+        let result = end.result.as_ref().map(|r| r.to_string());
+        let e = end.error.as_ref();
+        with_db!(self, p => {
+            sqlx::query(
+                "UPDATE steps SET status = $1, attempts = $2, result = $3, error_type = $4, \
+                 error_message = $5, error_traceback = $6, finished_at = $7 \
+                 WHERE run_id = $8 AND position = $9",
+            )
+            .bind(end.status.as_str())
+            .bind(i64::from(end.attempts))
+            .bind(&result)
+            .bind(e.map(|e| e.type_name.as_str()))
+            .bind(e.map(|e| e.message.as_str()))
+            .bind(e.and_then(|e| e.traceback.as_deref()))
+            .bind(now)
+            .bind(run_id)
+            .bind(position as i64)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Appends log lines, in one transaction.
+    pub async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StateError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            for l in lines {
+                sqlx::query(
+                    "INSERT INTO logs (run_id, step, attempt, time, level, logger, message) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&l.run_id)
+                .bind(&l.step)
+                .bind(l.attempt)
+                .bind(l.time)
+                .bind(l.level)
+                .bind(&l.logger)
+                .bind(&l.message)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Extends the lease of a run this process owns until `until`.
+    pub async fn renew_lease(&self, run_id: &str, until: DateTime<Utc>) -> Result<(), StateError> {
+        with_db!(self, p => {
+            sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2")
+                .bind(until)
+                .bind(run_id)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// The latest runs first, of one job or all.
+    pub async fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>, StateError> {
+        let limit = i64::from(filter.limit.max(1));
+        let rows: Vec<RunRow> = with_db!(self, p => match &filter.job {
+            Some(job) => sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE job = $1 ORDER BY queued_at DESC, id DESC LIMIT $2"
+            ))
+            .bind(job)
+            .bind(limit)
+            .fetch_all(p)
+            .await?,
+            None => sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs ORDER BY queued_at DESC, id DESC LIMIT $1"
+            ))
+            .bind(limit)
+            .fetch_all(p)
+            .await?,
+        });
+        Ok(rows.into_iter().map(Run::from).collect())
+    }
+
+    /// A run with its steps and logs, by its id or a prefix of it that names one run.
+    pub async fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
+        let found: Vec<RunRow> = with_db!(self, p => {
+            sqlx::query_as(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, length($1)) = $1 \
+                 ORDER BY id = $1 DESC, id LIMIT 5"
+            ))
+            .bind(id)
+            .fetch_all(p)
+            .await?
+        });
+        let run = match found.len() {
+            0 => return Ok(None),
+            1 => found.into_iter().next().map(Run::from),
+            _ if found[0].id == id => found.into_iter().next().map(Run::from),
+            _ => {
+                return Err(StateError::Ambiguous {
+                    prefix: id.to_owned(),
+                    matches: found.into_iter().map(|r| r.id).collect(),
+                })
+            }
+        };
+        let Some(run) = run else { return Ok(None) };
+        let (steps, logs, connector_calls): (Vec<StepRow>, Vec<LogLine>, Vec<AuditRow>) = with_db!(self, p => {
+            let steps = sqlx::query_as::<_, StepRow>(
+                "SELECT position, name, status, attempts, result, error_type, error_message, \
+                 error_traceback, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
+            )
+            .bind(&run.id)
+            .fetch_all(p)
+            .await?;
+            let logs = sqlx::query_as::<_, LogLine>(
+                "SELECT run_id, step, attempt, time, level, logger, message FROM logs \
+                 WHERE run_id = $1 ORDER BY id",
+            )
+            .bind(&run.id)
+            .fetch_all(p)
+            .await?;
+            let calls = sqlx::query_as::<_, AuditRow>(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE run_id = $1 ORDER BY id"
+            ))
+            .bind(&run.id)
+            .fetch_all(p)
+            .await?;
+            (steps, logs, calls)
+        });
+        Ok(Some(RunRecord {
+            run,
+            steps: steps.into_iter().map(Step::from).collect(),
+            logs,
+            connector_calls,
+        }))
+    }
+
+    /// The last cron tick the scheduler handled for `job`, if it ever saw the job.
+    pub async fn last_tick(&self, job: &str) -> Result<Option<DateTime<Utc>>, StateError> {
+        let t: Option<DateTime<Utc>> = with_db!(self, p => {
+            sqlx::query_scalar("SELECT last_tick FROM schedules WHERE job = $1")
+                .bind(job)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(t)
+    }
+
+    /// Moves `job`'s last tick from `from` (None: the job was never seen) to `to`.
+    /// Returns false when another scheduler moved it first: only the one that moved
+    /// it enqueues the tick.
+    pub async fn advance_tick(
+        &self,
+        job: &str,
+        from: Option<DateTime<Utc>>,
+        to: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let n = with_db!(self, p => match from {
+            None => sqlx::query(
+                "INSERT INTO schedules (job, last_tick) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(job)
+            .bind(to)
+            .execute(p)
+            .await?
+            .rows_affected(),
+            Some(from) => sqlx::query(
+                "UPDATE schedules SET last_tick = $1 WHERE job = $2 AND last_tick = $3",
+            )
+            .bind(to)
+            .bind(job)
+            .bind(from)
+            .execute(p)
+            .await?
+            .rows_affected(),
+        });
+        Ok(n == 1)
+    }
+
+    /// Appends one connector call to the audit log.
+    pub async fn insert_audit(&self, e: &AuditEntry<'_>) -> Result<(), StateError> {
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        with_db!(self, p => {
+            sqlx::query(
+                "INSERT INTO audit (time, package, call_id, run_id, connector, target, row_count, \
+                 duration_us, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(e.time)
+            .bind(e.package)
+            .bind(int(e.call_id))
+            .bind(e.run_id)
+            .bind(e.connector)
+            .bind(e.target)
+            .bind(e.rows.map(int))
+            .bind(int(e.duration_us))
+            .bind(e.outcome)
+            .execute(p)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>, StateError> {
+        let rows = with_db!(self, p => {
+            sqlx::query_as::<_, AuditRow>(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT $1"
+            ))
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Closes the database connections.
+    pub async fn close(&self) {
+        with_db!(self, p => p.close().await);
+    }
+}
+
+/// The columns of [`AuditRow`].
+const AUDIT_COLUMNS: &str =
+    "time, package, call_id, run_id, connector, target, row_count, duration_us, outcome";
+
+/// One row of the audit log as read back.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub time: DateTime<Utc>,
+    pub package: String,
+    pub call_id: i64,
+    pub run_id: Option<String>,
+    pub connector: String,
+    pub target: String,
+    pub row_count: Option<i64>,
+    pub duration_us: i64,
+    pub outcome: String,
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((auth, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            redact("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_says_what_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = State::open("mysql://x", dir.path()).await.unwrap_err();
+        assert!(e.to_string().contains("use sqlite://PATH"), "{e}");
+    }
+}

@@ -1,0 +1,200 @@
+//! The run history itself on SQLite and PostgreSQL: reopening (migrations run once),
+//! listing by job with a limit, finding a run by an id prefix, the audit log.
+
+use serde_json::json;
+use snakepit_state::{AuditEntry, NewRun, RunFilter, RunStatus, Trigger};
+
+use crate::jobs::{at, open_state, Backend};
+
+fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
+    let t = at(&format!("2026-06-01T02:{minute:02}:00Z"));
+    NewRun {
+        id: id.into(),
+        job: job.into(),
+        trigger: Trigger::Schedule,
+        session_user: "system".into(),
+        params: json!({"region": "eu"}),
+        scheduled_for: t,
+        queued_at: t,
+        steps: vec!["a".into(), "b".into()],
+    }
+}
+
+async fn history(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(backend, dir.path()).await;
+    let state = &store.state;
+    assert!(state
+        .insert_run(&new_run("20260601-020000-aaaaaa", "x", 0))
+        .await
+        .unwrap());
+    assert!(state
+        .insert_run(&new_run("20260601-020100-bbbbbb", "x", 1))
+        .await
+        .unwrap());
+    assert!(state
+        .insert_run(&new_run("20260601-020200-cccccc", "y", 2))
+        .await
+        .unwrap());
+    // A second run of the same job at the same tick is not recorded.
+    let twin = new_run("20260601-020000-dddddd", "x", 0);
+    assert!(!state.insert_run(&twin).await.unwrap());
+
+    let all = state.runs(&RunFilter::default()).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|r| &r.id[16..]).collect();
+    assert_eq!(ids, ["cccccc", "bbbbbb", "aaaaaa"], "newest first");
+    let x = state
+        .runs(&RunFilter {
+            job: Some("x".into()),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(x.len(), 1);
+    assert_eq!(x[0].id, "20260601-020100-bbbbbb");
+    assert_eq!(x[0].params, json!({"region": "eu"}));
+    assert_eq!(x[0].status, "queued");
+
+    state
+        .start_run("20260601-020000-aaaaaa", at("2026-06-01T02:00:01Z"))
+        .await
+        .unwrap();
+    state
+        .finish_run(
+            "20260601-020000-aaaaaa",
+            RunStatus::Failed,
+            Some("why"),
+            at("2026-06-01T02:00:03Z"),
+        )
+        .await
+        .unwrap();
+    let rec = state
+        .run("20260601-0200")
+        .await
+        .unwrap()
+        .expect("a unique prefix");
+    assert_eq!(rec.run.id, "20260601-020000-aaaaaa");
+    assert_eq!(rec.run.status, "failed");
+    assert_eq!(rec.run.error.as_deref(), Some("why"));
+    assert_eq!(rec.run.duration(chrono::Utc::now()).unwrap().as_secs(), 2);
+    let steps: Vec<(&str, &str)> = rec
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(steps, [("a", "skipped"), ("b", "skipped")]);
+    let e = state.run("20260601-02").await.unwrap_err();
+    assert!(e.to_string().contains("names several runs"), "{e}");
+    assert!(state.run("nope").await.unwrap().is_none());
+
+    state
+        .insert_audit(&AuditEntry {
+            time: at("2026-06-01T02:00:02Z"),
+            package: "billing",
+            call_id: 7,
+            run_id: Some("20260601-020000-aaaaaa"),
+            connector: "billing",
+            target: "drafts-for-period",
+            rows: Some(3),
+            duration_us: 1500,
+            outcome: "ok",
+        })
+        .await
+        .unwrap();
+    let audit = state.audit(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let a = &audit[0];
+    assert_eq!(
+        (
+            a.package.as_str(),
+            a.call_id,
+            a.target.as_str(),
+            a.row_count,
+            a.duration_us,
+            a.outcome.as_str()
+        ),
+        ("billing", 7, "drafts-for-period", Some(3), 1500, "ok")
+    );
+    assert_eq!(a.run_id.as_deref(), Some("20260601-020000-aaaaaa"));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_history_lists_finds_and_audits_sqlite() {
+    history(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_history_lists_finds_and_audits_postgres() {
+    history(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open_state(Backend::Sqlite, dir.path()).await;
+    assert!(first
+        .state
+        .insert_run(&new_run("r-1", "x", 0))
+        .await
+        .unwrap());
+    first.close().await;
+    assert!(dir.path().join(".snakepit/state.db").is_file());
+    let again = open_state(Backend::Sqlite, dir.path()).await;
+    assert_eq!(
+        again.state.runs(&RunFilter::default()).await.unwrap().len(),
+        1
+    );
+    again.close().await;
+}
+
+/// Several machines on one PostgreSQL: a run owned by another machine is left alone
+/// while its lease holds and marked interrupted once the lease has run out.
+#[tokio::test]
+async fn a_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(Backend::Postgres, dir.path()).await;
+    let state = &store.state;
+    for (id, minute) in [("r-held", 0), ("r-lapsed", 1)] {
+        assert!(state.insert_run(&new_run(id, id, minute)).await.unwrap());
+        state
+            .start_run(id, at("2026-06-01T02:00:00Z"))
+            .await
+            .unwrap();
+        state
+            .start_step(id, 0, 1, at("2026-06-01T02:00:00Z"))
+            .await
+            .unwrap();
+    }
+    store
+        .execute(
+            "UPDATE runs SET owner = 'elsewhere/boot/4242/99'; \
+                  UPDATE runs SET lease_until = '2026-06-01T02:05:00Z' WHERE id = 'r-held'; \
+                  UPDATE runs SET lease_until = '2026-06-01T02:01:00Z' WHERE id = 'r-lapsed'",
+        )
+        .await;
+    let marked = state.recover(at("2026-06-01T02:02:00Z")).await.unwrap();
+    assert_eq!(marked, ["r-lapsed"]);
+    let lapsed = state.run("r-lapsed").await.unwrap().unwrap();
+    assert_eq!(lapsed.run.status, "interrupted");
+    assert!(lapsed
+        .run
+        .error
+        .unwrap()
+        .contains("stopped renewing its lease"));
+    assert_eq!(lapsed.steps[0].status, "interrupted");
+    assert_eq!(lapsed.steps[1].status, "pending");
+    let held = state.run("r-held").await.unwrap().unwrap();
+    assert_eq!(held.run.status, "running");
+    // Renewing moves the lease: still held at 02:06.
+    state
+        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
+        .await
+        .unwrap();
+    assert!(state
+        .recover(at("2026-06-01T02:06:00Z"))
+        .await
+        .unwrap()
+        .is_empty());
+    store.close().await;
+}
