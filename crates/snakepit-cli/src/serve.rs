@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use snakepit_host::control::{Bound, ServeInfo};
 use snakepit_host::{Host, Watcher, DEFAULT_QUIET};
+use snakepit_jobs::{AuditLog, JobSet, Scheduler, SystemClock};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::apps::Apps;
@@ -50,9 +51,41 @@ pub async fn run(apps: Apps, graceful_timeout: Duration) -> Result<ExitCode, Cli
             watching: watcher.as_ref().map(|w| w.roots().to_vec()),
         },
     );
-    // The jobs scheduler starts here, beside the watcher and the control socket, with
-    // `host.clone()` (it submits its steps through `Host::submit`), and stops below,
-    // before the host.
+    // The scheduler fires the cron jobs; each generation's jobs and connectors (whose
+    // audit records go to the run history) follow reloads.
+    let install = host.install();
+    let state = crate::run::open_state(&install).await?;
+    let scheduler = Arc::new(Scheduler::new(
+        host.clone(),
+        state.clone(),
+        Arc::new(SystemClock),
+        crate::run::load_jobs(&install)?,
+    ));
+    let weak = Arc::downgrade(&scheduler);
+    host.on_new_generation(move |install| {
+        AuditLog::attach(&install.connectors, &state);
+        match (JobSet::load(install), weak.upgrade()) {
+            (Ok(jobs), Some(scheduler)) => scheduler.set_jobs(jobs),
+            (Err(problems), _) => {
+                tracing::error!(
+                    ?problems,
+                    "the reloaded jobs do not load; the scheduler keeps the previous ones"
+                )
+            }
+            (Ok(_), None) => {}
+        }
+    });
+    let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduling = tokio::spawn({
+        let scheduler = scheduler.clone();
+        async move {
+            scheduler
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        }
+    });
     eprintln!(
         "snakepit: serving {} (generation {}, control socket {}); SIGHUP reloads, SIGTERM stops",
         host.install().dir.display(),
@@ -71,6 +104,9 @@ pub async fn run(apps: Apps, graceful_timeout: Duration) -> Result<ExitCode, Cli
         humantime::format_duration(graceful_timeout)
     );
     drop(watcher);
+    // Scheduled runs in flight get the scheduler's grace, then are recorded interrupted.
+    let _ = stop_scheduler.send(());
+    let _ = scheduling.await;
     // Requests in hand over the socket end with their calls, which the host drains.
     tokio::join!(control.stop(), host.shutdown(graceful_timeout));
     Ok(ExitCode::SUCCESS)

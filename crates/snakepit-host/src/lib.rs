@@ -219,7 +219,12 @@ pub struct Host {
     /// Replaced generations finishing their calls in hand.
     retiring: Mutex<Vec<Retiring>>,
     log: Mutex<ReloadLog>,
+    /// Called with each new generation's install before it takes calls.
+    on_generation: Mutex<Vec<GenerationHook>>,
 }
+
+/// See [`Host::on_new_generation`].
+type GenerationHook = Arc<dyn Fn(&Install) + Send + Sync>;
 
 struct Retiring {
     generation: Arc<Generation>,
@@ -289,6 +294,7 @@ impl Host {
             next_number: AtomicU64::new(2),
             retiring: Mutex::new(Vec::new()),
             log: Mutex::new(ReloadLog::default()),
+            on_generation: Mutex::new(Vec::new()),
         })
     }
 
@@ -297,6 +303,15 @@ impl Host {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Calls `hook` with the serving generation's install now, and with each new
+    /// generation's install after its checks passed and before it takes calls: what an
+    /// embedder attaches to an install (the run history's audit sink on its connectors,
+    /// the scheduler's jobs) follows every reload.
+    pub fn on_new_generation(&self, hook: impl Fn(&Install) + Send + Sync + 'static) {
+        hook(&self.install());
+        lock(&self.on_generation).push(Arc::new(hook));
     }
 
     /// The install the serving generation runs.
@@ -426,6 +441,10 @@ impl Host {
         };
         let result = match outcome {
             Ok(generation) => {
+                let hooks = lock(&self.on_generation).clone();
+                for hook in hooks {
+                    hook(&generation.install);
+                }
                 let new = Arc::new(generation);
                 let old = std::mem::replace(
                     &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
