@@ -55,12 +55,15 @@ pub async fn run(apps: Apps, graceful_timeout: Duration) -> Result<ExitCode, Cli
     // audit records go to the run history) follow reloads.
     let install = host.install();
     let state = crate::run::open_state(&install).await?;
-    let scheduler = Arc::new(Scheduler::new(
-        host.clone(),
-        state.clone(),
-        Arc::new(SystemClock),
-        crate::run::load_jobs(&install)?,
-    ));
+    let scheduler = Arc::new(
+        Scheduler::new(
+            host.clone(),
+            state.clone(),
+            Arc::new(SystemClock),
+            crate::run::load_jobs(&install)?,
+        )
+        .grace(graceful_timeout),
+    );
     let weak = Arc::downgrade(&scheduler);
     host.on_new_generation(move |install| {
         AuditLog::attach(&install.connectors, &state);
