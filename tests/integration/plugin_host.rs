@@ -335,3 +335,16 @@ async fn opening_an_install_with_broken_references_fails_with_all_of_them() {
         .shutdown(Duration::from_secs(2))
         .await;
 }
+
+#[test]
+fn a_relative_apps_dir_is_made_absolute() {
+    // The watcher compares the absolute paths inotify reports with the install's; a
+    // relative `--apps` once made every edit go unnoticed.
+    assert!(
+        Path::new("installs/good").is_dir(),
+        "tests run from the tests crate"
+    );
+    let install = Install::load(Some(Path::new("installs/good")), Some(&python())).unwrap();
+    assert!(install.dir.is_absolute(), "{}", install.dir.display());
+    assert!(install.dir.ends_with("installs/good"));
+}

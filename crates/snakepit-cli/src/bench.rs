@@ -183,7 +183,7 @@ pub async fn run(
             s.calls, s.ok, s.errors.total(), s.errors.raised, s.errors.timeout, s.errors.crashed, s.errors.overloaded, s.errors.cancelled
         );
         println!(
-            "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted",
+            "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted (recycled by max_calls_per_worker / max_worker_rss, or replaced after a crash)",
             s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted
         );
     }

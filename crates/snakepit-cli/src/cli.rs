@@ -71,8 +71,9 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Load app.toml and validate every reference it names in workers; each problem as
-    /// `file: entry: reason` (with --json, a list on stdout).
+    /// Load app.toml, connectors.toml and every jobs.toml, validate every reference they
+    /// name in workers and prepare every named query; each problem as `file: entry:
+    /// reason` (with --json, a list on stdout). Exit 0 when there is none, else 1.
     Check,
     /// Ask the [auth] password_validator about the password read from stdin.
     ValidatePassword {
@@ -122,8 +123,8 @@ pub enum Command {
         /// Only this job's runs.
         #[arg(long, value_name = "JOB")]
         job: Option<String>,
-        /// How many runs.
-        #[arg(long, default_value_t = 20, value_name = "N")]
+        /// How many runs (at least 1).
+        #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
 }
@@ -189,7 +190,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             };
             crate::bench::run(&load()?, &reference, kwargs.as_deref(), opts).await
         }
-        Command::Check => crate::host_cmds::check(load()?, args.json).await,
+        Command::Check => crate::host_cmds::check(load(), args.json, args.quiet).await,
         Command::ValidatePassword {
             username,
             existing_user,

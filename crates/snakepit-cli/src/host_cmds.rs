@@ -1,11 +1,12 @@
 //! `snakepit check`, `validate-password` and `dispatch`: the plugin host's commands.
 
 use std::io::Read;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use snakepit::{CallError, Value};
-use snakepit_host::{Host, PasswordError};
+use snakepit_host::{Host, HostError, PasswordError, Problem};
 
 use crate::apps::Apps;
 use crate::call::json_map;
@@ -13,18 +14,46 @@ use crate::error::CliError;
 
 const SHUTDOWN: Duration = Duration::from_secs(2);
 
-/// 0 when every reference is valid; 1 with one `file: entry: reason` line per problem.
-pub async fn check(apps: Apps, json: bool) -> Result<ExitCode, CliError> {
-    let host = Host::start(apps).await?;
-    let problems = host.check().await;
-    host.shutdown(SHUTDOWN).await;
+/// 0 when every reference is valid; 1 with one `file: entry: reason` line per problem
+/// (a list on stdout with `--json`). A TOML file that does not load is such a problem
+/// too, and so is an apps dir with nothing in it to check (likely the wrong directory).
+pub async fn check(
+    apps: Result<Apps, HostError>,
+    json: bool,
+    quiet: bool,
+) -> Result<ExitCode, CliError> {
+    let (dir, problems) = match apps {
+        Ok(apps) => {
+            let dir = apps.dir.clone();
+            let host = Host::start(apps).await?;
+            let problems = host.check().await;
+            host.shutdown(SHUTDOWN).await;
+            (Some(dir), problems)
+        }
+        Err(e @ HostError::Config { .. }) => (None, e.problems(Path::new("app.toml"))),
+        Err(e) => return Err(e.into()),
+    };
+    let problems = match dir.as_deref() {
+        Some(dir) if problems.is_empty() && nothing_to_check(dir) => vec![Problem {
+            file: dir.to_owned(),
+            entry: "apps dir".into(),
+            reason: "nothing to check here: no app.toml, connectors.toml, jobs.toml or plugins/; pass --apps DIR or set LIBERTY_APPS_DIR".into(),
+        }],
+        _ => problems,
+    };
     if json {
         let text = serde_json::to_string_pretty(&problems)
             .map_err(|e| CliError::Pool(format!("cannot print the problems: {e}")))?;
         println!("{text}");
     } else {
         for p in &problems {
-            eprintln!("{}: {}: {}", p.file.display(), p.entry, p.reason);
+            match p.entry.as_str() {
+                "" => eprintln!("{}: {}", p.file.display(), p.reason),
+                entry => eprintln!("{}: {entry}: {}", p.file.display(), p.reason),
+            }
+        }
+        if let (true, false, Some(dir)) = (problems.is_empty(), quiet, &dir) {
+            eprintln!("snakepit: {}: no problems", dir.display());
         }
     }
     Ok(if problems.is_empty() {
@@ -32,6 +61,12 @@ pub async fn check(apps: Apps, json: bool) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn nothing_to_check(dir: &Path) -> bool {
+    ["app.toml", "connectors.toml", "jobs.toml", "plugins"]
+        .iter()
+        .all(|f| !dir.join(f).exists())
 }
 
 /// The password comes from stdin (one trailing newline dropped) and is never printed.

@@ -46,6 +46,10 @@ pub async fn list(
     as_json: bool,
 ) -> Result<ExitCode, CliError> {
     let state = open_state(&apps).await?;
+    let what = match &job {
+        Some(j) => format!("no runs of job {j:?} recorded yet"),
+        None => "no runs recorded yet".to_owned(),
+    };
     let runs = state
         .runs(&RunFilter { job, limit })
         .await
@@ -55,7 +59,7 @@ pub async fn list(
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        eprintln!("no runs recorded yet in {}", state.url());
+        eprintln!("{what} in {}", state.url());
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now();

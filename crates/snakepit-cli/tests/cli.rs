@@ -299,7 +299,7 @@ fn check_exits_0_for_a_valid_install_and_1_with_every_problem() {
 }
 
 #[test]
-fn check_names_line_and_column_of_a_bad_app_toml() {
+fn check_names_line_and_column_of_a_bad_app_toml_and_an_empty_dir() {
     let dir = apps();
     std::fs::write(
         dir.path().join("app.toml"),
@@ -307,13 +307,13 @@ fn check_names_line_and_column_of_a_bad_app_toml() {
     )
     .unwrap();
     let out = snakepit(dir.path(), &["check"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("app.toml: line 3, column 1: "), "{err}");
 
     std::fs::write(dir.path().join("app.toml"), "[pools.small]\nworkerz = 2\n").unwrap();
     let out = snakepit(dir.path(), &["check"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
         err.contains("app.toml: line 2, column 1: [pools.small] workerz is not a setting"),

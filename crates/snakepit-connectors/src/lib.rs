@@ -266,14 +266,22 @@ impl Connectors {
                         entry: format!("[sql.{}.queries] {}", config::key(name), config::key(&q)),
                         reason: this.inner.config.scrub(&why),
                     })),
-                    Err(e) => problems.push(ConnectorProblem {
-                        entry: format!("[sql.{}]", config::key(name)),
-                        reason: this.inner.config.scrub(&format!(
+                    Err(e) => {
+                        let mut why = format!(
                             "cannot connect to {}: {}",
                             cfg.url.masked(),
                             SqlError::Db(e)
-                        )),
-                    }),
+                        );
+                        if why.ends_with("unable to open database file") {
+                            why.push_str(
+                                " (does the file exist? create it, or add ?mode=rwc to the url to let snakepit create it)",
+                            );
+                        }
+                        problems.push(ConnectorProblem {
+                            entry: format!("[sql.{}]", config::key(name)),
+                            reason: this.inner.config.scrub(&why),
+                        })
+                    }
                 }
             }
             problems

@@ -245,6 +245,9 @@ impl Install {
                 dir.display()
             )));
         }
+        // Absolute from here on: the watcher matches the absolute paths inotify reports,
+        // and workers run with another working directory.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         // plugins/ is optional (plugins may be pip-installed), but one that is there must
         // be a readable folder: a worker would otherwise just fail to import from it.
         let plugins = dir.join("plugins");

@@ -212,7 +212,7 @@ impl std::fmt::Display for ServeStatus {
 pub enum ControlError {
     /// No serve listens for this apps dir.
     #[error(
-        "no `snakepit serve` is running for {} (nothing listens on {}); start one with `snakepit serve`, or call without --remote",
+        "no `snakepit serve` is running for {} (nothing listens on {}); start one with `snakepit serve` (or, for a call, leave out --remote)",
         apps.display(), socket.display()
     )]
     NotRunning { apps: PathBuf, socket: PathBuf },
@@ -330,7 +330,7 @@ pub struct ControlServer {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// Held while the serve runs: a second serve of the same apps dir cannot take it.
-    _lock: Flock<File>,
+    lock: Flock<File>,
 }
 
 /// What `status` reports of the serve besides its host.
@@ -427,7 +427,7 @@ impl Bound {
             socket: self.socket,
             stop,
             task,
-            _lock: self.lock,
+            lock: self.lock,
         }
     }
 }
@@ -439,10 +439,12 @@ impl ControlServer {
     }
 
     /// Stops taking connections (the socket file goes away); the requests in hand are
-    /// answered. Returns once they are.
+    /// answered. Returns once they are. The serve lock is emptied (no stale pid in it)
+    /// and released.
     pub async fn stop(self) {
         self.stop.send_replace(true);
         let _ = self.task.await;
+        let _ = self.lock.set_len(0);
     }
 }
 
