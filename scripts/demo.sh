@@ -11,10 +11,10 @@ sp="target/release/snakepit --apps $apps"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 
-step snakepit call billing.pricing:quote --kwargs '{"amount": "100.00", "region": "eu"}'
+step "snakepit call billing.pricing:quote --kwargs '{\"amount\": \"100.00\", \"region\": \"eu\"}'"
 $sp call billing.pricing:quote --kwargs '{"amount": "100.00", "region": "eu"}'
 
-step snakepit call billing.pricing:quote_many --kwargs '{"amounts": ["19.99", "5"]}'
+step "snakepit call billing.pricing:quote_many --kwargs '{\"amounts\": [\"19.99\", \"5\"]}'"
 $sp call billing.pricing:quote_many --kwargs '{"amounts": ["19.99", "5"]}'
 
 step "snakepit call billing.pricing:quote --kwargs '{\"amount\": \"1\", \"region\": \"mars\"}'   # the plugin raises: exit 1"
