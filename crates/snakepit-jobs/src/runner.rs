@@ -24,7 +24,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// The longest retry delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The logger name of the runner's own lines in a run's log stream.
-pub const RUNNER_LOGGER: &str = "snakepit.jobs";
+pub const RUNNER_LOGGER: &str = snakepit_state::JOBS_LOGGER;
 /// The most log lines written in one transaction.
 const LOG_BATCH: usize = 200;
 
@@ -215,6 +215,8 @@ pub struct QueuedRun {
     pub scheduled_for: DateTime<Utc>,
     pub session_user: String,
     timezone: chrono_tz::Tz,
+    /// The attempts each step made before (a re-queued run's), in step order.
+    prior_attempts: Vec<u32>,
 }
 
 /// Runs jobs and records them. Cheap to clone.
@@ -294,7 +296,51 @@ impl Runner {
             scheduled_for: req.scheduled_for,
             session_user: req.session_user,
             timezone: jobs.timezone,
+            prior_attempts: Vec::new(),
         }))
+    }
+
+    /// Claims the oldest queued scheduled run that no node owns (see
+    /// `State::claim_run`), as this runner's state's owner, ready for
+    /// [`Runner::execute`]. Its job is taken from `jobs` (the current definition: a
+    /// reload between queueing and claiming applies); a run whose job is no longer
+    /// defined is recorded failed and the next one is claimed. None when there is
+    /// nothing to claim.
+    pub async fn claim(&self, jobs: &JobSet) -> Result<Option<QueuedRun>, StateError> {
+        loop {
+            let now = self.clock.now();
+            let Some(claimed) = self.state.claim_run(now).await? else {
+                return Ok(None);
+            };
+            let run = claimed.run;
+            let Some(job) = jobs.get(&run.job) else {
+                let why = format!(
+                    "the job {:?} is no longer defined in any jobs.toml",
+                    run.job
+                );
+                tracing::error!(run_id = %run.id, "{why}");
+                (self.state)
+                    .finish_run(&run.id, RunStatus::Failed, Some(&why), now)
+                    .await?;
+                continue;
+            };
+            let trigger = match run.trigger.as_str() {
+                "manual" => Trigger::Manual,
+                _ => Trigger::Schedule,
+            };
+            return Ok(Some(QueuedRun {
+                id: run.id,
+                job: job.clone(),
+                trigger,
+                params: job.params.clone(),
+                scheduled_for: run.scheduled_for,
+                session_user: run.session_user,
+                timezone: jobs.timezone,
+                prior_attempts: (claimed.step_attempts.iter())
+                    .map(|&n| u32::try_from(n).unwrap_or(0))
+                    .collect(),
+            }));
+        }
     }
 
     /// [`Runner::enqueue`] then [`Runner::execute`]: the run's id and how it ended.
@@ -455,7 +501,9 @@ impl Runner {
             context,
         } = a;
         let id = run.id.as_str();
-        let attempts = step.retries.saturating_add(1);
+        // A re-queued run's steps count their attempts on from the node that died.
+        let mut attempt = run.prior_attempts.get(position).copied().unwrap_or(0);
+        let attempts = attempt.saturating_add(step.retries).saturating_add(1);
         let note = |attempt: u32, level: i64, message: String| LogLine {
             run_id: id.to_owned(),
             step: Some(step.name.clone()),
@@ -465,7 +513,6 @@ impl Runner {
             logger: RUNNER_LOGGER.to_owned(),
             message,
         };
-        let mut attempt = 0;
         loop {
             attempt += 1;
             self.state
