@@ -353,6 +353,8 @@ async fn a_run_that_kills_every_node_is_requeued_at_most_three_times() {
         assert!(rec.steps.iter().all(|s| s.status == "pending"));
         t += chrono::Duration::minutes(5);
     }
+    // The node that lost the run cannot renew its lease any more (its runner stops).
+    assert!(!b.renew_lease(&id, t).await.unwrap());
     let got = claim_and_lapse(&b, &a, t).await;
     assert_eq!(got.interrupted, [id.as_str()]);
     let rec = store.state.run(&id).await.unwrap().unwrap();

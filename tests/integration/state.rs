@@ -2,7 +2,7 @@
 //! listing by job with a limit, finding a run by an id prefix, the audit log.
 
 use serde_json::json;
-use snakepit_state::{AuditEntry, NewRun, RunFilter, RunStatus, Trigger};
+use snakepit_state::{AuditEntry, NewRun, Owner, RunFilter, RunStatus, Trigger};
 
 use crate::jobs::{at, open_state, Backend};
 
@@ -156,6 +156,10 @@ async fn a_manual_run_of_another_machine_is_interrupted_when_its_lease_runs_out(
     let dir = tempfile::tempdir().unwrap();
     let store = open_state(Backend::Postgres, dir.path()).await;
     let state = &store.state;
+    // The other machine (opened first: opening recovers against the real time).
+    let elsewhere = store
+        .node(dir.path(), Owner::parse("elsewhere/boot/4242/99").unwrap())
+        .await;
     for (id, minute) in [("r-held", 0), ("r-lapsed", 1)] {
         let run = NewRun {
             trigger: Trigger::Manual,
@@ -192,11 +196,16 @@ async fn a_manual_run_of_another_machine_is_interrupted_when_its_lease_runs_out(
     assert_eq!(lapsed.steps[1].status, "pending");
     let held = state.run("r-held").await.unwrap().unwrap();
     assert_eq!(held.run.status, "running");
-    // Renewing moves the lease: still held at 02:06.
-    state
+    // Only its owner renews the lease, and renewing moves it: still held at 02:06.
+    assert!(!state
         .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
         .await
-        .unwrap();
+        .unwrap());
+    assert!(elsewhere
+        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
+        .await
+        .unwrap());
+    elsewhere.close().await;
     assert_eq!(
         state.recover(at("2026-06-01T02:06:00Z")).await.unwrap(),
         Default::default()

@@ -110,13 +110,27 @@ pub enum Halt {
     Cancel,
     /// By a shutdown: `interrupted`.
     Interrupt,
+    /// The run's lease could not be renewed because it is no longer this node's
+    /// (another node re-queued it after the lease ran out): the call is cancelled and
+    /// the run's end is left to its new owner. The runner sends it itself.
+    Lost,
 }
 
 impl Halt {
     fn status(self) -> RunStatus {
         match self {
             Halt::Cancel => RunStatus::Cancelled,
-            Halt::Interrupt => RunStatus::Interrupted,
+            Halt::Interrupt | Halt::Lost => RunStatus::Interrupted,
+        }
+    }
+
+    /// Why a step stopped, for the run's log.
+    fn note(self) -> String {
+        match self {
+            Halt::Lost => {
+                "step stopped: this node lost the run's lease (another node re-queued it)".into()
+            }
+            h => format!("step stopped: the run was {}", h.status().as_str()),
         }
     }
 }
@@ -362,12 +376,15 @@ impl Runner {
 
     /// Runs a queued run to its end, writing each change as it happens, and returns
     /// its status. Stopped by `halt`, the call in hand is cancelled and the run is
-    /// recorded cancelled or interrupted.
+    /// recorded cancelled or interrupted. Its lease is renewed every `LEASE_RENEW`;
+    /// when a renewal finds the run no longer this node's ([`Halt::Lost`]), the call is
+    /// cancelled and the run is left to its new owner (returned as interrupted,
+    /// recorded as nothing).
     pub async fn execute(
         &self,
         run: QueuedRun,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
-        mut halt: HaltSignal,
+        halt: HaltSignal,
     ) -> Result<RunStatus, StateError> {
         let emit = |e: RunEvent| {
             if let Some(tx) = &events {
@@ -383,10 +400,17 @@ impl Runner {
             job: job.name.clone(),
             steps: job.steps.len(),
         });
-        let _lease = self.keep_lease(id);
+        // The caller's halt and the lease keeper's, in one signal (the first one holds).
+        let (halt_tx, mut halt_rx) = watch::channel(*halt.borrow());
+        let _forward = forward_halt(halt, halt_tx.clone());
+        let _lease = self.keep_lease(id, halt_tx);
         let sink = LogSink::spawn(self.state.clone());
-        let ended = self.steps(&run, &sink, &emit, &mut halt).await;
+        let ended = self.steps(&run, &sink, &emit, &mut halt_rx).await;
         sink.flush().await;
+        if *halt_rx.borrow() == Some(Halt::Lost) {
+            tracing::warn!(run_id = id, job = %job.name, "stopped a run this node lost");
+            return Ok(RunStatus::Interrupted);
+        }
         let (status, error) = match ended {
             Ok(ended) => ended,
             Err(e) => {
@@ -407,14 +431,23 @@ impl Runner {
         Ok(status)
     }
 
-    /// Renews the run's lease until the guard is dropped.
-    fn keep_lease(&self, id: &str) -> AbortOnDrop {
+    /// Renews the run's lease until the guard is dropped; sends [`Halt::Lost`] on
+    /// `halt` when the run is no longer this node's.
+    fn keep_lease(&self, id: &str, halt: watch::Sender<Option<Halt>>) -> AbortOnDrop {
         let (state, clock, id) = (self.state.clone(), self.clock.clone(), id.to_owned());
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_RENEW).await;
-                if let Err(e) = state.renew_lease(&id, clock.now() + LEASE).await {
-                    tracing::warn!(run_id = %id, error = %e, "cannot renew the run's lease");
+                match state.renew_lease(&id, clock.now() + LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(run_id = %id, "the run's lease was taken over; stopping it");
+                        set_halt(&halt, Halt::Lost);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id = %id, error = %e, "cannot renew the run's lease")
+                    }
                 }
             }
         }))
@@ -474,6 +507,7 @@ impl Runner {
                     let why = match h {
                         Halt::Cancel => "cancelled",
                         Halt::Interrupt => "interrupted by a shutdown",
+                        Halt::Lost => "stopped: the run's lease was lost",
                     };
                     return Ok((
                         h.status(),
@@ -576,11 +610,7 @@ impl Runner {
             }
             let failure = match ended {
                 Err(h) => {
-                    sink.push(note(
-                        attempt,
-                        30,
-                        format!("step stopped: the run was {}", h.status().as_str()),
-                    ));
+                    sink.push(note(attempt, 30, h.note()));
                     sink.flush().await;
                     return Ok(StepOutcome::Halted(h));
                 }
@@ -705,6 +735,22 @@ enum StepOutcome {
     Succeeded(Value),
     Failed(String),
     Halted(Halt),
+}
+
+/// Sets the halt unless one is set already (the first reason holds).
+fn set_halt(tx: &watch::Sender<Option<Halt>>, h: Halt) {
+    tx.send_if_modified(|cur| cur.is_none() && cur.replace(h).is_none());
+}
+
+/// Forwards the caller's halt signal into the run's own.
+fn forward_halt(mut from: HaltSignal, to: watch::Sender<Option<Halt>>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        while from.changed().await.is_ok() {
+            if let Some(h) = *from.borrow_and_update() {
+                set_halt(&to, h);
+            }
+        }
+    }))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

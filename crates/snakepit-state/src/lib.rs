@@ -918,16 +918,28 @@ impl State {
         Ok(())
     }
 
-    /// Extends the lease of a run this process owns until `until`.
-    pub async fn renew_lease(&self, run_id: &str, until: DateTime<Utc>) -> Result<(), StateError> {
-        with_db!(self, p => {
-            sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2")
-                .bind(until)
-                .bind(run_id)
-                .execute(p)
-                .await?;
+    /// Extends the lease of a run this state's owner holds until `until`. Returns
+    /// false when the run is no longer its own: it ended, or another node re-queued it
+    /// after the lease ran out (the owner should stop running it).
+    pub async fn renew_lease(
+        &self,
+        run_id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let owner = self.owner.to_string();
+        let n = with_db!(self, p => {
+            sqlx::query(
+                "UPDATE runs SET lease_until = $1 \
+                 WHERE id = $2 AND owner = $3 AND status IN ('queued', 'running')",
+            )
+            .bind(until)
+            .bind(run_id)
+            .bind(&owner)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(n == 1)
     }
 
     /// The latest runs first, of one job or all.
