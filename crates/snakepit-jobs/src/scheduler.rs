@@ -159,7 +159,7 @@ impl Scheduler {
     /// firing and claiming, waits up to the grace period for the runs in flight, and
     /// interrupts those still running (their call is cancelled; the run is recorded
     /// `interrupted`). The loop looks again at the next tick, when a run ends, when the
-    /// jobs change, and after [`MAX_SLEEP`] at most (so a run re-queued or queued by
+    /// jobs change, and after 60 s at most (so a run re-queued or queued by
     /// another node waits that long at most). A database error is logged and retried
     /// at the next wake.
     pub async fn run(&self, stop: impl Future<Output = ()>) {

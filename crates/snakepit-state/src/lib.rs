@@ -9,7 +9,14 @@
 //! migrations differ (`migrations/sqlite`, `migrations/postgres`: TEXT times and
 //! AUTOINCREMENT there, TIMESTAMPTZ and identity columns here). Opening a state runs
 //! the migrations, then [`State::recover`]: a run left `queued` or `running` by a
-//! process that is gone is marked `interrupted`.
+//! process that is gone is marked `interrupted`, or, for a scheduled run on
+//! PostgreSQL, re-queued (at most [`MAX_REQUEUES`] times).
+//!
+//! Several nodes (SPEC §8): a scheduled run is inserted `queued` with no owner and
+//! taken by [`State::claim_run`] (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so each
+//! queued run is executed by one node; [`State::renew_lease`] only extends a lease its
+//! owner still holds. [`State::open_as`] gives a state its own owner identity (several
+//! nodes in one process, in tests).
 //!
 //! Every write happens when the thing it records happens (a run queued, started,
 //! finished; a step's attempt started and ended; a batch of log lines), so a supervisor
@@ -539,10 +546,11 @@ impl State {
 
     /// Recovers every run left `queued` or `running` whose owner is gone: on this
     /// machine, a process that no longer exists; elsewhere, one whose lease ran out
-    /// before `now`. On PostgreSQL a scheduled run is re-queued (see
-    /// [`State::requeue`]) up to [`MAX_REQUEUES`] times; every other such run (a manual
-    /// run, any run on SQLite, a run re-queued too often) is marked `interrupted`, its
-    /// running step too. Queued runs that no one has claimed yet are left alone.
+    /// before `now`. On PostgreSQL a scheduled run is re-queued up to [`MAX_REQUEUES`]
+    /// times: `queued`, no owner, its steps `pending` (their attempts kept), a log line
+    /// naming the old owner. Every other such run (a manual run, any run on SQLite, a
+    /// run re-queued too often) is marked `interrupted`, its running step too. Queued
+    /// runs that no one has claimed yet are left alone.
     pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovered, StateError> {
         let open: Vec<(String, String, DateTime<Utc>, String, i64)> = with_db!(self, p => {
             sqlx::query_as(
