@@ -3,7 +3,7 @@
 //! lease), share one schema. A due tick runs once, on one of them; queued runs are
 //! claimed once (`FOR UPDATE SKIP LOCKED`); a run whose node stopped renewing its lease
 //! is re-queued and finished by the other, at most `MAX_REQUEUES` times. On SQLite (one
-//! node) such a run is interrupted.
+//! node) such a run is interrupted. A node that finds its run taken over stops it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -390,4 +390,64 @@ async fn on_sqlite_a_scheduled_run_of_a_gone_owner_is_interrupted() {
     assert_eq!(rec.run.status, "interrupted");
     a.close().await;
     store.close().await;
+}
+
+/// A node that was only slow (its run re-queued meanwhile) finds out at its next
+/// renewal: it cancels the call and writes no end, leaving the run to its new owner.
+#[tokio::test]
+async fn a_node_that_lost_its_run_cancels_the_call_and_leaves_the_run_alone() {
+    let n = nodes().await;
+    let clock = Arc::new(ManualClock::new(at("2027-01-01T00:00:00Z")));
+    let runner_a = Runner::new(n.host.clone(), n.a.clone(), clock.clone())
+        .renew_every(Duration::from_millis(50));
+    let req = RunRequest {
+        job: "new-year".into(),
+        trigger: Trigger::Schedule,
+        scheduled_for: clock.now(),
+        params: vec![],
+        session_user: SYSTEM_USER.into(),
+    };
+    let id = runner_a.enqueue(&n.jobs, req).await.unwrap().unwrap().id;
+    let run = runner_a.claim(&n.jobs).await.unwrap().expect("A claims it");
+    let (_halt, halt_rx) = watch::channel(None);
+    let executing = tokio::spawn({
+        let runner = runner_a.clone();
+        async move { runner.execute(run, None, halt_rx).await }
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    while !n
+        .a
+        .run(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .logs
+        .iter()
+        .any(|l| l.message.starts_with("hanging"))
+    {
+        assert!(Instant::now() < until, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Seen from B ten minutes later, A's lease ran out: B re-queues the run.
+    let later = clock.now() + chrono::Duration::minutes(10);
+    assert_eq!(n.b.recover(later).await.unwrap().requeued, [id.as_str()]);
+    let status = tokio::time::timeout(Duration::from_secs(20), executing)
+        .await
+        .expect("A stops the run at its next renewal")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, snakepit_state::RunStatus::Interrupted);
+    let rec = n.b.run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.run.status.as_str(), rec.run.owner.as_str()),
+        ("queued", "")
+    );
+    assert_eq!(rec.steps[0].status, "pending");
+    assert!(
+        rec.logs.iter().any(|l| l.message
+            == "step stopped: this node lost the run's lease (another node re-queued it)"),
+        "{:#?}",
+        rec.logs
+    );
+    n.close().await;
 }

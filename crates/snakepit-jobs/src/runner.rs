@@ -239,6 +239,7 @@ pub struct Runner {
     caller: Arc<dyn StepCaller>,
     state: State,
     clock: Arc<dyn Clock>,
+    renew_every: Duration,
 }
 
 impl std::fmt::Debug for Runner {
@@ -265,7 +266,16 @@ impl Runner {
             caller,
             state,
             clock,
+            renew_every: LEASE_RENEW,
         }
+    }
+
+    /// How often the leases of running runs are renewed, in real time (default
+    /// `LEASE_RENEW`, 15 s; tests of a lost lease make it short). Each renewal extends
+    /// the lease to the clock's now + `LEASE`.
+    pub fn renew_every(mut self, every: Duration) -> Runner {
+        self.renew_every = every;
+        self
     }
 
     /// The run history this runner writes.
@@ -376,7 +386,7 @@ impl Runner {
 
     /// Runs a queued run to its end, writing each change as it happens, and returns
     /// its status. Stopped by `halt`, the call in hand is cancelled and the run is
-    /// recorded cancelled or interrupted. Its lease is renewed every `LEASE_RENEW`;
+    /// recorded cancelled or interrupted. Its lease is renewed ([`Runner::renew_every`]);
     /// when a renewal finds the run no longer this node's ([`Halt::Lost`]), the call is
     /// cancelled and the run is left to its new owner (returned as interrupted,
     /// recorded as nothing).
@@ -435,9 +445,10 @@ impl Runner {
     /// `halt` when the run is no longer this node's.
     fn keep_lease(&self, id: &str, halt: watch::Sender<Option<Halt>>) -> AbortOnDrop {
         let (state, clock, id) = (self.state.clone(), self.clock.clone(), id.to_owned());
+        let every = self.renew_every;
         AbortOnDrop(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE_RENEW).await;
+                tokio::time::sleep(every).await;
                 match state.renew_lease(&id, clock.now() + LEASE).await {
                     Ok(true) => {}
                     Ok(false) => {
