@@ -451,3 +451,66 @@ async fn a_node_that_lost_its_run_cancels_the_call_and_leaves_the_run_alone() {
     );
     n.close().await;
 }
+
+/// Two nodes claiming two queued runs of one job at the same moment: the one whose
+/// claim commits second is refused by the index of one running scheduled run per job,
+/// looks again, and finds nothing to claim.
+#[tokio::test]
+async fn two_runs_of_one_job_claimed_at_once_still_run_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(Backend::Postgres, dir.path()).await;
+    let b = store.node(dir.path(), owner("node-b")).await;
+    let (first, second) = ("20260601-020000-000001", "20260601-020100-000002");
+    for (id, minute) in [(first, 0), (second, 1)] {
+        assert!(store
+            .state
+            .insert_run(&new_run(id, "job-0", minute))
+            .await
+            .unwrap());
+    }
+    // Node A's claim of the first run, caught before it commits.
+    let pool = sqlx::PgPool::connect(&store.url).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("UPDATE runs SET status = 'running', owner = $1 WHERE id = $2")
+        .bind(owner("node-a").to_string())
+        .bind(first)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // B skips the locked run, takes the second, and waits on the index for A.
+    let now = at("2026-06-01T03:00:00Z");
+    let claiming = tokio::spawn({
+        let b = b.clone();
+        async move { b.claim_run(now).await }
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE 'UPDATE runs SET status = ''running'', owner = $1, lease_until%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "B's claim never waited for A's");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tx.commit().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), claiming)
+        .await
+        .expect("B's claim ends once A's commits")
+        .unwrap()
+        .unwrap();
+    assert!(got.is_none(), "job-0 runs on A: {got:?}");
+    let rec = store.state.run(second).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.run.status.as_str(), rec.run.owner.as_str()),
+        ("queued", "")
+    );
+    pool.close().await;
+    b.close().await;
+    store.close().await;
+}

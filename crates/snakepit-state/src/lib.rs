@@ -649,8 +649,10 @@ impl State {
     /// Claims the oldest queued run that no one owns, unless a scheduled run of its job
     /// is `running` (on any node): it becomes `running`, owned by this state's owner,
     /// its lease until `now` + [`LEASE`]. On PostgreSQL the candidate row is locked
-    /// with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs.
-    /// None when there is nothing to claim.
+    /// with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs;
+    /// two runs of one job claimed at once by two nodes are refused by a unique index
+    /// (one running scheduled run per job) and the loser looks again. None when there
+    /// is nothing to claim.
     pub async fn claim_run(&self, now: DateTime<Utc>) -> Result<Option<ClaimedRun>, StateError> {
         let lock = if self.is_shared() {
             " FOR UPDATE SKIP LOCKED"
@@ -668,12 +670,23 @@ impl State {
         );
         let owner = self.owner.to_string();
         let (row, attempts): (Option<RunRow>, Vec<i64>) = with_db!(self, p => {
-            let row: Option<RunRow> = sqlx::query_as(&sql)
-                .bind(&owner)
-                .bind(now + LEASE)
-                .bind(now)
-                .fetch_optional(p)
-                .await?;
+            let mut tries = 0;
+            let row: Option<RunRow> = loop {
+                let claimed = sqlx::query_as(&sql)
+                    .bind(&owner)
+                    .bind(now + LEASE)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await;
+                match claimed {
+                    // Another node claimed a run of the same job at the same moment (the
+                    // index `runs_one_running_per_job` refused the second): look again,
+                    // now that its run shows as running.
+                    Err(e) if is_unique_violation(&e) && tries < CLAIM_TRIES => tries += 1,
+                    Err(e) if is_unique_violation(&e) => break None,
+                    other => break other?,
+                }
+            };
             let attempts = match &row {
                 Some(r) => sqlx::query_scalar(
                     "SELECT attempts FROM steps WHERE run_id = $1 ORDER BY position",
@@ -1153,6 +1166,15 @@ pub struct AuditRow {
     pub row_count: Option<i64>,
     pub duration_us: i64,
     pub outcome: String,
+}
+
+/// How many times a claim is tried again after it lost a race for a job.
+const CLAIM_TRIES: u32 = 3;
+
+/// Whether a query failed on a unique index.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
