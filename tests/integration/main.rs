@@ -12,6 +12,7 @@ mod hostile;
 mod jobs;
 mod lifecycle;
 mod logs;
+mod nodes;
 mod plugin_host;
 mod reload;
 mod state;

@@ -2,11 +2,11 @@
 //! listing by job with a limit, finding a run by an id prefix, the audit log.
 
 use serde_json::json;
-use snakepit_state::{AuditEntry, NewRun, RunFilter, RunStatus, Trigger};
+use snakepit_state::{AuditEntry, NewRun, Owner, RunFilter, RunStatus, Trigger};
 
 use crate::jobs::{at, open_state, Backend};
 
-fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
+pub fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
     let t = at(&format!("2026-06-01T02:{minute:02}:00Z"));
     NewRun {
         id: id.into(),
@@ -148,15 +148,24 @@ async fn reopening_keeps_the_history() {
     again.close().await;
 }
 
-/// Several machines on one PostgreSQL: a run owned by another machine is left alone
-/// while its lease holds and marked interrupted once the lease has run out.
+/// Several machines on one PostgreSQL: a manual run owned by another machine is left
+/// alone while its lease holds and marked interrupted once the lease has run out (a
+/// scheduled one is re-queued instead: `nodes.rs`).
 #[tokio::test]
-async fn a_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
+async fn a_manual_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_state(Backend::Postgres, dir.path()).await;
     let state = &store.state;
+    // The other machine (opened first: opening recovers against the real time).
+    let elsewhere = store
+        .node(dir.path(), Owner::parse("elsewhere/boot/4242/99").unwrap())
+        .await;
     for (id, minute) in [("r-held", 0), ("r-lapsed", 1)] {
-        assert!(state.insert_run(&new_run(id, id, minute)).await.unwrap());
+        let run = NewRun {
+            trigger: Trigger::Manual,
+            ..new_run(id, id, minute)
+        };
+        assert!(state.insert_run(&run).await.unwrap());
         state
             .start_run(id, at("2026-06-01T02:00:00Z"))
             .await
@@ -173,8 +182,9 @@ async fn a_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
                   UPDATE runs SET lease_until = '2026-06-01T02:01:00Z' WHERE id = 'r-lapsed'",
         )
         .await;
-    let marked = state.recover(at("2026-06-01T02:02:00Z")).await.unwrap();
-    assert_eq!(marked, ["r-lapsed"]);
+    let recovered = state.recover(at("2026-06-01T02:02:00Z")).await.unwrap();
+    assert_eq!(recovered.interrupted, ["r-lapsed"]);
+    assert!(recovered.requeued.is_empty());
     let lapsed = state.run("r-lapsed").await.unwrap().unwrap();
     assert_eq!(lapsed.run.status, "interrupted");
     assert!(lapsed
@@ -186,15 +196,19 @@ async fn a_run_of_another_machine_is_interrupted_when_its_lease_runs_out() {
     assert_eq!(lapsed.steps[1].status, "pending");
     let held = state.run("r-held").await.unwrap().unwrap();
     assert_eq!(held.run.status, "running");
-    // Renewing moves the lease: still held at 02:06.
-    state
+    // Only its owner renews the lease, and renewing moves it: still held at 02:06.
+    assert!(!state
         .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
         .await
-        .unwrap();
-    assert!(state
-        .recover(at("2026-06-01T02:06:00Z"))
+        .unwrap());
+    assert!(elsewhere
+        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
         .await
-        .unwrap()
-        .is_empty());
+        .unwrap());
+    elsewhere.close().await;
+    assert_eq!(
+        state.recover(at("2026-06-01T02:06:00Z")).await.unwrap(),
+        Default::default()
+    );
     store.close().await;
 }

@@ -191,19 +191,19 @@ fn killed_mid_step(state: Option<&str>) {
         .spawn()
         .unwrap();
     let until = Instant::now() + Duration::from_secs(30);
-    while !marker.exists() {
+    // The marker holds the worker's pid once written (it may be seen empty first).
+    let worker: i32 = loop {
+        let written = std::fs::read_to_string(&marker).unwrap_or_default();
+        if let Ok(pid) = written.trim().parse() {
+            break pid;
+        }
         assert!(Instant::now() < until, "the step never started");
         assert!(
             child.try_wait().unwrap().is_none(),
             "snakepit run ended early"
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let worker: i32 = std::fs::read_to_string(&marker)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    };
     // While it runs, another start sees it running (its owner is alive), and the
     // step's log line is in the history already: written as it happened.
     let runs = json(&snakepit(dir.path(), &["runs", "--json"]));

@@ -13,7 +13,9 @@
 //! turns into a `logging.Logger`), `connectors` and `pools` (nil, which the shim turns
 //! into the registries), plus the step's rendered kwargs. The call is tagged with the
 //! run id and its log records stream into the run's log (in batches) and to the
-//! caller's [`RunEvent`] channel.
+//! caller's [`RunEvent`] channel. A scheduled run is queued by the [`Scheduler`] and
+//! taken by whichever node's scheduler claims it first ([`Runner::claim`]); a manual
+//! run is executed by the process that queued it.
 //!
 //! A failed attempt is retried when the step has retries left and the failure is one
 //! that may pass ([`retryable`]: an exception, a timeout, a lost worker; not a

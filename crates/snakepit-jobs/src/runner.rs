@@ -24,7 +24,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 /// The longest retry delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 /// The logger name of the runner's own lines in a run's log stream.
-pub const RUNNER_LOGGER: &str = "snakepit.jobs";
+pub const RUNNER_LOGGER: &str = snakepit_state::JOBS_LOGGER;
 /// The most log lines written in one transaction.
 const LOG_BATCH: usize = 200;
 
@@ -110,13 +110,27 @@ pub enum Halt {
     Cancel,
     /// By a shutdown: `interrupted`.
     Interrupt,
+    /// The run's lease could not be renewed because it is no longer this node's
+    /// (another node re-queued it after the lease ran out): the call is cancelled and
+    /// the run's end is left to its new owner. The runner sends it itself.
+    Lost,
 }
 
 impl Halt {
     fn status(self) -> RunStatus {
         match self {
             Halt::Cancel => RunStatus::Cancelled,
-            Halt::Interrupt => RunStatus::Interrupted,
+            Halt::Interrupt | Halt::Lost => RunStatus::Interrupted,
+        }
+    }
+
+    /// Why a step stopped, for the run's log.
+    fn note(self) -> String {
+        match self {
+            Halt::Lost => {
+                "step stopped: this node lost the run's lease (another node re-queued it)".into()
+            }
+            h => format!("step stopped: the run was {}", h.status().as_str()),
         }
     }
 }
@@ -215,6 +229,8 @@ pub struct QueuedRun {
     pub scheduled_for: DateTime<Utc>,
     pub session_user: String,
     timezone: chrono_tz::Tz,
+    /// The attempts each step made before (a re-queued run's), in step order.
+    prior_attempts: Vec<u32>,
 }
 
 /// Runs jobs and records them. Cheap to clone.
@@ -223,6 +239,7 @@ pub struct Runner {
     caller: Arc<dyn StepCaller>,
     state: State,
     clock: Arc<dyn Clock>,
+    renew_every: Duration,
 }
 
 impl std::fmt::Debug for Runner {
@@ -249,7 +266,16 @@ impl Runner {
             caller,
             state,
             clock,
+            renew_every: LEASE_RENEW,
         }
+    }
+
+    /// How often the leases of running runs are renewed, in real time (default
+    /// `LEASE_RENEW`, 15 s; tests of a lost lease make it short). Each renewal extends
+    /// the lease to the clock's now + `LEASE`.
+    pub fn renew_every(mut self, every: Duration) -> Runner {
+        self.renew_every = every;
+        self
     }
 
     /// The run history this runner writes.
@@ -294,7 +320,51 @@ impl Runner {
             scheduled_for: req.scheduled_for,
             session_user: req.session_user,
             timezone: jobs.timezone,
+            prior_attempts: Vec::new(),
         }))
+    }
+
+    /// Claims the oldest queued scheduled run that no node owns (see
+    /// `State::claim_run`), as this runner's state's owner, ready for
+    /// [`Runner::execute`]. Its job is taken from `jobs` (the current definition: a
+    /// reload between queueing and claiming applies); a run whose job is no longer
+    /// defined is recorded failed and the next one is claimed. None when there is
+    /// nothing to claim.
+    pub async fn claim(&self, jobs: &JobSet) -> Result<Option<QueuedRun>, StateError> {
+        loop {
+            let now = self.clock.now();
+            let Some(claimed) = self.state.claim_run(now).await? else {
+                return Ok(None);
+            };
+            let run = claimed.run;
+            let Some(job) = jobs.get(&run.job) else {
+                let why = format!(
+                    "the job {:?} is no longer defined in any jobs.toml",
+                    run.job
+                );
+                tracing::error!(run_id = %run.id, "{why}");
+                (self.state)
+                    .finish_run(&run.id, RunStatus::Failed, Some(&why), now)
+                    .await?;
+                continue;
+            };
+            let trigger = match run.trigger.as_str() {
+                "manual" => Trigger::Manual,
+                _ => Trigger::Schedule,
+            };
+            return Ok(Some(QueuedRun {
+                id: run.id,
+                job: job.clone(),
+                trigger,
+                params: job.params.clone(),
+                scheduled_for: run.scheduled_for,
+                session_user: run.session_user,
+                timezone: jobs.timezone,
+                prior_attempts: (claimed.step_attempts.iter())
+                    .map(|&n| u32::try_from(n).unwrap_or(0))
+                    .collect(),
+            }));
+        }
     }
 
     /// [`Runner::enqueue`] then [`Runner::execute`]: the run's id and how it ended.
@@ -316,12 +386,15 @@ impl Runner {
 
     /// Runs a queued run to its end, writing each change as it happens, and returns
     /// its status. Stopped by `halt`, the call in hand is cancelled and the run is
-    /// recorded cancelled or interrupted.
+    /// recorded cancelled or interrupted. Its lease is renewed ([`Runner::renew_every`]);
+    /// when a renewal finds the run no longer this node's ([`Halt::Lost`]), the call is
+    /// cancelled and the run is left to its new owner (returned as interrupted,
+    /// recorded as nothing).
     pub async fn execute(
         &self,
         run: QueuedRun,
         events: Option<mpsc::UnboundedSender<RunEvent>>,
-        mut halt: HaltSignal,
+        halt: HaltSignal,
     ) -> Result<RunStatus, StateError> {
         let emit = |e: RunEvent| {
             if let Some(tx) = &events {
@@ -337,10 +410,17 @@ impl Runner {
             job: job.name.clone(),
             steps: job.steps.len(),
         });
-        let _lease = self.keep_lease(id);
+        // The caller's halt and the lease keeper's, in one signal (the first one holds).
+        let (halt_tx, mut halt_rx) = watch::channel(*halt.borrow());
+        let _forward = forward_halt(halt, halt_tx.clone());
+        let _lease = self.keep_lease(id, halt_tx);
         let sink = LogSink::spawn(self.state.clone());
-        let ended = self.steps(&run, &sink, &emit, &mut halt).await;
+        let ended = self.steps(&run, &sink, &emit, &mut halt_rx).await;
         sink.flush().await;
+        if *halt_rx.borrow() == Some(Halt::Lost) {
+            tracing::warn!(run_id = id, job = %job.name, "stopped a run this node lost");
+            return Ok(RunStatus::Interrupted);
+        }
         let (status, error) = match ended {
             Ok(ended) => ended,
             Err(e) => {
@@ -361,14 +441,24 @@ impl Runner {
         Ok(status)
     }
 
-    /// Renews the run's lease until the guard is dropped.
-    fn keep_lease(&self, id: &str) -> AbortOnDrop {
+    /// Renews the run's lease until the guard is dropped; sends [`Halt::Lost`] on
+    /// `halt` when the run is no longer this node's.
+    fn keep_lease(&self, id: &str, halt: watch::Sender<Option<Halt>>) -> AbortOnDrop {
         let (state, clock, id) = (self.state.clone(), self.clock.clone(), id.to_owned());
+        let every = self.renew_every;
         AbortOnDrop(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(LEASE_RENEW).await;
-                if let Err(e) = state.renew_lease(&id, clock.now() + LEASE).await {
-                    tracing::warn!(run_id = %id, error = %e, "cannot renew the run's lease");
+                tokio::time::sleep(every).await;
+                match state.renew_lease(&id, clock.now() + LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(run_id = %id, "the run's lease was taken over; stopping it");
+                        set_halt(&halt, Halt::Lost);
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run_id = %id, error = %e, "cannot renew the run's lease")
+                    }
                 }
             }
         }))
@@ -428,6 +518,7 @@ impl Runner {
                     let why = match h {
                         Halt::Cancel => "cancelled",
                         Halt::Interrupt => "interrupted by a shutdown",
+                        Halt::Lost => "stopped: the run's lease was lost",
                     };
                     return Ok((
                         h.status(),
@@ -455,7 +546,9 @@ impl Runner {
             context,
         } = a;
         let id = run.id.as_str();
-        let attempts = step.retries.saturating_add(1);
+        // A re-queued run's steps count their attempts on from the node that died.
+        let mut attempt = run.prior_attempts.get(position).copied().unwrap_or(0);
+        let attempts = attempt.saturating_add(step.retries).saturating_add(1);
         let note = |attempt: u32, level: i64, message: String| LogLine {
             run_id: id.to_owned(),
             step: Some(step.name.clone()),
@@ -465,7 +558,6 @@ impl Runner {
             logger: RUNNER_LOGGER.to_owned(),
             message,
         };
-        let mut attempt = 0;
         loop {
             attempt += 1;
             self.state
@@ -529,11 +621,7 @@ impl Runner {
             }
             let failure = match ended {
                 Err(h) => {
-                    sink.push(note(
-                        attempt,
-                        30,
-                        format!("step stopped: the run was {}", h.status().as_str()),
-                    ));
+                    sink.push(note(attempt, 30, h.note()));
                     sink.flush().await;
                     return Ok(StepOutcome::Halted(h));
                 }
@@ -658,6 +746,22 @@ enum StepOutcome {
     Succeeded(Value),
     Failed(String),
     Halted(Halt),
+}
+
+/// Sets the halt unless one is set already (the first reason holds).
+fn set_halt(tx: &watch::Sender<Option<Halt>>, h: Halt) {
+    tx.send_if_modified(|cur| cur.is_none() && cur.replace(h).is_none());
+}
+
+/// Forwards the caller's halt signal into the run's own.
+fn forward_halt(mut from: HaltSignal, to: watch::Sender<Option<Halt>>) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
+        while from.changed().await.is_ok() {
+            if let Some(h) = *from.borrow_and_update() {
+                set_halt(&to, h);
+            }
+        }
+    }))
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

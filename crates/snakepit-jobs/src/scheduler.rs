@@ -10,10 +10,15 @@
 //!   scheduled run is unique per (job, tick), so two schedulers on one PostgreSQL do not
 //!   both run it.
 //!
-//! One run per job at a time: while a scheduled run of a job is in flight, its next
-//! tick waits (and is coalesced with later ones) until the run ends.
+//! One run per job at a time: while a scheduled run of a job is queued or running (on
+//! any node), its next tick waits (and is coalesced with later ones) until the run ends.
+//!
+//! Several nodes (SPEC §8): a due tick is only queued (owned by no one); every node's
+//! loop claims queued runs one at a time (`State::claim_run`: `FOR UPDATE SKIP LOCKED`
+//! on PostgreSQL) and executes them, renewing their leases. At each wake a node also
+//! recovers the runs of dead owners (`State::recover`): on PostgreSQL a scheduled run
+//! whose lease ran out is re-queued, and claimed by whichever node looks next.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,12 +84,14 @@ impl Scheduler {
         self.jobs.send_replace(Arc::new(jobs));
     }
 
-    /// Takes every due tick: for each scheduled job not in `busy`, the latest tick
-    /// after its last handled one, up to now, recorded as a queued run. A job never
-    /// seen before is recorded as handled up to now.
-    pub async fn due(&self, busy: &HashSet<String>) -> Result<Vec<QueuedRun>, StateError> {
+    /// Takes every due tick: for each scheduled job without a scheduled run queued or
+    /// running (on any node), the latest tick after its last handled one, up to now,
+    /// recorded as a queued run that no one owns yet. A job never seen before is
+    /// recorded as handled up to now.
+    pub async fn due(&self) -> Result<Vec<QueuedRun>, StateError> {
         let jobs = self.jobs.borrow().clone();
         let state = self.runner.state();
+        let busy = state.busy_jobs().await?;
         let now = self.clock.now();
         let local = now.with_timezone(&jobs.timezone);
         let mut queued = Vec::new();
@@ -134,43 +141,56 @@ impl Scheduler {
             .min(MAX_SLEEP)
     }
 
-    /// Fires due jobs until `stop` completes, then stops firing, waits up to the grace
-    /// period for the runs in flight, and interrupts those still running (their call
-    /// is cancelled; the run is recorded `interrupted`). A database error is logged and
-    /// retried at the next wake.
+    /// One look at the state: recovers the runs of dead owners, queues due ticks,
+    /// then claims queued runs (this node's and other nodes') until none is left, each
+    /// claimed run handed to `spawn`.
+    async fn look(&self, mut spawn: impl FnMut(QueuedRun)) -> Result<(), StateError> {
+        let state = self.runner.state();
+        state.recover(self.clock.now()).await?.log();
+        self.due().await?;
+        let jobs = self.jobs.borrow().clone();
+        while let Some(run) = self.runner.claim(&jobs).await? {
+            spawn(run);
+        }
+        Ok(())
+    }
+
+    /// Fires due jobs and executes claimed runs until `stop` completes, then stops
+    /// firing and claiming, waits up to the grace period for the runs in flight, and
+    /// interrupts those still running (their call is cancelled; the run is recorded
+    /// `interrupted`). The loop looks again at the next tick, when a run ends, when the
+    /// jobs change, and after 60 s at most (so a run re-queued or queued by
+    /// another node waits that long at most). A database error is logged and retried
+    /// at the next wake.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let (halt_tx, halt_rx) = watch::channel(None);
         let mut runs: JoinSet<(String, Result<RunStatus, StateError>)> = JoinSet::new();
-        let mut busy: HashSet<String> = HashSet::new();
         let mut jobs_changed = self.jobs.subscribe();
         tokio::pin!(stop);
         loop {
-            match self.due(&busy).await {
-                Ok(queued) => {
-                    for run in queued {
-                        let (runner, halt) = (self.runner.clone(), halt_rx.clone());
-                        busy.insert(run.job.name.clone());
-                        runs.spawn(async move {
-                            let job = run.job.name.clone();
-                            (job, runner.execute(run, None, halt).await)
-                        });
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the scheduler cannot read the state database")
-                }
+            let looked = self
+                .look(|run| {
+                    let (runner, halt) = (self.runner.clone(), halt_rx.clone());
+                    runs.spawn(async move {
+                        let job = run.job.name.clone();
+                        (job, runner.execute(run, None, halt).await)
+                    });
+                })
+                .await;
+            if let Err(e) = looked {
+                tracing::error!(error = %e, "the scheduler cannot read the state database")
             }
             let wait = self.next_wake(self.clock.now());
             tokio::select! {
                 () = &mut stop => break,
                 () = self.clock.sleep(wait) => {}
-                Some(done) = runs.join_next() => finished(&mut busy, done),
+                Some(done) = runs.join_next() => finished(done),
                 _ = jobs_changed.changed() => {}
             }
         }
         let drained = tokio::time::timeout(self.grace, async {
             while let Some(done) = runs.join_next().await {
-                finished(&mut busy, done);
+                finished(done);
             }
         })
         .await;
@@ -178,26 +198,20 @@ impl Scheduler {
             tracing::warn!(runs = runs.len(), "interrupting the runs still in flight");
             let _ = halt_tx.send(Some(Halt::Interrupt));
             while let Some(done) = runs.join_next().await {
-                finished(&mut busy, done);
+                finished(done);
             }
         }
     }
 }
 
-fn finished(
-    busy: &mut HashSet<String>,
-    done: Result<(String, Result<RunStatus, StateError>), tokio::task::JoinError>,
-) {
+fn finished(done: Result<(String, Result<RunStatus, StateError>), tokio::task::JoinError>) {
     match done {
-        Ok((job, result)) => {
-            busy.remove(&job);
-            if let Err(e) = result {
-                tracing::error!(job = %job, error = %e, "a scheduled run could not be recorded");
-            }
+        Ok((job, Err(e))) => {
+            tracing::error!(job = %job, error = %e, "a scheduled run could not be recorded")
         }
-        // A run task panicked; its job stays marked busy rather than fire on top of an
-        // unknown state (the state database shows the run as running, then interrupted
-        // at the next start).
+        Ok((_, Ok(_))) => {}
+        // A run task panicked; its run stays `running` in the state (so its job is
+        // busy) until this process is gone and the run is recovered.
         Err(e) => tracing::error!(error = %e, "a scheduled run task failed"),
     }
 }

@@ -9,7 +9,14 @@
 //! migrations differ (`migrations/sqlite`, `migrations/postgres`: TEXT times and
 //! AUTOINCREMENT there, TIMESTAMPTZ and identity columns here). Opening a state runs
 //! the migrations, then [`State::recover`]: a run left `queued` or `running` by a
-//! process that is gone is marked `interrupted`.
+//! process that is gone is marked `interrupted`, or, for a scheduled run on
+//! PostgreSQL, re-queued (at most [`MAX_REQUEUES`] times).
+//!
+//! Several nodes (SPEC §8): a scheduled run is inserted `queued` with no owner and
+//! taken by [`State::claim_run`] (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so each
+//! queued run is executed by one node; [`State::renew_lease`] only extends a lease its
+//! owner still holds. [`State::open_as`] gives a state its own owner identity (several
+//! nodes in one process, in tests).
 //!
 //! Every write happens when the thing it records happens (a run queued, started,
 //! finished; a step's attempt started and ended; a batch of log lines), so a supervisor
@@ -34,6 +41,7 @@
 
 mod owner;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -51,6 +59,13 @@ pub const DEFAULT_URL: &str = "sqlite://.snakepit/state.db";
 pub const LEASE: Duration = Duration::from_secs(60);
 /// How often a runner renews the leases of its runs.
 pub const LEASE_RENEW: Duration = Duration::from_secs(15);
+/// How many times a scheduled run is re-queued after its node stopped renewing its
+/// lease (PostgreSQL); the next time it is marked `interrupted`, so that a run that
+/// kills every node does not go round forever.
+pub const MAX_REQUEUES: i64 = 3;
+/// The logger name of the lines snakepit itself writes in a run's log stream (the
+/// runner's notes, a re-queue).
+pub const JOBS_LOGGER: &str = "snakepit.jobs";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -432,9 +447,17 @@ impl State {
     }
 
     /// Opens `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…`, `postgresql://…`),
-    /// a relative SQLite path taken from `base`; migrates; marks the runs of dead owners
-    /// interrupted (see [`State::recover`]).
+    /// a relative SQLite path taken from `base`; migrates; recovers the runs of dead
+    /// owners (see [`State::recover`]). The runs this state starts or claims are owned
+    /// by this process ([`Owner::current`]).
     pub async fn open(url: &str, base: &Path) -> Result<State, StateError> {
+        State::open_as(url, base, Owner::current()).await
+    }
+
+    /// [`State::open`] with the runs owned by `owner`: several "nodes" in one process
+    /// (tests of SPEC §8) each open the database as their own owner, on distinct hosts
+    /// so that each judges the others by their leases.
+    pub async fn open_as(url: &str, base: &Path, owner: Owner) -> Result<State, StateError> {
         let bad = |reason: &str| StateError::Url {
             url: redact(url),
             reason: reason.to_owned(),
@@ -492,7 +515,7 @@ impl State {
         let state = State {
             db,
             url: shown,
-            owner: Owner::current(),
+            owner,
         };
         let migrated = match &state.db {
             Db::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,
@@ -502,10 +525,7 @@ impl State {
             url: state.url.clone(),
             source,
         })?;
-        let recovered = state.recover(Utc::now()).await?;
-        if !recovered.is_empty() {
-            tracing::warn!(runs = ?recovered, "marked runs of a dead supervisor interrupted");
-        }
+        state.recover(Utc::now()).await?.log();
         Ok(state)
     }
 
@@ -514,33 +534,188 @@ impl State {
         &self.url
     }
 
-    /// Marks `interrupted` every run left `queued` or `running` whose owner is gone: on
-    /// this machine, a process that no longer exists; elsewhere, one whose lease ran out
-    /// before `now`. Its running steps become `interrupted` too. Returns their ids.
-    pub async fn recover(&self, now: DateTime<Utc>) -> Result<Vec<String>, StateError> {
-        let open: Vec<(String, String, DateTime<Utc>)> = with_db!(self, p => {
+    /// Whether several nodes can share this database (PostgreSQL; SQLite serves one).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.db, Db::Postgres(_))
+    }
+
+    /// The owner of the runs this state starts or claims.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Recovers every run left `queued` or `running` whose owner is gone: on this
+    /// machine, a process that no longer exists; elsewhere, one whose lease ran out
+    /// before `now`. On PostgreSQL a scheduled run is re-queued up to [`MAX_REQUEUES`]
+    /// times: `queued`, no owner, its steps `pending` (their attempts kept), a log line
+    /// naming the old owner. Every other such run (a manual run, any run on SQLite, a
+    /// run re-queued too often) is marked `interrupted`, its running step too. Queued
+    /// runs that no one has claimed yet are left alone.
+    pub async fn recover(&self, now: DateTime<Utc>) -> Result<Recovered, StateError> {
+        let open: Vec<(String, String, DateTime<Utc>, String, i64)> = with_db!(self, p => {
             sqlx::query_as(
-                "SELECT id, owner, lease_until FROM runs WHERE status IN ('queued', 'running')",
+                "SELECT id, owner, lease_until, trigger_type, requeues FROM runs \
+                 WHERE status IN ('queued', 'running') AND owner <> ''",
             )
             .fetch_all(p)
             .await?
         });
-        let mut marked = Vec::new();
-        for (id, owner, lease_until) in open {
-            let reason = match Owner::parse(&owner) {
+        let mut recovered = Recovered::default();
+        for (id, owner, lease_until, trigger, requeues) in open {
+            let gone = match Owner::parse(&owner) {
                 Some(o) if o.same_machine(&self.owner) => (!o.is_alive()).then(|| {
-                    format!("interrupted: its supervisor (pid {}) stopped before the run finished", o.pid)
+                    format!(
+                        "its supervisor (pid {}) stopped before the run finished",
+                        o.pid
+                    )
                 }),
                 _ => (lease_until < now).then(|| {
-                    format!("interrupted: its supervisor ({owner}) stopped renewing its lease at {lease_until}")
+                    format!("its supervisor ({owner}) stopped renewing its lease at {lease_until}")
                 }),
             };
-            let Some(reason) = reason else { continue };
+            let Some(why) = gone else { continue };
+            let scheduled = trigger == Trigger::Schedule.as_str();
+            if self.is_shared() && scheduled && requeues < MAX_REQUEUES {
+                if self.requeue(&id, &owner, &why, requeues + 1, now).await? {
+                    recovered.requeued.push(id);
+                }
+                continue;
+            }
+            let reason = if self.is_shared() && scheduled {
+                format!("interrupted: {why}; it was re-queued {requeues} times already (the most is {MAX_REQUEUES})")
+            } else {
+                format!("interrupted: {why}")
+            };
             self.end_open_run(&id, RunStatus::Interrupted, &reason, now)
                 .await?;
-            marked.push(id);
+            recovered.interrupted.push(id);
         }
-        Ok(marked)
+        Ok(recovered)
+    }
+
+    /// Puts a run whose owner is gone back in the queue, for any node to claim: status
+    /// `queued`, no owner, its steps `pending` again (their attempts kept, so that the
+    /// next ones count on), a log line saying from which owner and why. Returns false
+    /// when another node recovered it first (the owner changed meanwhile).
+    async fn requeue(
+        &self,
+        id: &str,
+        owner: &str,
+        why: &str,
+        nth: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let message = format!(
+            "re-queued from {owner} ({nth} of at most {MAX_REQUEUES}): {why}; its steps run again"
+        );
+        let requeued = with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query(
+                "UPDATE runs SET status = 'queued', owner = '', requeues = $1 \
+                 WHERE id = $2 AND owner = $3 AND status IN ('queued', 'running')",
+            )
+            .bind(nth)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                sqlx::query(
+                    "UPDATE steps SET status = 'pending', result = NULL, error_type = NULL, \
+                     error_message = NULL, error_traceback = NULL, started_at = NULL, \
+                     finished_at = NULL WHERE run_id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO logs (run_id, step, attempt, time, level, logger, message) \
+                     VALUES ($1, NULL, NULL, $2, 30, $3, $4)",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(JOBS_LOGGER)
+                .bind(&message)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            n == 1
+        });
+        Ok(requeued)
+    }
+
+    /// Claims the oldest queued run that no one owns, unless a scheduled run of its job
+    /// is `running` (on any node): it becomes `running`, owned by this state's owner,
+    /// its lease until `now` + [`LEASE`]. On PostgreSQL the candidate row is locked
+    /// with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs;
+    /// two runs of one job claimed at once by two nodes are refused by a unique index
+    /// (one running scheduled run per job) and the loser looks again. None when there
+    /// is nothing to claim.
+    pub async fn claim_run(&self, now: DateTime<Utc>) -> Result<Option<ClaimedRun>, StateError> {
+        let lock = if self.is_shared() {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE runs SET status = 'running', owner = $1, lease_until = $2, \
+             started_at = COALESCE(started_at, $3) \
+             WHERE status = 'queued' AND id = (SELECT r.id FROM runs r \
+               WHERE r.status = 'queued' AND r.owner = '' AND NOT EXISTS (SELECT 1 FROM runs o \
+                 WHERE o.job = r.job AND o.status = 'running' AND o.trigger_type = 'schedule') \
+               ORDER BY r.queued_at, r.id LIMIT 1{lock}) \
+             RETURNING {RUN_COLUMNS}"
+        );
+        let owner = self.owner.to_string();
+        let (row, attempts): (Option<RunRow>, Vec<i64>) = with_db!(self, p => {
+            let mut tries = 0;
+            let row: Option<RunRow> = loop {
+                let claimed = sqlx::query_as(&sql)
+                    .bind(&owner)
+                    .bind(now + LEASE)
+                    .bind(now)
+                    .fetch_optional(p)
+                    .await;
+                match claimed {
+                    // Another node claimed a run of the same job at the same moment (the
+                    // index `runs_one_running_per_job` refused the second): look again,
+                    // now that its run shows as running.
+                    Err(e) if is_unique_violation(&e) && tries < CLAIM_TRIES => tries += 1,
+                    Err(e) if is_unique_violation(&e) => break None,
+                    other => break other?,
+                }
+            };
+            let attempts = match &row {
+                Some(r) => sqlx::query_scalar(
+                    "SELECT attempts FROM steps WHERE run_id = $1 ORDER BY position",
+                )
+                .bind(&r.id)
+                .fetch_all(p)
+                .await?,
+                None => Vec::new(),
+            };
+            (row, attempts)
+        });
+        Ok(row.map(|r| ClaimedRun {
+            run: Run::from(r),
+            step_attempts: attempts,
+        }))
+    }
+
+    /// The jobs that have a scheduled run queued or running (on any node): the
+    /// scheduler does not queue another run of them (one at a time).
+    pub async fn busy_jobs(&self) -> Result<HashSet<String>, StateError> {
+        let jobs: Vec<String> = with_db!(self, p => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT job FROM runs \
+                 WHERE trigger_type = 'schedule' AND status IN ('queued', 'running')",
+            )
+            .fetch_all(p)
+            .await?
+        });
+        Ok(jobs.into_iter().collect())
     }
 
     /// Ends a run that is still queued or running, and its unfinished steps: running
@@ -582,12 +757,16 @@ impl State {
         Ok(())
     }
 
-    /// Records a new run (`queued`, owned by this process, its lease starting now) and
-    /// its steps (`pending`). Returns false, recording nothing, when a scheduled run of
-    /// the same job at the same tick exists already.
+    /// Records a new run (`queued`) and its steps (`pending`): a manual run owned by
+    /// this process (its lease starting now), which executes it; a scheduled run owned
+    /// by no one, for a node to claim ([`State::claim_run`]). Returns false, recording
+    /// nothing, when a scheduled run of the same job at the same tick exists already.
     pub async fn insert_run(&self, run: &NewRun) -> Result<bool, StateError> {
         let lease = run.queued_at + LEASE;
-        let owner = self.owner.to_string();
+        let owner = match run.trigger {
+            Trigger::Manual => self.owner.to_string(),
+            Trigger::Schedule => String::new(),
+        };
         let params = run.params.to_string();
         let inserted = with_db!(self, p => {
             let mut tx = p.begin().await?;
@@ -626,10 +805,14 @@ impl State {
         Ok(inserted)
     }
 
-    /// Marks a queued run `running`.
+    /// Marks a run `running` (a claimed run is already; a re-queued run keeps the time
+    /// it first started).
     pub async fn start_run(&self, id: &str, now: DateTime<Utc>) -> Result<(), StateError> {
         with_db!(self, p => {
-            sqlx::query("UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2")
+            sqlx::query(
+                "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, $1) \
+                 WHERE id = $2",
+            )
                 .bind(now)
                 .bind(id)
                 .execute(p)
@@ -756,16 +939,28 @@ impl State {
         Ok(())
     }
 
-    /// Extends the lease of a run this process owns until `until`.
-    pub async fn renew_lease(&self, run_id: &str, until: DateTime<Utc>) -> Result<(), StateError> {
-        with_db!(self, p => {
-            sqlx::query("UPDATE runs SET lease_until = $1 WHERE id = $2")
-                .bind(until)
-                .bind(run_id)
-                .execute(p)
-                .await?;
+    /// Extends the lease of a run this state's owner holds until `until`. Returns
+    /// false when the run is no longer its own: it ended, or another node re-queued it
+    /// after the lease ran out (the owner should stop running it).
+    pub async fn renew_lease(
+        &self,
+        run_id: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StateError> {
+        let owner = self.owner.to_string();
+        let n = with_db!(self, p => {
+            sqlx::query(
+                "UPDATE runs SET lease_until = $1 \
+                 WHERE id = $2 AND owner = $3 AND status IN ('queued', 'running')",
+            )
+            .bind(until)
+            .bind(run_id)
+            .bind(&owner)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
-        Ok(())
+        Ok(n == 1)
     }
 
     /// The latest runs first, of one job or all.
@@ -927,6 +1122,34 @@ impl State {
     }
 }
 
+/// What [`State::recover`] did: the ids of the runs it re-queued and of those it
+/// marked interrupted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovered {
+    pub requeued: Vec<String>,
+    pub interrupted: Vec<String>,
+}
+
+impl Recovered {
+    /// Logs what was recovered, if anything.
+    pub fn log(&self) {
+        if !self.requeued.is_empty() {
+            tracing::warn!(runs = ?self.requeued, "re-queued scheduled runs of a dead node");
+        }
+        if !self.interrupted.is_empty() {
+            tracing::warn!(runs = ?self.interrupted, "marked runs of a dead supervisor interrupted");
+        }
+    }
+}
+
+/// A run claimed by [`State::claim_run`], with the attempts its steps made before
+/// (nonzero for a re-queued run), in step order.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    pub run: Run,
+    pub step_attempts: Vec<i64>,
+}
+
 /// The columns of [`AuditRow`].
 const AUDIT_COLUMNS: &str =
     "time, package, call_id, run_id, connector, target, row_count, duration_us, outcome";
@@ -943,6 +1166,15 @@ pub struct AuditRow {
     pub row_count: Option<i64>,
     pub duration_us: i64,
     pub outcome: String,
+}
+
+/// How many times a claim is tried again after it lost a race for a job.
+const CLAIM_TRIES: u32 = 3;
+
+/// Whether a query failed on a unique index.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
