@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use snakepit::{Call, CallError, Map, Value, WorkerState};
 use snakepit_host::{Host, Install, Watcher};
@@ -86,21 +86,32 @@ async fn wait_value(host: &Host, reference: &str, want: Value) {
 type Outcome = (u64, Result<Value, CallError>);
 
 /// Several callers calling `reference` back to back until stopped; each keeps the
-/// outcomes of its calls in order.
+/// outcomes of its calls in order. `stop_at` is 0 while they run; `finish` sets it to a
+/// generation, and each caller stops once it made a call on that generation (or after a
+/// deadline, which the checks then report).
 struct Load {
-    stop: Arc<AtomicBool>,
+    stop_at: Arc<AtomicU64>,
     callers: Vec<JoinHandle<Vec<Outcome>>>,
 }
 
 impl Load {
     fn start(host: &Arc<Host>, reference: &'static str, callers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop_at = Arc::new(AtomicU64::new(0));
         let callers = (0..callers)
             .map(|_| {
-                let (host, stop) = (host.clone(), stop.clone());
+                let (host, stop_at) = (host.clone(), stop_at.clone());
                 tokio::spawn(async move {
-                    let mut outcomes = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
+                    let mut outcomes: Vec<Outcome> = Vec::new();
+                    let mut stopping_since = None;
+                    loop {
+                        let target = stop_at.load(Ordering::Relaxed);
+                        if target != 0 {
+                            let since = *stopping_since.get_or_insert_with(Instant::now);
+                            let done = outcomes.last().is_some_and(|(g, _)| *g >= target);
+                            if done || since.elapsed() > Duration::from_secs(30) {
+                                break;
+                            }
+                        }
                         let generation = host.generation();
                         let r = host.call(reference, Map::new(), Map::new()).await;
                         outcomes.push((generation, r.map(|v| v.decode().unwrap())));
@@ -111,7 +122,7 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, callers }
+        Load { stop_at, callers }
     }
 
     /// Stops the callers; checks that no call failed, and that every call made once
@@ -119,7 +130,7 @@ impl Load {
     /// that imports the module for the first time after the change runs the new code.)
     /// Returns how many calls were made.
     async fn finish(self, new_generation: u64, new: Value) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop_at.store(new_generation, Ordering::Relaxed);
         let mut calls = 0;
         for caller in self.callers {
             let outcomes = caller.await.unwrap();
