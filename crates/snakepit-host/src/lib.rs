@@ -375,7 +375,7 @@ impl Host {
         call: Call,
     ) -> Result<RawValue, CallError> {
         loop {
-            match generation.pool_for(reference).submit(call.clone()).await {
+            match generation.pool_for(reference).submit_ref(&call).await {
                 Err(CallError::ShutDown) => {
                     let current = self.current();
                     if current.number == generation.number {

@@ -27,7 +27,9 @@ mod value;
 use bytes::Bytes;
 
 pub use frame::{body_len, read_frame, FrameBuffer, FrameError, DEFAULT_FRAME_LIMIT};
-pub use message::{kind, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException, ToWorker};
+pub use message::{
+    encode_call, kind, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException, ToWorker,
+};
 pub use value::{date_iso, parse_date, DateTime, Value, EXT_DATE, EXT_DATETIME, EXT_DECIMAL};
 
 /// The protocol version this crate speaks; the HANDSHAKE must carry the same.

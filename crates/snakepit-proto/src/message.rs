@@ -163,6 +163,24 @@ fn pairs(w: &mut Writer, map: &[(String, Value)]) {
     }
 }
 
+/// Encodes a CALL frame from borrowed parts: what `ToWorker::Call { .. }.encode()` gives,
+/// for a caller that keeps its kwargs and context (to make the same call again).
+pub fn encode_call(
+    call_id: u64,
+    reference: &str,
+    kwargs: &[(String, Value)],
+    context: &[(String, Value)],
+) -> Vec<u8> {
+    let mut w = Writer::frame();
+    w.array_len(5);
+    w.int(kind::CALL as i64);
+    w.int(call_id as i64);
+    w.str(reference);
+    pairs(&mut w, kwargs);
+    pairs(&mut w, context);
+    w.finish_frame()
+}
+
 impl ToWorker {
     /// Encodes the message as a whole frame (length header included).
     pub fn encode(&self) -> Vec<u8> {
@@ -173,14 +191,7 @@ impl ToWorker {
                 reference,
                 kwargs,
                 context,
-            } => {
-                w.array_len(5);
-                w.int(kind::CALL as i64);
-                w.int(*call_id as i64);
-                w.str(reference);
-                pairs(&mut w, kwargs);
-                pairs(&mut w, context);
-            }
+            } => return encode_call(*call_id, reference, kwargs, context),
             ToWorker::Cancel { call_id } => {
                 w.array_len(2);
                 w.int(kind::CANCEL as i64);

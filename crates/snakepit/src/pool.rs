@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use snakepit_proto::{LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION};
+use snakepit_proto::{
+    encode_call, LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::dispatch::{Checkout, Dispatch, Waiting};
@@ -589,16 +591,16 @@ impl Pool {
 
     /// Makes a call. Dropping the returned future cancels the call in its worker.
     pub async fn submit(&self, call: Call) -> Result<RawValue, CallError> {
+        self.submit_ref(&call).await
+    }
+
+    /// [`Pool::submit`] of a call the caller keeps: one it may make again elsewhere
+    /// (after `ShutDown`) without copying its kwargs.
+    pub async fn submit_ref(&self, call: &Call) -> Result<RawValue, CallError> {
         let inner = &self.inner;
         check_reference(&call.reference)?;
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = ToWorker::Call {
-            call_id: id,
-            reference: call.reference.clone(),
-            kwargs: call.kwargs,
-            context: call.context,
-        }
-        .encode();
+        let frame = encode_call(id, &call.reference, &call.kwargs, &call.context);
         // However the call ends (answer, timeout, crash, or the caller dropping it), the
         // handler hears of it: it rolls back what the call left open.
         let _ended = CallEnded {
@@ -608,11 +610,11 @@ impl Pool {
         };
         self.enqueue(
             id,
-            call.reference,
+            call.reference.clone(),
             frame,
             call.timeout,
-            call.logs,
-            call.run_id,
+            call.logs.clone(),
+            call.run_id.clone(),
         )
         .await
     }
