@@ -348,10 +348,10 @@ class Worker:
         task = self.task
         loop = self.loop
         if task is not None and loop is not None:
-            if on_main:
-                task.cancel()
-            else:
-                loop.call_soon_threadsafe(task.cancel)
+            # Through the loop's self-pipe even on the main thread: from the SIGUSR1
+            # handler, the loop would otherwise go back to its interrupted selector wait
+            # with the whole timeout left (PEP 475 retries it) and cancel only then.
+            loop.call_soon_threadsafe(task.cancel)
         if not on_main:
             # The main thread may be blocked in C inside plugin code: let its handler run.
             signal.pthread_kill(self.main_ident, signal.SIGUSR1)
