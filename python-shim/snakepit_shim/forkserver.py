@@ -24,6 +24,13 @@ on the control socket, or on SIGTERM (its parent-death signal: the supervisor is
 SIGKILLs the process group of every child it has (so that a plugin's subprocesses die
 too, not only the worker), then exits; after SHUTDOWN it exits once every child has
 exited and been reported.
+
+With ``--confine PLAN`` (see ``confine.py``) the template is not dumpable and is a child
+subreaper, and each child confines itself before it serves. A worker is a subreaper too,
+so what a plugin double-forks stays below it; when a worker dies, whatever it left comes
+to the template, which kills it (the *sweep*), and at exit the template sweeps until it
+has no child left. A child whose confinement fails (strict plan) exits with status 4
+after a sentence on stderr.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import Deque, List, Set
 
@@ -54,6 +62,7 @@ from . import host as _host  # noqa: F401
 from . import logbridge as _logbridge  # noqa: F401
 from . import protocol, references as _references  # noqa: F401
 from . import runner as _runner  # noqa: F401
+from . import confine
 from .codec import select_codec
 
 PR_SET_PDEATHSIG = 1
@@ -79,6 +88,13 @@ def serve(opts: argparse.Namespace) -> int:
     ctrl.setblocking(True)
     codec = select_codec()
     template_pid = os.getpid()
+    try:
+        plan = confine.prepare(getattr(opts, "confine", None))
+    except (ValueError, OSError) as exc:
+        sys.stderr.write(f"snakepit fork-server: bad --confine plan: {exc}\n")
+        return 2
+    if plan is not None:
+        confine.harden_server()
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -98,9 +114,9 @@ def serve(opts: argparse.Namespace) -> int:
 
     while True:
         if terminated:
-            _kill_groups(children)
+            _kill_all(children)
             return 0
-        _reap(ctrl, children)
+        _reap(ctrl, children, plan)
         if shutting_down and not children:
             return 0
         try:
@@ -119,7 +135,7 @@ def serve(opts: argparse.Namespace) -> int:
             sys.stderr.write("snakepit fork-server: too many fds in one message\n")
             return 3
         if not data:
-            _kill_groups(children)  # the supervisor is gone: so is everything we started
+            _kill_all(children)  # the supervisor is gone: so is everything we started
             return 0
         frames.feed(data)
         while True:
@@ -140,7 +156,7 @@ def serve(opts: argparse.Namespace) -> int:
                     if stream is not None:
                         stream.flush()
                 pid = _spawn(msg.worker_id, worker_fds, opts, ctrl, (wake_r, wake_w, *fds),
-                             template_pid)
+                             template_pid, plan)
                 for fd in worker_fds:
                     os.close(fd)
                 children.add(pid)
@@ -181,7 +197,40 @@ def _kill_groups(children: Set[int]) -> None:
             pass
 
 
-def _reap(ctrl: socket.socket, children: Set[int]) -> None:
+def _adopted(children: Set[int]) -> List[int]:
+    """Children of the template that are not workers: what dead workers left behind."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            pids = [int(p) for p in f.read().split()]
+    except (OSError, ValueError):
+        return []
+    return [p for p in pids if p not in children]
+
+
+def _sweep(children: Set[int]) -> None:
+    for pid in _adopted(children):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _kill_all(children: Set[int]) -> None:
+    """Kills every worker's group, then whatever comes to the template, until it has no
+    child left (or a second has passed)."""
+    _kill_groups(children)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        _sweep(set())
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.001)
+
+
+def _reap(ctrl: socket.socket, children: Set[int], plan) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -189,18 +238,34 @@ def _reap(ctrl: socket.socket, children: Set[int]) -> None:
             return
         if pid == 0:
             return
+        if pid not in children:  # something a dead worker left, now killed
+            _sweep(children)
+            continue
         children.discard(pid)
+        _sweep(children)
+        if plan is not None and plan.tmp_root and not plan.tmp_per_slot:
+            try:
+                os.rmdir(os.path.join(plan.tmp_root, f"w{pid}"))
+            except OSError:
+                pass
         _send(ctrl, protocol.build_exited(pid, status))
 
 
 def _spawn(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
-           inherited: tuple, template_pid: int) -> int:
+           inherited: tuple, template_pid: int, plan) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
-        code = _child(worker_id, fds, opts, ctrl, inherited, template_pid)
+        code = _child(worker_id, fds, opts, ctrl, inherited, template_pid, plan)
+    except confine.ConfinementError as exc:
+        code = 4
+        try:
+            sys.stderr.write(f"snakepit: the worker cannot be confined as its pool asks: {exc}\n")
+            sys.stderr.flush()
+        except BaseException:
+            pass
     except BaseException:
         try:
             traceback.print_exc()
@@ -212,7 +277,7 @@ def _spawn(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.so
 
 
 def _child(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.socket,
-           inherited: tuple, template_pid: int) -> int:
+           inherited: tuple, template_pid: int, plan) -> int:
     os.setpgid(0, 0)
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -231,6 +296,8 @@ def _child(worker_id: int, fds: tuple, opts: argparse.Namespace, ctrl: socket.so
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if plan is not None:
+        plan.apply(worker_id)
     from .main import exit_process, run_worker
 
     child_opts = argparse.Namespace(**vars(opts))

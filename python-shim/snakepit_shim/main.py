@@ -38,6 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pool", default="default")
     parser.add_argument("--generation", type=int, default=0)
     parser.add_argument("--worker-id", type=int, default=0)
+    parser.add_argument("--confine", default=None, metavar="PLAN",
+                        help="forkserver: the JSON confinement plan its children apply")
     parser.add_argument(
         "--log-level",
         default="INFO",

@@ -71,7 +71,7 @@ async fn segfault_is_signal_11_with_fatal_error_on_stderr(b: PoolBuilder) {
         .submit(Call::new("fx.hostile:segfault"))
         .await
         .unwrap_err();
-    let CallError::WorkerCrashed { status, stderr } = &err else {
+    let CallError::WorkerCrashed { status, stderr, .. } = &err else {
         panic!("expected WorkerCrashed, got {err:?}")
     };
     assert!(

@@ -9,6 +9,7 @@ mod connectors;
 mod dispatch;
 mod host;
 mod hostile;
+mod isolation;
 mod jobs;
 mod lifecycle;
 mod logs;

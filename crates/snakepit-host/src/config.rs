@@ -66,6 +66,7 @@ impl RuntimeTable {
             call_timeout: self.call_timeout,
             max_calls_per_worker: self.max_calls_per_worker,
             max_worker_rss: self.max_worker_rss,
+            isolation: None,
         }
     }
 }
@@ -82,19 +83,83 @@ pub struct PoolSettings {
     pub max_calls_per_worker: Option<u64>,
     #[serde(default, deserialize_with = "size")]
     pub max_worker_rss: Option<u64>,
+    /// `[pools.NAME.isolation]`: overrides `[isolation]` key by key.
+    pub isolation: Option<Isolation>,
 }
 
-/// `[isolation]`. Only `env` is enforced by this version; the other keys are accepted
-/// (so that a complete app.toml loads) and not enforced yet.
-#[derive(Debug, Default, Deserialize)]
+/// `[isolation]` (SPEC §4), and `[pools.NAME.isolation]`. Every key is enforced, or the
+/// pool refuses to start (see [`snakepit::Isolation`]).
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Isolation {
     /// The only variables passed from the supervisor's environment to the workers.
     pub env: Option<Vec<String>>,
-    pub memory_limit: Option<toml::Value>,
+    #[serde(default, deserialize_with = "size")]
+    pub memory_limit: Option<u64>,
+    #[serde(default, deserialize_with = "positive_u64")]
     pub cpu_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "positive_u64")]
+    pub max_processes: Option<u64>,
     pub network: Option<bool>,
-    pub filesystem: Option<String>,
+    pub filesystem: Option<FilesystemSetting>,
+    #[serde(default, deserialize_with = "size")]
+    pub tmp_size: Option<u64>,
+    pub user: Option<String>,
+    pub enforce: Option<EnforceSetting>,
+}
+
+/// `filesystem = "open" | "plugins-readonly"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilesystemSetting {
+    Open,
+    PluginsReadonly,
+}
+
+/// `enforce = "strict" | "best-effort"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnforceSetting {
+    Strict,
+    BestEffort,
+}
+
+impl Isolation {
+    /// This table's keys over `global`'s, key by key.
+    pub fn over(&self, global: &Isolation) -> Isolation {
+        Isolation {
+            env: self.env.clone().or_else(|| global.env.clone()),
+            memory_limit: self.memory_limit.or(global.memory_limit),
+            cpu_seconds: self.cpu_seconds.or(global.cpu_seconds),
+            max_processes: self.max_processes.or(global.max_processes),
+            network: self.network.or(global.network),
+            filesystem: self.filesystem.or(global.filesystem),
+            tmp_size: self.tmp_size.or(global.tmp_size),
+            user: self.user.clone().or_else(|| global.user.clone()),
+            enforce: self.enforce.or(global.enforce),
+        }
+    }
+
+    /// What the pool builder enforces.
+    pub fn to_pool(&self) -> snakepit::Isolation {
+        let d = snakepit::Isolation::default();
+        snakepit::Isolation {
+            memory_limit: self.memory_limit,
+            cpu_seconds: self.cpu_seconds,
+            max_processes: self.max_processes,
+            network: self.network.unwrap_or(d.network),
+            filesystem: match self.filesystem {
+                Some(FilesystemSetting::PluginsReadonly) => snakepit::Filesystem::PluginsReadonly,
+                Some(FilesystemSetting::Open) | None => snakepit::Filesystem::Open,
+            },
+            tmp_size: self.tmp_size.unwrap_or(d.tmp_size),
+            user: self.user.clone(),
+            enforce: match self.enforce {
+                Some(EnforceSetting::BestEffort) => snakepit::Enforce::BestEffort,
+                Some(EnforceSetting::Strict) | None => snakepit::Enforce::Strict,
+            },
+        }
+    }
 }
 
 /// `[auth]`.
@@ -412,10 +477,18 @@ fn load_connectors(
             )));
         }
     }
-    if let Some(env) = &config.isolation.env {
-        if let Some(var) = env.iter().find(|v| cc.env_vars.contains(*v)) {
+    let tables = std::iter::once(("[isolation]".to_owned(), &config.isolation)).chain(
+        config.pools.iter().filter_map(|(name, p)| {
+            Some((
+                format!("[pools.{}.isolation]", toml_key(name)),
+                p.isolation.as_ref()?,
+            ))
+        }),
+    );
+    for (table, iso) in tables {
+        if let Some(var) = iso.env.iter().flatten().find(|v| cc.env_vars.contains(*v)) {
             return Err(app_err(format!(
-                "[isolation] env passes {var} to the workers, and {} reads a secret from it; remove {var} from the list (connectors live in the supervisor)",
+                "{table} env passes {var} to the workers, and {} reads a secret from it; remove {var} from the list (connectors live in the supervisor)",
                 cc.file.display()
             )));
         }
@@ -431,9 +504,17 @@ fn load_connectors(
 const HOOK_WORKERS: usize = 2;
 
 /// A pool builder with the install's interpreter, `plugins/` first on sys.path, the
-/// `[isolation] env` allowlist and the settings `s`; no host handler.
+/// pool's isolation (`[isolation]` under its own table, with the `env` allowlist) and
+/// the settings `s`; no host handler.
 fn workers_builder(python: &Path, dir: &Path, config: &AppToml, s: &PoolSettings) -> PoolBuilder {
-    let mut b = Pool::builder().python(python).sys_path(dir.join("plugins"));
+    let iso = s
+        .isolation
+        .as_ref()
+        .map_or_else(|| config.isolation.clone(), |i| i.over(&config.isolation));
+    let mut b = Pool::builder()
+        .python(python)
+        .sys_path(dir.join("plugins"))
+        .isolation(iso.to_pool());
     if let Some(n) = s.workers {
         b = b.workers(n);
     }
@@ -446,8 +527,8 @@ fn workers_builder(python: &Path, dir: &Path, config: &AppToml, s: &PoolSettings
     if let Some(n) = s.max_worker_rss {
         b = b.max_worker_rss(n);
     }
-    if let Some(env) = &config.isolation.env {
-        b = b.env_allowlist(env.clone());
+    if let Some(env) = iso.env {
+        b = b.env_allowlist(env);
     }
     b
 }

@@ -97,7 +97,9 @@ fn changes(kind: &EventKind) -> bool {
 pub async fn site_packages(python: &Path) -> Result<Vec<PathBuf>, String> {
     const ASK: &str =
         "import site\nfor p in [*site.getsitepackages(), site.getusersitepackages()]: print(p)";
-    let out = tokio::process::Command::new(python)
+    // The probe runs site-packages' `.pth` files: confined like a fork-server.
+    let (cmd, _ruleset) = snakepit::helper_command(python, snakepit::DEFAULT_ENV);
+    let out = tokio::process::Command::from(cmd)
         .args(["-c", ASK])
         .stdin(std::process::Stdio::null())
         .output()

@@ -86,6 +86,10 @@ fn bad_reference(reference: &str, message: &str) -> String {
     }
 }
 
+fn because(reason: &Option<String>) -> String {
+    reason.as_ref().map_or(String::new(), |r| format!(": {r}"))
+}
+
 fn tail(lines: &[String]) -> String {
     if lines.is_empty() {
         String::new()
@@ -116,10 +120,12 @@ pub enum CallError {
     /// is killed if it does not stop within the grace period).
     #[error("the call did not finish within {0:?}")]
     Timeout(Duration),
-    /// The worker died during the call.
-    #[error("the worker crashed during the call ({status}){}", tail(.stderr))]
+    /// The worker died during the call; `reason` says so when a limit of the pool's
+    /// `[isolation]` killed it ("memory limit: …", "CPU limit: …").
+    #[error("the worker crashed during the call ({status}){}{}", because(.reason), tail(.stderr))]
     WorkerCrashed {
         status: ExitStatus,
+        reason: Option<String>,
         stderr: Vec<String>,
     },
     /// The queue was full.

@@ -1,5 +1,6 @@
-//! How worker processes come to be: a fresh interpreter per worker (`exec`), or a fork
-//! of a per-pool template process that has already imported the shim (fork-server).
+//! How worker processes come to be: forked from a template process that has already
+//! imported the shim (the fork-server), one template per pool, or one per worker for
+//! pools of fresh interpreters.
 //!
 //! The fork-server turns a ≈ 70 ms interpreter start into a ≈ 3 ms fork and lets the
 //! workers share the template's pages. It is one per pool, so one per code generation:
@@ -8,15 +9,18 @@
 //! end of a new socketpair and the write ends of its stdout and stderr pipes. The
 //! template reaps its children and reports their exit statuses. When the supervisor goes
 //! away (control socket EOF, or its parent-death signal SIGTERM) the template kills the
-//! process group of every child before it exits, so that not even a plugin's
-//! subprocesses outlive the supervisor.
+//! process group of every child before it exits, and whatever they left behind (it is a
+//! child subreaper), so that not even a plugin's daemons outlive the supervisor.
+//!
+//! Every worker is forked, so every worker is confined the same way (`isolation.rs`): a
+//! pool of fresh interpreters starts a template per worker, which serves that worker
+//! alone and goes with it.
 
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +32,6 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::error::{ExitStatus, SpawnError};
-use crate::guardian::Guardian;
 use crate::pool::PoolConfig;
 use crate::process::{exec_shim, reap_child, FdLineSink, WorkerProcess};
 
@@ -41,9 +44,8 @@ pub(crate) enum LaunchMode {
 
 /// Starts worker processes for one pool.
 pub(crate) enum Launcher {
-    /// Fresh interpreters, with a guardian to kill their process groups if the
-    /// supervisor dies.
-    Exec(Arc<PoolConfig>, Guardian),
+    /// A fresh template per worker, kept (by worker pid) until the worker is reaped.
+    Exec(Arc<PoolConfig>, Mutex<HashMap<Pid, ForkServer>>),
     ForkServer(ForkServer),
 }
 
@@ -57,11 +59,7 @@ impl Launcher {
         cfg: Arc<PoolConfig>,
     ) -> Result<Launcher, SpawnError> {
         match mode {
-            LaunchMode::Exec => {
-                let guardian = Guardian::start()
-                    .map_err(|e| SpawnError::Os(format!("forking the guardian: {e}")))?;
-                Ok(Launcher::Exec(cfg, guardian))
-            }
+            LaunchMode::Exec => Ok(Launcher::Exec(cfg, Mutex::default())),
             LaunchMode::ForkServer => ForkServer::start(cfg).await.map(Launcher::ForkServer),
         }
     }
@@ -71,33 +69,33 @@ impl Launcher {
     pub(crate) async fn spawn(
         &self,
         worker: usize,
-        generation: u64,
         sink: FdLineSink,
     ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
         match self {
-            Launcher::Exec(cfg, guardian) => {
-                let (proc, sock) = WorkerProcess::spawn_exec(cfg, worker, generation, sink)?;
-                guardian.watch(worker, proc.pid);
+            Launcher::Exec(cfg, templates) => {
+                let fs = ForkServer::start(cfg.clone()).await?;
+                let (proc, sock) = fs.spawn(worker, sink).await?;
+                lock(templates).insert(proc.pid, fs);
                 Ok((proc, sock))
             }
             Launcher::ForkServer(fs) => fs.spawn(worker, sink).await,
         }
     }
 
-    /// Stops the fork-server, if any (its children are gone by then).
+    /// Stops the fork-servers (their children are gone by then).
     pub(crate) fn close(&self) {
-        if let Launcher::ForkServer(fs) = self {
-            close(&fs.state);
+        match self {
+            Launcher::ForkServer(fs) => close(&fs.state),
+            Launcher::Exec(_, templates) => lock(templates).clear(),
         }
     }
 
     /// The raw wait status of a worker that has exited.
     pub(crate) async fn exit_status(&self, pid: Pid) -> Option<i32> {
         match self {
-            Launcher::Exec(_, guardian) => {
-                let status = reap_child(pid);
-                guardian.forget(pid);
-                status
+            Launcher::Exec(_, templates) => {
+                let fs = lock(templates).remove(&pid)?;
+                fs.exit_status(pid).await
             }
             Launcher::ForkServer(fs) => fs.exit_status(pid).await,
         }
@@ -288,7 +286,7 @@ fn run_template(
     ready: &mut Option<oneshot::Sender<Result<(), SpawnError>>>,
 ) -> Result<(), SpawnError> {
     let args = cfg.worker_args(0, cfg.generation);
-    let s = exec_shim(cfg, "forkserver", args, Signal::SIGTERM, Stdio::null())?;
+    let s = exec_shim(cfg, "forkserver", args, Signal::SIGTERM)?;
     let tail = Arc::new(Mutex::new(Vec::<String>::new()));
     let stderr_thread = s.stderr.map(|fd| {
         let (tail, name) = (tail.clone(), cfg.name.clone());

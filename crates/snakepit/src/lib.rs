@@ -62,8 +62,8 @@
 mod dispatch;
 mod error;
 mod event;
-mod guardian;
 mod host;
+mod isolation;
 mod launcher;
 mod pool;
 mod process;
@@ -73,7 +73,10 @@ mod worker;
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
 pub use host::{HostFuture, HostHandler, HostRequest};
-pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus};
+pub use isolation::{
+    format_size, helper_command, Enforce, Enforced, Enforcement, Filesystem, Isolation,
+};
+pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus, DEFAULT_ENV};
 pub use shim::resolve_interpreter;
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,

@@ -16,8 +16,12 @@ use crate::dispatch::{Checkout, Dispatch, Waiting};
 use crate::error::{BuildError, CallError, SpawnError};
 use crate::event::{EventKind, WorkerEvent};
 use crate::host::{HostHandler, NoHandler};
+use crate::isolation::{harden_supervisor, Confinement, Enforcement, Isolation};
 use crate::launcher::{LaunchMode, Launcher};
 use crate::worker;
+
+/// The variables passed to workers (and interpreter probes) by default.
+pub const DEFAULT_ENV: &[&str] = &["TZ", "LANG", "LC_ALL", "PATH"];
 
 /// Keyword arguments or context: str keys to values, in order.
 pub type Map = Vec<(String, Value)>;
@@ -42,6 +46,7 @@ pub(crate) struct PoolConfig {
     pub handler: Arc<dyn HostHandler>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    pub confine: Confinement,
 }
 
 impl PoolConfig {
@@ -65,6 +70,10 @@ impl PoolConfig {
             args.push("--sys-path".into());
             args.push(p.into());
         }
+        if !self.confine.plan.is_empty() {
+            args.push("--confine".into());
+            args.push(self.confine.plan.clone().into());
+        }
         args
     }
 }
@@ -87,6 +96,7 @@ pub struct PoolBuilder {
     handler: Arc<dyn HostHandler>,
     generation: u64,
     launch: LaunchMode,
+    isolation: Option<Isolation>,
 }
 
 impl Default for PoolBuilder {
@@ -103,11 +113,12 @@ impl Default for PoolBuilder {
             max_rss: None,
             queue_limit: 1024,
             spawn_timeout: Duration::from_secs(10),
-            env_allow: vec!["TZ".into(), "LANG".into(), "LC_ALL".into(), "PATH".into()],
+            env_allow: DEFAULT_ENV.iter().map(|s| s.to_string()).collect(),
             frame_limit: DEFAULT_FRAME_LIMIT,
             handler: Arc::new(NoHandler),
             generation: 0,
             launch: LaunchMode::ForkServer,
+            isolation: Some(Isolation::default()),
         }
     }
 }
@@ -211,6 +222,23 @@ impl PoolBuilder {
         self
     }
 
+    /// How the workers are confined beyond the baseline every pool gets (see
+    /// [`Isolation`]; default: nothing more). A setting this machine cannot enforce makes
+    /// [`PoolBuilder::build`] fail, unless it is [`Enforce::BestEffort`](crate::Enforce).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = Some(isolation);
+        self
+    }
+
+    /// Turns every confinement off, the baseline included: workers run as plain
+    /// children of this process with its uid and capabilities, and this process stays
+    /// dumpable. For measuring what confinement costs, and for tests that show an attack
+    /// succeeds without it; never for code you do not trust.
+    pub fn unconfined(mut self) -> Self {
+        self.isolation = None;
+        self
+    }
+
     /// Starts the workers and waits until each is ready. Fails if the interpreter cannot
     /// be used or no worker starts.
     pub async fn build(self) -> Result<Pool, BuildError> {
@@ -222,6 +250,13 @@ impl PoolBuilder {
                 "frame_limit must be between 1 KiB and 4 GiB".into(),
             ));
         }
+        let confine = match &self.isolation {
+            Some(iso) => {
+                harden_supervisor();
+                Confinement::new(iso, &self.name, self.generation, self.workers)?
+            }
+            None => Confinement::unconfined(self.workers),
+        };
         let python = self.python.clone();
         let (python, shim_dir) = tokio::task::spawn_blocking(move || {
             Ok::<_, SpawnError>((
@@ -257,6 +292,7 @@ impl PoolBuilder {
             handler: self.handler,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
+            confine,
         });
         Pool::start(cfg, self.launch).await
     }
@@ -509,6 +545,8 @@ pub struct PoolStatus {
     pub queued: usize,
     /// One entry per worker slot, in slot order.
     pub slots: Vec<WorkerStatus>,
+    /// What confines the workers.
+    pub isolation: Enforcement,
 }
 
 impl Pool {
@@ -753,6 +791,7 @@ impl Pool {
             restarts: i.shared.restarts.load(Ordering::Acquire),
             queued: i.shared.dispatch.waiting(),
             slots,
+            isolation: i.cfg.confine.report.clone(),
         }
     }
 

@@ -73,20 +73,19 @@ fn pidfd_open(pid: Pid) -> std::io::Result<OwnedFd> {
 pub(crate) struct Spawned {
     pub pid: Pid,
     pub sock: StdUnixStream,
-    pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
 }
 
 /// Starts `python -c BOOTSTRAP <shimdir> <mode> <args>` in its own process group, with
-/// the environment reduced to the allowlist, its socket on fd 3, and `pdeathsig` as its
-/// parent-death signal. Must be called from a thread that outlives the process: the
+/// the environment reduced to the allowlist, its socket on fd 3, `pdeathsig` as its
+/// parent-death signal, and confined as a helper (no capabilities, no_new_privs, signals
+/// scoped: `isolation.rs`). Must be called from a thread that outlives the process: the
 /// parent-death signal fires when the forking *thread* exits.
 pub(crate) fn exec_shim(
     cfg: &PoolConfig,
     mode: &str,
     args: Vec<std::ffi::OsString>,
     pdeathsig: Signal,
-    stdout: Stdio,
 ) -> Result<Spawned, SpawnError> {
     let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
     let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
@@ -96,10 +95,8 @@ pub(crate) fn exec_shim(
         .arg(&cfg.shim_dir)
         .arg(mode)
         .args(args)
-        .env_clear()
-        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(stdout)
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
     let child_fd = theirs.as_raw_fd();
@@ -125,39 +122,21 @@ pub(crate) fn exec_shim(
             Ok(())
         });
     }
+    let ruleset = cfg.confine.helper(&mut cmd, &cfg.env);
     let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
         path: cfg.python.clone(),
         reason: e.to_string(),
     })?;
-    drop(theirs);
+    drop((theirs, ruleset));
     // The Child handle is dropped: we reap by pid (std does not wait on drop).
     Ok(Spawned {
         pid: Pid::from_raw(child.id() as i32),
         sock: ours,
-        stdout: child.stdout.take().map(OwnedFd::from),
         stderr: child.stderr.take().map(OwnedFd::from),
     })
 }
 
 impl WorkerProcess {
-    /// Starts a fresh interpreter running the shim as a worker.
-    pub(crate) fn spawn_exec(
-        cfg: &PoolConfig,
-        worker_id: usize,
-        generation: u64,
-        sink: FdLineSink,
-    ) -> Result<(WorkerProcess, StdUnixStream), SpawnError> {
-        let args = cfg.worker_args(worker_id, generation);
-        let s = exec_shim(cfg, "worker", args, Signal::SIGKILL, Stdio::piped())?;
-        let pid = s.pid;
-        let proc = WorkerProcess::adopt(pid, s.sock, s.stdout, s.stderr, sink);
-        if proc.is_err() {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = waitpid(pid, None);
-        }
-        proc
-    }
-
     /// Wraps a started process: its pid, our end of its socket and its output pipes.
     pub(crate) fn adopt(
         pid: Pid,

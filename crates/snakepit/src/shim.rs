@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use crate::error::SpawnError;
 
@@ -85,9 +85,12 @@ fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Runs `python` once to find the real interpreter behind it (`python3` may be a pyenv
-/// shell shim costing tens of milliseconds per start) and to check its version.
+/// shell shim costing tens of milliseconds per start) and to check its version. The
+/// probe runs site-packages' `.pth` files: it is confined like a fork-server, with the
+/// workers' default environment.
 pub fn resolve_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
-    let out = Command::new(python)
+    let (mut cmd, _ruleset) = crate::isolation::helper_command(python, crate::pool::DEFAULT_ENV);
+    let out = cmd
         .args([
             "-c",
             "import sys; print(sys.executable); print('%d.%d.%d' % sys.version_info[:3])",

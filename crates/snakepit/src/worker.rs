@@ -235,6 +235,7 @@ impl Slot {
                         } else {
                             CallError::WorkerCrashed {
                                 status,
+                                reason: self.cfg.confine.death_reason(self.id),
                                 stderr: stderr.clone(),
                             }
                         }),
@@ -323,10 +324,8 @@ impl Slot {
                 let _ = tx.send(rec);
             }
         });
-        let (mut proc, sock) = self
-            .launcher
-            .spawn(self.id, self.cfg.generation, sink)
-            .await?;
+        self.cfg.confine.worker_starting(self.id);
+        let (mut proc, sock) = self.launcher.spawn(self.id, sink).await?;
         let mut buf = FrameBuffer::new(self.cfg.frame_limit);
         let mut reg = None;
         let deadline = tokio::time::Instant::now() + self.cfg.spawn_timeout;
