@@ -22,15 +22,16 @@ pub async fn check(
     json: bool,
     quiet: bool,
 ) -> Result<ExitCode, CliError> {
-    let (dir, problems) = match apps {
+    let (dir, problems, pools) = match apps {
         Ok(apps) => {
             let dir = apps.dir.clone();
             let host = Host::start(apps).await?;
             let problems = host.check().await;
+            let pools = host.status().pools;
             host.shutdown(SHUTDOWN).await;
-            (Some(dir), problems)
+            (Some(dir), problems, pools)
         }
-        Err(e @ HostError::Config { .. }) => (None, e.problems(Path::new("app.toml"))),
+        Err(e @ HostError::Config { .. }) => (None, e.problems(Path::new("app.toml")), vec![]),
         Err(e) => return Err(e.into()),
     };
     let problems = match dir.as_deref() {
@@ -53,6 +54,10 @@ pub async fn check(
             }
         }
         if let (true, false, Some(dir)) = (problems.is_empty(), quiet, &dir) {
+            // What confines each pool, as `status` shows it.
+            for pool in &pools {
+                eprint!("pool {}:\n{}", pool.name, pool.isolation);
+            }
             eprintln!("snakepit: {}: no problems", dir.display());
         }
     }

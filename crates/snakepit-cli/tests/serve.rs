@@ -343,3 +343,90 @@ print(s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL).decode())
     assert_eq!(status_json(dir.path())["pid"], serve.pid());
     assert_eq!(serve.stop().status.code(), Some(0));
 }
+
+/// A plugin cannot use the control socket (same uid, so SO_PEERCRED lets it in: the
+/// serve refuses its own descendants), and `status --json` says what confines each pool.
+#[test]
+fn a_worker_cannot_use_the_control_socket_and_status_shows_the_isolation() {
+    let dir = apps(
+        "[runtime]\nworkers = 1\nwatch = false\n\n[isolation]\nnetwork = false\nenforce = \"best-effort\"\n",
+    );
+    std::fs::write(
+        dir.path().join("plugins/attack.py"),
+        include_str!("../../../tests/plugins/fx/attack.py"),
+    )
+    .unwrap();
+    let serve = Serve::start(dir.path());
+    let socket = dir.path().join(".snakepit/control.sock");
+    let kwargs = serde_json::json!({ "path": socket }).to_string();
+    let out = snakepit(
+        dir.path(),
+        &[
+            "call",
+            "attack:control_request",
+            "--kwargs",
+            &kwargs,
+            "--remote",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reached"], false, "{v}");
+    // network = false: the socket cannot even be made; without it, the serve refuses.
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("refused") || detail.contains("not permitted"),
+        "{detail}"
+    );
+
+    let status = status_json(dir.path());
+    let iso = &status["pools"][0]["isolation"];
+    assert_eq!(iso["seccomp"], true, "{iso}");
+    assert!(iso["landlock"]["abi"].as_u64().is_some(), "{iso}");
+    let settings = iso["settings"].as_array().unwrap();
+    assert!(
+        settings
+            .iter()
+            .any(|s| s["setting"] == "network" && s["by"].as_str().unwrap().contains("seccomp")),
+        "{iso}"
+    );
+    let text_status = text(&snakepit(dir.path(), &["status"]).stdout);
+    assert!(text_status.contains("isolation: uid"), "{text_status}");
+    assert_eq!(serve.stop().status.code(), Some(0));
+}
+
+/// Without network = false the socket can be made and connected: the serve's peer
+/// check is what refuses the worker.
+#[test]
+fn the_serve_refuses_its_own_workers_on_the_control_socket() {
+    let dir = apps("[runtime]\nworkers = 1\nwatch = false\n");
+    std::fs::write(
+        dir.path().join("plugins/attack.py"),
+        include_str!("../../../tests/plugins/fx/attack.py"),
+    )
+    .unwrap();
+    let serve = Serve::start(dir.path());
+    let socket = dir.path().join(".snakepit/control.sock");
+    let kwargs = serde_json::json!({ "path": socket }).to_string();
+    let out = snakepit(
+        dir.path(),
+        &[
+            "call",
+            "attack:control_request",
+            "--kwargs",
+            &kwargs,
+            "--remote",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reached"], false, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is a worker of this serve"),
+        "{v}"
+    );
+    assert_eq!(serve.stop().status.code(), Some(0));
+}

@@ -463,15 +463,22 @@ async fn accept(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             conn = listener.accept() => match conn {
                 Ok(mut stream) => {
-                    let peer = stream.peer_creds().ok().and_then(|c| c.euid());
-                    if peer != Some(uid) {
+                    let creds = stream.peer_creds().ok();
+                    let peer = creds.as_ref().and_then(|c| c.euid());
+                    let refusal = if peer != Some(uid) {
                         tracing::warn!(?peer, "control socket: refused a peer of another user");
-                        let refusal = Reply::Error {
-                            message: format!(
-                                "refused: this serve runs as uid {uid}, the peer as {}",
-                                peer.map_or("an unknown uid".into(), |p| p.to_string())
-                            ),
-                        };
+                        Some(format!(
+                            "refused: this serve runs as uid {uid}, the peer as {}",
+                            peer.map_or("an unknown uid".into(), |p| p.to_string())
+                        ))
+                    } else if let Some(pid) = creds.and_then(|c| c.pid()).filter(|&p| descends_from_us(p)) {
+                        tracing::warn!(pid, "control socket: refused a worker (or what one started)");
+                        Some(format!("refused: process {pid} is a worker of this serve, or was started by one"))
+                    } else {
+                        None
+                    };
+                    if let Some(message) = refusal {
+                        let refusal = Reply::Error { message };
                         conns.spawn(async move { let _ = send(&mut stream, &refusal).await; });
                         continue;
                     }
@@ -484,6 +491,38 @@ async fn accept(
     // Dropping the listener removes the socket file: no new connection from here on.
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// Whether `pid` is this process or one of its descendants: a worker, or anything a
+/// worker started (workers and fork-servers are child subreapers, so even a daemon that
+/// double-forked stays below them). The same uid passes `SO_PEERCRED`; this keeps the
+/// plugins off the control socket.
+fn descends_from_us(pid: i32) -> bool {
+    let me = std::process::id() as i32;
+    let mut p = pid;
+    // A chain of parents is short; the bound is against a loop read mid-change.
+    for _ in 0..1024 {
+        if p == me {
+            return true;
+        }
+        if p <= 1 {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rfind(')')
+            .and_then(|i| stat.get(i + 2..))
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok());
+        match ppid {
+            Some(pp) => p = pp,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// Answers one connection's requests in turn. Once the server stops, a connection

@@ -85,7 +85,10 @@ pub use jobs::{
 };
 /// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
 pub use snakepit_connectors as connectors;
-pub use status::{format_time, HostStatus, PoolReport, ReloadReport, RetiringStatus, WorkerReport};
+pub use status::{
+    format_time, EnforcedReport, HostStatus, IsolationReport, LandlockReport, PoolReport,
+    ReloadReport, RetiringStatus, WorkerReport,
+};
 pub use watch::{site_packages, Watcher, DEFAULT_QUIET};
 
 /// The context of a one-off call (`snakepit call`, local or `--remote`): the given keys,

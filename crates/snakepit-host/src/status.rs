@@ -69,6 +69,96 @@ pub struct PoolReport {
     pub queued: usize,
     /// One per worker slot.
     pub slots: Vec<WorkerReport>,
+    /// What confines the pool's workers.
+    pub isolation: IsolationReport,
+}
+
+/// What confines a pool's workers, as it started (`[isolation]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IsolationReport {
+    /// The uid the workers run as.
+    pub uid: u32,
+    /// Namespaces each worker gets.
+    pub namespaces: Vec<String>,
+    pub landlock: LandlockReport,
+    /// Whether each worker has a seccomp filter.
+    pub seccomp: bool,
+    /// Each setting (and part of the baseline) and the mechanism that enforces it.
+    pub settings: Vec<EnforcedReport>,
+    /// What is asked for, or part of the baseline, and not held.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LandlockReport {
+    /// The kernel's Landlock ABI (0: none).
+    pub abi: u32,
+    /// Whether every Landlock feature the pool uses is in that ABI.
+    pub fully_enforced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnforcedReport {
+    pub setting: String,
+    pub value: String,
+    pub by: String,
+}
+
+impl IsolationReport {
+    fn of(e: snakepit::Enforcement) -> IsolationReport {
+        IsolationReport {
+            uid: e.uid,
+            namespaces: e.namespaces,
+            landlock: LandlockReport {
+                abi: e.landlock_abi,
+                fully_enforced: e.landlock_full,
+            },
+            seccomp: e.seccomp,
+            settings: e
+                .settings
+                .into_iter()
+                .map(|s| EnforcedReport {
+                    setting: s.setting,
+                    value: s.value,
+                    by: s.by,
+                })
+                .collect(),
+            missing: e.missing,
+        }
+    }
+}
+
+impl fmt::Display for IsolationReport {
+    /// Lines of `  isolation: …`, indented for `snakepit status` and `check`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let landlock = match (self.landlock.abi, self.landlock.fully_enforced) {
+            (0, _) => "no landlock".to_owned(),
+            (abi, true) => format!("landlock ABI {abi} (fully enforced)"),
+            (abi, false) => format!("landlock ABI {abi} (partly enforced)"),
+        };
+        let ns = if self.namespaces.is_empty() {
+            "no namespaces".to_owned()
+        } else {
+            format!("{} namespaces", self.namespaces.join("+"))
+        };
+        let seccomp = if self.seccomp {
+            "seccomp"
+        } else {
+            "no seccomp"
+        };
+        writeln!(
+            f,
+            "    isolation: uid {}, {ns}, {landlock}, {seccomp}",
+            self.uid
+        )?;
+        for s in &self.settings {
+            writeln!(f, "      {} = {}: {}", s.setting, s.value, s.by)?;
+        }
+        for m in &self.missing {
+            writeln!(f, "      missing: {m}")?;
+        }
+        Ok(())
+    }
 }
 
 /// One worker slot.
@@ -98,6 +188,7 @@ impl PoolReport {
             failing: s.failing,
             restarts: s.restarts,
             queued: s.queued,
+            isolation: IsolationReport::of(s.isolation),
             slots: s
                 .slots
                 .into_iter()
@@ -127,6 +218,7 @@ fn pools(f: &mut fmt::Formatter<'_>, pools: &[PoolReport]) -> fmt::Result {
             "  pool {}: {}/{} live, {} failing, {} restarts, {} queued",
             p.name, p.live, p.workers, p.failing, p.restarts, p.queued
         )?;
+        write!(f, "{}", p.isolation)?;
         for w in &p.slots {
             let pid = w.pid.map_or("-".to_owned(), |p| p.to_string());
             let rss = w.rss_bytes.map_or("-".to_owned(), |b| {

@@ -226,3 +226,24 @@ def write_tmp(*, mib: int, **ctx):
             return _blocked(exc)
         raise
     return {"reached": True, "detail": f"wrote {mib} MiB to {tempfile.gettempdir()}"}
+
+
+def control_request(*, path: str, **ctx):
+    """Asks the serve's control socket for its status, as `snakepit status` would."""
+    import json
+    import struct
+
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with s:
+            s.connect(path)
+            body = json.dumps({"request": "status"}).encode()
+            try:
+                s.sendall(struct.pack(">I", len(body)) + body)
+            except BrokenPipeError:
+                pass  # refused at once: the refusal is waiting to be read
+            head = s.recv(4, socket.MSG_WAITALL)
+            reply = json.loads(s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL))
+    except OSError as exc:
+        return _blocked(exc)
+    return {"reached": reply.get("reply") == "status", "detail": json.dumps(reply)[:300]}
