@@ -28,6 +28,9 @@ else
     cargo test --workspace --no-fail-fast
 fi
 
+echo "== isolation tests as an unprivileged user"
+bash scripts/unprivileged.sh
+
 echo "== shim tests (msgpack C extension)"
 "$venv/bin/python" -m pytest -q python-shim/tests
 echo "== shim tests (stdlib codec)"

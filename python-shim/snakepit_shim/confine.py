@@ -260,13 +260,20 @@ def _private_tmpfs(path: str, size: int) -> None:
     it goes away with them."""
     os.mkdir(path, 0o700)
     uid, gid = os.geteuid(), os.getegid()
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(user, mount)")
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", f"{uid} {uid} 1")
-    _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    opts = f"size={size},mode=0700".encode()
-    _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts),
-           "mount tmpfs")
+    # A process that is not dumpable has its /proc/self files owned by root: it could
+    # not write its own uid_map. Dumpable for these few calls; other workers are in
+    # Landlock domains of their own, which may not trace this one anyway.
+    _prctl(PR_SET_DUMPABLE, 1)
+    try:
+        _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(user, mount)")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        opts = f"size={size},mode=0700".encode()
+        _check(_libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts),
+               "mount tmpfs")
+    finally:
+        _prctl(PR_SET_DUMPABLE, 0)
 
 
 def _drop_capabilities() -> None:

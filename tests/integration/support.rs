@@ -7,9 +7,13 @@ use snakepit::{Call, Pool, PoolBuilder, WorkerEvent};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
-/// `tests/plugins`, put on the workers' sys.path.
+/// `tests/plugins`, put on the workers' sys.path (`$SNAKEPIT_TEST_PLUGINS` when the
+/// tests run from a copy, as `scripts/unprivileged.sh` runs them).
 pub fn plugins_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins")
+    std::env::var_os("SNAKEPIT_TEST_PLUGINS").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
+        PathBuf::from,
+    )
 }
 
 /// The interpreter the tests use: `$SNAKEPIT_PYTHON`, else `python3`.
