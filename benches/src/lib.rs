@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use snakepit::{Call, EventKind, Pool};
 use snakepit_proto::{read_frame, FromWorker, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT};
 
 /// The workspace root.
@@ -474,4 +475,64 @@ pub fn report_sched(
         out.push_str(&format!("  process {name:<19} {}\n", per(a.minus(*b))));
     }
     out
+}
+
+/// A small call of the benchmark plugin.
+pub fn small() -> Call {
+    Call::new("bench_plugin:echo").kwarg("x", 1i64)
+}
+
+pub async fn expect_ok(pool: &Pool, call: Call) -> RawValue {
+    match pool.submit(call).await {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
+}
+
+pub async fn pool_latency(pool: &Pool, n: usize) -> Samples {
+    let mut s = Samples::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        expect_ok(pool, small()).await;
+        s.push(t.elapsed());
+    }
+    s
+}
+
+/// Waits for the next Ready event; `(startup, pid)`.
+pub async fn next_ready(
+    ev: &mut tokio::sync::broadcast::Receiver<snakepit::WorkerEvent>,
+) -> Option<(Duration, u32)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, ev.recv()).await {
+            Ok(Ok(e)) => {
+                if let EventKind::Ready { startup } = e.kind {
+                    return Some((startup, e.pid.unwrap_or(0)));
+                }
+            }
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Start-to-ready times (µs) and idle private memory (bytes) of `k` recycled workers of a
+/// pool built with `max_calls_per_worker(1)`.
+pub async fn startups(pool: &Pool, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut ev = pool.events();
+    let (mut times, mut mem) = (Vec::new(), Vec::new());
+    for _ in 0..k {
+        expect_ok(pool, small()).await; // the worker retires after this call
+        let Some((startup, pid)) = next_ready(&mut ev).await else {
+            eprintln!("  no Ready event");
+            break;
+        };
+        times.push(startup.as_secs_f64() * 1e6);
+        tokio::time::sleep(Duration::from_millis(20)).await; // idle, settled
+        if let Some(b) = private_bytes(pid) {
+            mem.push(b as f64);
+        }
+    }
+    (times, mem)
 }

@@ -94,7 +94,7 @@ def serve(opts: argparse.Namespace) -> int:
         sys.stderr.write(f"snakepit fork-server: bad --confine plan: {exc}\n")
         return 2
     if plan is not None:
-        confine.harden_server()
+        plan.harden_server()
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)

@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use snakepit::{Call, CallError, EventKind, Pool, RawValue};
+use snakepit::{Call, CallError, Pool};
 use snakepit_benches::{
-    bench_python, call_frame, median, private_bytes, process_stat, python_dir, report_sched,
-    self_rss, thread_stats, RawPeer, Samples, SchedStat,
+    bench_python, call_frame, expect_ok, median, pool_latency, process_stat, python_dir,
+    report_sched, self_rss, small, startups, thread_stats, RawPeer, Samples, SchedStat,
 };
 use tokio::runtime::Runtime;
 
@@ -121,27 +121,6 @@ fn builder(o: &Opts, workers: usize) -> snakepit::PoolBuilder {
         .env_allowlist(["TZ", "LANG", "LC_ALL", "PATH", "SNAKEPIT_SHIM_CODEC"])
 }
 
-fn small() -> Call {
-    Call::new("bench_plugin:echo").kwarg("x", 1i64)
-}
-
-async fn expect_ok(pool: &Pool, call: Call) -> RawValue {
-    match pool.submit(call).await {
-        Ok(v) => v,
-        Err(e) => panic!("call failed: {e}"),
-    }
-}
-
-async fn pool_latency(pool: &Pool, n: usize) -> Samples {
-    let mut s = Samples::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        expect_ok(pool, small()).await;
-        s.push(t.elapsed());
-    }
-    s
-}
-
 fn raw_latency(peer: &mut RawPeer, n: usize, first_id: u64) -> Samples {
     let mut s = Samples::with_capacity(n);
     for i in 0..n as u64 {
@@ -210,44 +189,6 @@ async fn pool_pipelined(pool: &Pool, n: usize, inflight: usize) -> f64 {
     }
     while set.join_next().await.is_some() {}
     n as f64 / t.elapsed().as_secs_f64()
-}
-
-/// Waits for the next Ready event; `(startup, pid)`.
-async fn next_ready(
-    ev: &mut tokio::sync::broadcast::Receiver<snakepit::WorkerEvent>,
-) -> Option<(Duration, u32)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match tokio::time::timeout_at(deadline, ev.recv()).await {
-            Ok(Ok(e)) => {
-                if let EventKind::Ready { startup } = e.kind {
-                    return Some((startup, e.pid.unwrap_or(0)));
-                }
-            }
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-/// Start-to-ready times (µs) and idle private memory (bytes) of `k` recycled workers of a
-/// pool built with `max_calls_per_worker(1)`.
-async fn startups(pool: &Pool, k: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut ev = pool.events();
-    let (mut times, mut mem) = (Vec::new(), Vec::new());
-    for _ in 0..k {
-        expect_ok(pool, small()).await; // the worker retires after this call
-        let Some((startup, pid)) = next_ready(&mut ev).await else {
-            eprintln!("  no Ready event");
-            break;
-        };
-        times.push(startup.as_secs_f64() * 1e6);
-        tokio::time::sleep(Duration::from_millis(20)).await; // idle, settled
-        if let Some(b) = private_bytes(pid) {
-            mem.push(b as f64);
-        }
-    }
-    (times, mem)
 }
 
 /// Crash recovery: µs from the crashed call's error to the next successful call.

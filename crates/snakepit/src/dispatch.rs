@@ -304,15 +304,9 @@ pub(crate) async fn call_on(
     let outcome = {
         let lease = held.lease.as_mut().expect("held until the exchange ends");
         let span = tracing::debug_span!("call", pool = %cfg.name, worker = lease.slot, id = job.id, callable = %job.reference);
-        let (slot, pid) = (lease.slot, lease.pid);
-        let exchange = exchange(cfg, lease, job);
-        let exchange = async {
-            match cfg.confine.cpu_limit() {
-                None => exchange.await,
-                Some(limit) => within_cpu(cfg, slot, pid, limit, exchange).await,
-            }
-        };
-        tokio::time::timeout_at(job.deadline.into(), exchange)
+        // The CPU watchdog of `[isolation] cpu_seconds` (two atomic stores a call).
+        let _watched = cfg.confine.watch_call(lease.slot, job.id, lease.pid);
+        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job))
             .instrument(span)
             .await
     };
@@ -350,44 +344,6 @@ pub(crate) async fn call_on(
             lease.cancel(job.id, RetireReason::Timeout);
             Err(CallError::Timeout(job.timeout))
         }
-    }
-}
-
-/// Runs `exchange`, killing the worker once the call has used `limit` of CPU time
-/// (`[isolation] cpu_seconds`). Fast calls cost one timer and no read: the worker's CPU
-/// use is first read 1 ms into the call (so a call may go over by the CPU it used in that
-/// millisecond), then when the limit could have been reached at the earliest.
-async fn within_cpu(
-    cfg: &PoolConfig,
-    slot: usize,
-    pid: Pid,
-    limit: Duration,
-    exchange: impl std::future::Future<Output = Exchange>,
-) -> Exchange {
-    const FIRST_LOOK: Duration = Duration::from_millis(1);
-    tokio::pin!(exchange);
-    let mut wait = FIRST_LOOK;
-    let mut base = None;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    loop {
-        tokio::select! {
-            biased;
-            done = &mut exchange => return done,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let Some(now) = cfg.confine.cpu_used(slot, pid) else {
-            return exchange.await;
-        };
-        let base = *base.get_or_insert(now);
-        let used = now.saturating_sub(base);
-        if used >= limit {
-            tracing::warn!(pool = %cfg.name, worker = slot, pid = pid.as_raw(), ?used, "call over its CPU limit; killing the worker");
-            cfg.confine.killed_for_cpu(slot);
-            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-            return exchange.await;
-        }
-        // The call cannot use more than `cpus` seconds of CPU per second.
-        wait = ((limit - used) / cpus).max(Duration::from_millis(10));
     }
 }
 

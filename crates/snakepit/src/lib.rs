@@ -21,6 +21,13 @@
 //! after the call in hand. Each worker runs in its own process group with the
 //! parent-death signal set, so nothing outlives the supervisor.
 //!
+//! Every worker is forked from a per-pool template (the fork-server) and confines itself
+//! before any plugin code runs, by a plan the pool works out at build time
+//! ([`Isolation`], [`Enforcement`]): no capabilities, no_new_privs, a Landlock domain of
+//! its own, a seccomp filter, and cgroups, rlimits and a private TMPDIR for the
+//! `[isolation]` settings. A setting the machine cannot enforce makes
+//! [`PoolBuilder::build`] fail with a sentence, unless the pool is best-effort.
+//!
 //! The Python side is the shim in `python-shim/`, embedded in this crate and written to
 //! a cache directory at first use: nothing is installed into the worker's interpreter.
 //! The wire protocol is in the `snakepit-proto` crate.

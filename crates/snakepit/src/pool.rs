@@ -46,7 +46,7 @@ pub(crate) struct PoolConfig {
     pub handler: Arc<dyn HostHandler>,
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
-    pub confine: Confinement,
+    pub confine: Arc<Confinement>,
 }
 
 impl PoolConfig {
@@ -257,6 +257,8 @@ impl PoolBuilder {
             }
             None => Confinement::unconfined(self.workers),
         };
+        let confine = Arc::new(confine);
+        Confinement::start_cpu_watchdog(&confine, &self.name);
         let python = self.python.clone();
         let (python, shim_dir) = tokio::task::spawn_blocking(move || {
             Ok::<_, SpawnError>((

@@ -78,14 +78,15 @@ pub(crate) struct Spawned {
 
 /// Starts `python -c BOOTSTRAP <shimdir> <mode> <args>` in its own process group, with
 /// the environment reduced to the allowlist, its socket on fd 3, `pdeathsig` as its
-/// parent-death signal, and confined as a helper (no capabilities, no_new_privs, signals
-/// scoped: `isolation.rs`). Must be called from a thread that outlives the process: the
+/// parent-death signal, in `slot`'s cgroups if given, and confined as a helper (no
+/// capabilities, no_new_privs, signals scoped: `isolation.rs`). Must be called from a thread that outlives the process: the
 /// parent-death signal fires when the forking *thread* exits.
 pub(crate) fn exec_shim(
     cfg: &PoolConfig,
     mode: &str,
     args: Vec<std::ffi::OsString>,
     pdeathsig: Signal,
+    slot: Option<usize>,
 ) -> Result<Spawned, SpawnError> {
     let os = |what: &str, e: std::io::Error| SpawnError::Os(format!("{what}: {e}"));
     let (ours, theirs) = StdUnixStream::pair().map_err(|e| os("socketpair", e))?;
@@ -122,7 +123,7 @@ pub(crate) fn exec_shim(
             Ok(())
         });
     }
-    let ruleset = cfg.confine.helper(&mut cmd, &cfg.env);
+    let ruleset = cfg.confine.helper(&mut cmd, &cfg.env, slot);
     let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
         path: cfg.python.clone(),
         reason: e.to_string(),
