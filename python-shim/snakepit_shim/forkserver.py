@@ -83,16 +83,16 @@ _prctl = _load_prctl()
 
 
 def serve(opts: argparse.Namespace) -> int:
-    ctrl = socket.socket(fileno=opts.fd)
-    os.set_inheritable(opts.fd, False)
-    ctrl.setblocking(True)
-    codec = select_codec()
-    template_pid = os.getpid()
     try:
         plan = confine.prepare(getattr(opts, "confine", None))
     except (ValueError, OSError) as exc:
         sys.stderr.write(f"snakepit fork-server: bad --confine plan: {exc}\n")
         return 2
+    ctrl = socket.socket(fileno=opts.fd)
+    os.set_inheritable(opts.fd, False)
+    ctrl.setblocking(True)
+    codec = select_codec()
+    template_pid = os.getpid()
     if plan is not None:
         plan.harden_server()
 
