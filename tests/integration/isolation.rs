@@ -345,33 +345,108 @@ async fn without_confinement_the_attacks_succeed() {
     pool.shutdown(Duration::from_secs(5)).await;
 }
 
-/// A setting this machine (or version) cannot enforce: the pool refuses to start with a
-/// sentence, unless it is best-effort, and then status says what is missing.
+/// `user`: a root supervisor runs the pool's workers as that user, and then files
+/// protect what Landlock does not. An unprivileged supervisor cannot switch users: the
+/// pool refuses to start with a sentence, unless it is best-effort, and then status says
+/// what is missing. A user that does not exist is an error either way.
 #[tokio::test]
-async fn a_setting_that_cannot_be_held_refuses_the_pool() {
-    let asks = Isolation {
+async fn a_pool_runs_its_workers_as_another_user() {
+    let nobody = Isolation {
         user: Some("nobody".into()),
         ..Isolation::default()
     };
-    let err = match builder().isolation(asks.clone()).build().await {
-        Err(BuildError::Config(m)) => m,
-        Err(e) => panic!("not a configuration error: {e}"),
-        Ok(_) => panic!("a pool that cannot run workers as `nobody` must refuse"),
-    };
-    assert!(
-        err.contains("user") && err.contains("best-effort"),
-        "names the setting and the way out: {err}"
-    );
-    let pool = builder()
+    let err = match builder()
         .isolation(Isolation {
-            enforce: Enforce::BestEffort,
-            ..asks
+            user: Some("no-such-user-here".into()),
+            ..Isolation::default()
         })
         .build()
         .await
+    {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("an unknown user must be refused"),
+    };
+    assert!(
+        err.contains("no-such-user-here") && err.contains("useradd"),
+        "{err}"
+    );
+    if !root() {
+        let err = match builder().isolation(nobody.clone()).build().await {
+            Err(BuildError::Config(m)) => m,
+            other => panic!(
+                "an unprivileged pool cannot switch users: {:?}",
+                other.err()
+            ),
+        };
+        assert!(err.contains("user") && err.contains("root"), "{err}");
+        let pool = builder()
+            .isolation(Isolation {
+                enforce: Enforce::BestEffort,
+                ..nobody
+            })
+            .build()
+            .await
+            .unwrap();
+        let missing = pool.status().isolation.missing;
+        assert!(missing.iter().any(|m| m.contains("user")), "{missing:?}");
+        pool.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
+    // The user must be able to read the interpreter and the plugins: a system Python
+    // and a copy of the fixture in a directory open to all.
+    let python = Path::new("/usr/bin/python3");
+    assert!(python.exists(), "this test needs a system /usr/bin/python3");
+    let plugins = tempfile::tempdir().unwrap();
+    let fx = plugins.path().join("fx");
+    std::fs::create_dir(&fx).unwrap();
+    std::fs::write(fx.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        fx.join("attack.py"),
+        include_str!("../plugins/fx/attack.py"),
+    )
+    .unwrap();
+    for p in [plugins.path(), fx.as_path()] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let pool = Pool::builder()
+        .python(python)
+        .sys_path(plugins.path())
+        .workers(1)
+        .isolation(nobody)
+        .build()
+        .await
         .unwrap();
-    let missing = pool.status().isolation.missing;
-    assert!(missing.iter().any(|m| m.contains("user")), "{missing:?}");
+    let nobody_uid = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    assert_eq!(pool.status().isolation.uid, nobody_uid);
+    let (worker, _) = pids(&pool).await;
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(
+        uids.split_whitespace()
+            .skip(1)
+            .all(|u| u == nobody_uid.to_string()),
+        "the worker runs as nobody: {uids}"
+    );
+    // A root-only file in a directory anyone may enter: Landlock allows it (filesystem
+    // is open), the file's mode does not.
+    let private = plugins.path().join("root-only.toml");
+    std::fs::write(&private, "password = 1\n").unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (reached, detail) = attack(&pool, "read_file", json!({"path": private})).await;
+    assert!(!reached, "a root-only file: {detail}");
+    let (reached, detail) =
+        attack(&pool, "signal_process", json!({"pid": std::process::id()})).await;
+    assert!(!reached, "a signal to the supervisor: {detail}");
+    let (reached, detail) = attack(&pool, "privileges", json!({})).await;
+    assert!(!reached, "{detail}");
     pool.shutdown(Duration::from_secs(5)).await;
 }
 

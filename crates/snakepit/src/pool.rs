@@ -268,6 +268,7 @@ impl PoolBuilder {
         })
         .await
         .map_err(|e| BuildError::Config(format!("start-up task failed: {e}")))??;
+        let shim_dir = confine.shim_dir(&shim_dir)?;
         let env = self
             .env_allow
             .iter()

@@ -126,7 +126,7 @@ pub(crate) fn exec_shim(
     let ruleset = cfg.confine.helper(&mut cmd, &cfg.env, slot);
     let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
         path: cfg.python.clone(),
-        reason: e.to_string(),
+        reason: format!("{e}{}", cfg.confine.user_hint()),
     })?;
     drop((theirs, ruleset));
     // The Child handle is dropped: we reap by pid (std does not wait on drop).

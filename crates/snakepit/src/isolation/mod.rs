@@ -37,7 +37,9 @@ mod tmp;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -151,6 +153,10 @@ pub(crate) struct Confinement {
     cpu_killed: Vec<AtomicBool>,
     /// Per slot: the call in hand (0: none) and its worker, for the CPU watchdog.
     calls: Vec<(AtomicU64, AtomicI32)>,
+    /// The uid and gid the workers run as (`user`).
+    run_as: Option<(u32, u32)>,
+    /// The shim's copy for workers of another user.
+    shim: Option<SharedShim>,
     memory_limit: Option<u64>,
 }
 
@@ -173,6 +179,8 @@ impl Confinement {
             cpu_killed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             calls: slot_calls(workers),
             memory_limit: None,
+            run_as: None,
+            shim: None,
         }
     }
 
@@ -189,30 +197,42 @@ impl Confinement {
             cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
             return None;
         }
-        if let (Some(slot), Some(cg)) = (slot, &self.cgroups) {
-            let files: Vec<std::ffi::CString> = cg
+        let files: Vec<std::ffi::CString> = match (slot, &self.cgroups) {
+            (Some(slot), Some(cg)) => cg
                 .dirs
                 .iter()
                 .filter_map(|d| {
                     let f = PoolCgroups::slot(d, slot).join("cgroup.procs");
                     std::ffi::CString::new(f.into_os_string().into_encoded_bytes()).ok()
                 })
-                .collect();
-            // SAFETY: open, write and close are async-signal-safe; the paths were made
-            // before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    for f in &files {
-                        let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                        if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        libc::close(fd);
+                .collect(),
+            _ => Vec::new(),
+        };
+        let run_as = self.run_as;
+        // SAFETY: open, write, close, setgroups, setgid and setuid are async-signal-safe;
+        // the paths were made before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Into the slot's cgroups while still root, then the pool's user.
+                for f in &files {
+                    let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
                     }
-                    Ok(())
-                })
-            };
-        }
+                    libc::close(fd);
+                }
+                if let Some((uid, gid)) = run_as {
+                    let groups = [gid as libc::gid_t];
+                    if libc::setgroups(1, groups.as_ptr()) < 0
+                        || libc::setgid(gid) < 0
+                        || libc::setuid(uid) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            })
+        };
         confine_command(cmd, env)
     }
 
@@ -301,9 +321,25 @@ impl Confinement {
         );
 
         // The settings.
+        let mut run_as = None;
         if let Some(user) = &iso.user {
-            lacks(&mut report, true, format!(
-                "[isolation] user = {user:?} cannot be enforced: running workers under another uid is not supported by this version; remove `user`, or set enforce = \"best-effort\""));
+            match nix::unistd::User::from_name(user) {
+                Ok(Some(u)) if report.uid == 0 => {
+                    run_as = Some((u.uid.as_raw(), u.gid.as_raw()));
+                    report.uid = u.uid.as_raw();
+                    held(&mut report, "user", user.clone(), "setuid in the fork-server (files protect what Landlock does not)");
+                }
+                Ok(Some(_)) => {
+                    let uid = report.uid;
+                    lacks(&mut report, true, format!(
+                    "[isolation] user = {user:?} cannot be enforced: switching users needs a root supervisor, and this one runs as uid {uid}; run the supervisor as root, remove `user`, or set enforce = \"best-effort\""))
+                }
+                _ => {
+                    return Err(BuildError::Config(format!(
+                        "[isolation] user = {user:?}: there is no such user on this machine; create it (useradd --system --no-create-home {user}) or name another"
+                    )))
+                }
+            }
         }
         let mut cg_dirs: Vec<Wanted> = Vec::new();
         let mut rlimit_as = None;
@@ -428,12 +464,14 @@ impl Confinement {
             Some(TmpRoot::new(
                 std::env::temp_dir().join(&tag),
                 iso.tmp_size,
-                report.uid == 0,
+                nix::unistd::geteuid().is_root(),
+                run_as,
                 workers,
             )?)
         } else {
             None
         };
+        let shim = run_as.map(|_| SharedShim(std::env::temp_dir().join(format!("{tag}.shim"))));
         let seccomp: Vec<String> = if k.seccomp {
             seccomp_programs(iso.network)?.iter().map(hex).collect()
         } else {
@@ -462,7 +500,48 @@ impl Confinement {
             cpu_killed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             calls: slot_calls(workers),
             cgroups,
+            run_as,
+            shim,
         })
+    }
+
+    /// Where the workers find the shim: the supervisor's copy, or, for workers of
+    /// another user (who cannot read the supervisor's cache), a root-owned copy that
+    /// they can read and not write, made here.
+    pub(crate) fn shim_dir(&self, cached: &Path) -> Result<PathBuf, BuildError> {
+        let Some(SharedShim(dir)) = &self.shim else {
+            return Ok(cached.to_owned());
+        };
+        let fail = |e: std::io::Error| {
+            BuildError::Config(format!("copying the shim to {}: {e}", dir.display()))
+        };
+        let pkg = dir.join("snakepit_shim");
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .recursive(true)
+            .create(&pkg)
+            .map_err(fail)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+        for entry in std::fs::read_dir(cached.join("snakepit_shim")).map_err(fail)? {
+            let path = entry.map_err(fail)?.path();
+            if path.extension().is_some_and(|e| e == "py") {
+                let to = pkg.join(path.file_name().unwrap_or_default());
+                std::fs::copy(&path, &to).map_err(fail)?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o644))
+                    .map_err(fail)?;
+            }
+        }
+        Ok(dir.clone())
+    }
+
+    /// A note for errors of a pool whose workers run as another user.
+    pub(crate) fn user_hint(&self) -> String {
+        match self.run_as {
+            Some((uid, _)) => format!(
+                " (the pool's workers run as uid {uid}: the interpreter, site-packages and the plugins must be readable by it)"
+            ),
+            None => String::new(),
+        }
     }
 
     /// Marks slot `slot` as in call `call_id` on worker `pid` until the guard drops, for
@@ -601,6 +680,16 @@ impl Confinement {
                 format_size(self.memory_limit.unwrap_or(0))
             )
         })
+    }
+}
+
+/// A directory removed with the pool.
+#[derive(Debug)]
+struct SharedShim(PathBuf);
+
+impl Drop for SharedShim {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

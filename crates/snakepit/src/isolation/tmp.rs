@@ -15,6 +15,8 @@ pub(super) struct TmpRoot {
     pub dir: PathBuf,
     pub per_slot: bool,
     size: u64,
+    /// The uid and gid the tmpfs roots belong to (the pool's `user`).
+    owner: Option<(u32, u32)>,
 }
 
 impl TmpRoot {
@@ -22,6 +24,7 @@ impl TmpRoot {
         dir: PathBuf,
         size: u64,
         per_slot: bool,
+        owner: Option<(u32, u32)>,
         workers: usize,
     ) -> Result<TmpRoot, BuildError> {
         let fail = |what: &Path, e: &dyn std::fmt::Display| {
@@ -38,6 +41,7 @@ impl TmpRoot {
             dir,
             per_slot,
             size,
+            owner,
         };
         if per_slot {
             for slot in 0..workers {
@@ -58,7 +62,10 @@ impl TmpRoot {
 
     fn mount(&self, slot: usize) -> nix::Result<()> {
         use nix::mount::{mount, MsFlags};
-        let opts = format!("size={},mode=0700", self.size);
+        let mut opts = format!("size={},mode=0700", self.size);
+        if let Some((uid, gid)) = self.owner {
+            opts.push_str(&format!(",uid={uid},gid={gid}"));
+        }
         mount(
             Some("tmpfs"),
             &self.slot(slot),
