@@ -391,6 +391,7 @@ async fn a_worker_that_keeps_dying_young_backs_off_and_recovers() {
 
 const CHILD_DIR: &str = "SNAKEPIT_TEST_SUPERVISOR_DIR";
 const CHILD_EXEC: &str = "SNAKEPIT_TEST_SUPERVISOR_EXEC";
+const CHILD_DAEMON: &str = "SNAKEPIT_TEST_SUPERVISOR_DAEMON";
 
 /// Not a test on its own: the supervisor process of `supervisor_killed_*`, which run
 /// this test binary again with `SNAKEPIT_TEST_SUPERVISOR_DIR` set. Without it, it
@@ -409,11 +410,24 @@ async fn sigkill_child_supervisor() {
         .unwrap();
     let pid = worker_pid(&pool).await;
     std::fs::write(dir.join("worker.pid"), pid.to_string()).unwrap();
-    let call = pool.submit(
-        Call::new("fx.hostile:grandchild_then_sleep")
-            .kwarg("pid_file", dir.join("grandchild.pid").to_str().unwrap())
-            .timeout(Duration::from_secs(120)),
-    );
+    let grandchild = dir.join("grandchild.pid");
+    let call = if std::env::var_os(CHILD_DAEMON).is_some() {
+        // A double-forked, setsid daemon: in no process group of the worker's.
+        pool.submit(Call::new("fx.attack:daemon").kwarg("pid_file", grandchild.to_str().unwrap()))
+            .await
+            .unwrap();
+        pool.submit(
+            Call::new("fx.hostile:sleep")
+                .kwarg("seconds", 120.0)
+                .timeout(Duration::from_secs(120)),
+        )
+    } else {
+        pool.submit(
+            Call::new("fx.hostile:grandchild_then_sleep")
+                .kwarg("pid_file", grandchild.to_str().unwrap())
+                .timeout(Duration::from_secs(120)),
+        )
+    };
     // The parent kills this process during the call.
     let _ = tokio::time::timeout(Duration::from_secs(60), call).await;
     panic!("the parent test should have killed this supervisor");
@@ -421,7 +435,10 @@ async fn sigkill_child_supervisor() {
 
 /// Runs `sigkill_child_supervisor` in a child process, waits until its call runs, kills
 /// it with SIGKILL, and returns (worker pid, grandchild pid, pool name).
-async fn kill_a_supervisor_mid_call(exec: bool) -> (u32, u32, String, tempfile::TempDir) {
+async fn kill_a_supervisor_mid_call(
+    exec: bool,
+    daemon: bool,
+) -> (u32, u32, String, tempfile::TempDir) {
     let name = unique_name("sigkilled");
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join(&name);
@@ -437,6 +454,9 @@ async fn kill_a_supervisor_mid_call(exec: bool) -> (u32, u32, String, tempfile::
     .stdout(std::process::Stdio::null());
     if exec {
         cmd.env(CHILD_EXEC, "1");
+    }
+    if daemon {
+        cmd.env(CHILD_DAEMON, "1");
     }
     let mut child = ChildGuard(Some(cmd.spawn().unwrap()));
     let worker = read_pid_file(&dir.join("worker.pid"), Duration::from_secs(20)).await;
@@ -476,7 +496,7 @@ async fn supervisor_killed_with_sigkill_leaves_no_grandchild_exec() {
 }
 
 async fn supervisor_killed_leaves_no_worker(exec: bool) {
-    let (worker, grandchild, name, _dir) = kill_a_supervisor_mid_call(exec).await;
+    let (worker, grandchild, name, _dir) = kill_a_supervisor_mid_call(exec, false).await;
     let _guard = KillOnDrop(vec![(worker, "snakepit_shim"), (grandchild, "sleep")]);
     wait_gone(
         "the worker of a SIGKILLed supervisor",
@@ -487,8 +507,17 @@ async fn supervisor_killed_leaves_no_worker(exec: bool) {
     wait_no_processes_with(&name, Duration::from_secs(5)).await;
 }
 
+#[tokio::test]
+async fn supervisor_killed_with_sigkill_leaves_no_setsid_daemon() {
+    supervisor_killed_leaves_no_grandchild_or_daemon(false, true).await
+}
+
 async fn supervisor_killed_leaves_no_grandchild(exec: bool) {
-    let (worker, grandchild, _name, _dir) = kill_a_supervisor_mid_call(exec).await;
+    supervisor_killed_leaves_no_grandchild_or_daemon(exec, false).await
+}
+
+async fn supervisor_killed_leaves_no_grandchild_or_daemon(exec: bool, daemon: bool) {
+    let (worker, grandchild, _name, _dir) = kill_a_supervisor_mid_call(exec, daemon).await;
     let _guard = KillOnDrop(vec![(worker, "snakepit_shim"), (grandchild, "sleep")]);
     wait_gone(
         "the grandchild of a SIGKILLed supervisor's worker",
