@@ -231,7 +231,9 @@ def _kill_all(children: Set[int]) -> None:
 
 
 def _reap(ctrl: socket.socket, children: Set[int], plan) -> None:
-    while True:
+    # Bounded: a chain of forks that outruns the sweep must not keep the template from
+    # its control socket (the rest is reaped on the next turn of the loop).
+    for _ in range(256):
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:

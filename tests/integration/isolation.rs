@@ -159,6 +159,8 @@ async fn the_baseline_keeps_workers_from_the_supervisor_and_each_other() {
     }
     let (reached, detail) = attack(&a, "privileges", json!({})).await;
     assert!(!reached, "no capabilities and no_new_privs: {detail}");
+    let (reached, detail) = attack(&a, "push_keystrokes", json!({})).await;
+    assert!(!reached, "no controlling terminal: {detail}");
 
     // A setsid daemon dies with the worker that started it.
     let dir = tempfile::tempdir().unwrap();
@@ -256,6 +258,12 @@ async fn every_setting_blocks_its_attack() {
     }
     let (reached, _) = attack(&pool, "burn_cpu", json!({"seconds": 0.2})).await;
     assert!(reached, "a call under the CPU limit runs");
+    match call(&pool, "leave_group_then_burn", json!({"seconds": 10})).await {
+        Err(e @ CallError::WorkerCrashed { .. }) => {
+            assert!(e.to_string().contains("CPU limit"), "{e}")
+        }
+        other => panic!("a worker out of its process group is killed too: {other:?}"),
+    }
 
     assert_eq!(
         pids(&other).await.0,

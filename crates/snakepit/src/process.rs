@@ -98,15 +98,23 @@ pub(crate) fn exec_shim(
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
+    // The cgroups and the pool's user first: a change of uid clears the parent-death
+    // signal, which is set below.
+    let ruleset = cfg.confine.helper(&mut cmd, &cfg.env, slot);
     let child_fd = theirs.as_raw_fd();
     let parent = nix::unistd::getpid();
     let sig = pdeathsig as libc::c_ulong;
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid, _exit) run
-    // between fork and exec.
+    // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl, prctl, getppid, _exit)
+    // run between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // A session of its own: its own process group, and no controlling terminal
+            // (a worker that could open /dev/tty could push keystrokes into the
+            // operator's shell with TIOCSTI).
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if child_fd == WORKER_FD {
                 let flags = libc::fcntl(WORKER_FD, libc::F_GETFD);
                 libc::fcntl(WORKER_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
@@ -123,7 +131,6 @@ pub(crate) fn exec_shim(
             Ok(())
         });
     }
-    let ruleset = cfg.confine.helper(&mut cmd, &cfg.env, slot);
     let mut child = cmd.spawn().map_err(|e| SpawnError::Interpreter {
         path: cfg.python.clone(),
         reason: format!("{e}{}", cfg.confine.user_hint()),
@@ -177,10 +184,11 @@ impl WorkerProcess {
         let _ = self.pidfd.readable().await.map(|mut g| g.retain_ready());
     }
 
-    /// SIGKILLs the worker's process group.
+    /// SIGKILLs the worker's process group, and the worker itself (which may have left
+    /// its group).
     pub(crate) fn kill_group(&self) {
         if self.status.is_none() {
-            let _ = killpg(self.pid, Signal::SIGKILL);
+            kill_worker(self.pid);
         }
     }
 
@@ -211,12 +219,12 @@ impl WorkerProcess {
             }
         }
         if !exited {
-            let _ = killpg(self.pid, Signal::SIGKILL);
+            kill_worker(self.pid);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.exited()).await;
         }
         // Anything the worker left in its group goes with it; the zombie keeps the pid
         // (and so the group id) from being reused until it is reaped below.
-        let _ = killpg(self.pid, Signal::SIGKILL);
+        kill_worker(self.pid);
         let status = launcher
             .exit_status(self.pid)
             .await
@@ -234,6 +242,13 @@ impl WorkerProcess {
         }
         status
     }
+}
+
+/// SIGKILLs a worker and its process group. Both: a worker may leave its group (it is
+/// free to call `setpgid`), and its group may hold what it started.
+pub(crate) fn kill_worker(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = killpg(pid, Signal::SIGKILL);
 }
 
 /// The resident set size of a process, in bytes.
@@ -266,7 +281,7 @@ pub(crate) fn reap_child(pid: Pid) -> Option<i32> {
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
         if self.status.is_none() {
-            let _ = killpg(self.pid, Signal::SIGKILL);
+            kill_worker(self.pid);
         }
         for r in &self.readers {
             r.abort();

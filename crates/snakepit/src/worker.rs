@@ -216,6 +216,7 @@ impl Slot {
                 End::Died(_) => Some(Duration::from_millis(500)),
                 End::Retire(_) => None,
             };
+            self.cfg.confine.worker_ending(self.id);
             let status = proc.finish(grace, &self.launcher).await;
             match end {
                 End::Died(mut reply) => {

@@ -250,3 +250,32 @@ def control_request(*, path: str, **ctx):
     except OSError as exc:
         return _blocked(exc)
     return {"reached": reply.get("reply") == "status", "detail": json.dumps(reply)[:300]}
+
+
+def leave_group_then_burn(*, seconds: float, **ctx):
+    """Moves the worker into its fork-server's process group (out of its own, which is
+    what a supervisor kills), then spins."""
+    try:
+        os.setpgid(0, os.getpgid(os.getppid()))
+    except OSError as exc:
+        return _blocked(exc)
+    return burn_cpu(seconds=seconds)
+
+
+def push_keystrokes(**ctx):
+    """TIOCSTI: pushes a command into the controlling terminal's input."""
+    import fcntl
+    import termios
+
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR)
+    except OSError as exc:
+        return _blocked(exc)
+    try:
+        for ch in b"echo INJECTED\n":
+            fcntl.ioctl(fd, termios.TIOCSTI, bytes([ch]))
+    except OSError as exc:
+        return _blocked(exc)
+    finally:
+        os.close(fd)
+    return {"reached": True, "detail": "pushed a command into the terminal"}

@@ -391,12 +391,15 @@ impl Confinement {
                         "cgroup v1 cpuacct, per call",
                     );
                 }
-                None => held(
-                    &mut report,
-                    "cpu_seconds",
-                    s.to_string(),
-                    "/proc accounting of the worker, per call (children counted once reaped)",
-                ),
+                None => {
+                    held(
+                        &mut report,
+                        "cpu_seconds",
+                        s.to_string(),
+                        "/proc accounting of the worker, per call",
+                    );
+                    report.missing.push(format!("cpu_seconds counts the worker's CPU, and its children's only once they are reaped ({})", k.cgroup.why));
+                }
             }
         }
         if !iso.network {
@@ -439,6 +442,12 @@ impl Confinement {
             } else {
                 lacks(&mut report, true, "[isolation] filesystem = \"plugins-readonly\" cannot be enforced: this kernel has no Landlock (5.13 or newer, with lsm=landlock)".into());
             }
+        }
+        if report.uid == 0 && !readonly {
+            report.missing.push("the workers run as uid 0 with filesystem = \"open\": they can write every file root owns (/etc, other pools' plugins, this binary); set `user`, or filesystem = \"plugins-readonly\"".into());
+        }
+        if k.landlock_abi == 0 {
+            report.missing.push("no Landlock on this kernel: workers may write below /sys and /proc (a worker of uid 0 could leave its cgroup)".into());
         }
         // Scoping (ABI 6) is the newest Landlock feature a pool uses.
         report.landlock_full = k.landlock_abi >= 6;
@@ -515,13 +524,15 @@ impl Confinement {
         let fail = |e: std::io::Error| {
             BuildError::Config(format!("copying the shim to {}: {e}", dir.display()))
         };
+        // Made here, not found: a directory someone made before us is refused.
         let pkg = dir.join("snakepit_shim");
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .recursive(true)
-            .create(&pkg)
-            .map_err(fail)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+        for d in [dir, &pkg] {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(d)
+                .map_err(fail)?;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+        }
         for entry in std::fs::read_dir(cached.join("snakepit_shim")).map_err(fail)? {
             let path = entry.map_err(fail)?.path();
             if path.extension().is_some_and(|e| e == "py") {
@@ -556,13 +567,15 @@ impl Confinement {
         let (call, worker) = self.calls.get(slot)?;
         worker.store(pid.as_raw(), Ordering::Relaxed);
         call.store(call_id, Ordering::Release);
-        Some(CallWatch(call))
+        Some(CallWatch(call, call_id))
     }
 
     /// The CPU watchdog of a pool with `cpu_seconds`: a thread that looks at the calls in
     /// hand every twentieth of the limit (10 to 250 ms), takes a call's CPU use when it
     /// first sees it as its base, and kills the worker's group once the call has used
-    /// the limit. A call can go over by what it used before it was first seen plus one
+    /// the limit; the time after a call is watched as if it were a call (a worker that
+    /// spends the limit between two calls is killed). A call can go over by what it
+    /// used before it was first seen plus one
     /// look: at most two looks' worth of CPU time per core. A thread rather than a timer
     /// per call: a timer armed and dropped on every call cost ≈ 12 µs of the ≈ 10 µs
     /// call (an extra wakeup of the caller's runtime). Ends with the pool.
@@ -580,9 +593,11 @@ impl Confinement {
                     let Some(c) = weak.upgrade() else { return };
                     seen.resize(c.calls.len(), (0, Duration::ZERO));
                     for (slot, (call, pid)) in c.calls.iter().enumerate() {
+                        // A call, or the time after one (`!call_id`): a plugin may return
+                        // and leave a thread or a child spinning. 0: no worker yet.
                         let id = call.load(Ordering::Acquire);
                         let pid = nix::unistd::Pid::from_raw(pid.load(Ordering::Relaxed));
-                        if id == 0 {
+                        if id == 0 || pid.as_raw() == 0 {
                             continue;
                         }
                         let Some(now) = c.cpu_used(slot, pid) else {
@@ -599,8 +614,7 @@ impl Confinement {
                                 "call over its CPU limit; killing the worker"
                             );
                             c.killed_for_cpu(slot);
-                            let _ =
-                                nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+                            crate::process::kill_worker(pid);
                         }
                     }
                 }
@@ -636,6 +650,15 @@ impl Confinement {
     fn killed_for_cpu(&self, slot: usize) {
         if let Some(f) = self.cpu_killed.get(slot) {
             f.store(true, Ordering::Release);
+        }
+    }
+
+    /// Called before slot `slot`'s worker is reaped: the CPU watchdog forgets it (its
+    /// pid may be reused once it is reaped).
+    pub(crate) fn worker_ending(&self, slot: usize) {
+        if let Some((call, pid)) = self.calls.get(slot) {
+            pid.store(0, Ordering::Release);
+            call.store(0, Ordering::Release);
         }
     }
 
@@ -699,12 +722,13 @@ fn slot_calls(workers: usize) -> Vec<(AtomicU64, AtomicI32)> {
         .collect()
 }
 
-/// A call in hand, as the CPU watchdog sees it; clears the slot's call when dropped.
-pub(crate) struct CallWatch<'a>(&'a AtomicU64);
+/// A call in hand, as the CPU watchdog sees it; when dropped, the slot is after that
+/// call (`!call_id`, a period of its own).
+pub(crate) struct CallWatch<'a>(&'a AtomicU64, u64);
 
 impl Drop for CallWatch<'_> {
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        self.0.store(!self.1, Ordering::Release);
     }
 }
 

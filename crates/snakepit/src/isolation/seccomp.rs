@@ -7,6 +7,10 @@ use seccompiler::{
 
 use crate::error::BuildError;
 
+/// The terminal ioctls no worker may make (the same numbers on x86_64 and aarch64).
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+
 /// The syscalls no worker may make (EPERM).
 const DENIED: &[&str] = &[
     "ptrace",
@@ -90,6 +94,7 @@ fn syscall_nr(name: &str) -> Option<i64> {
         "socket" => libc::SYS_socket,
         "clone" => libc::SYS_clone,
         "clone3" => libc::SYS_clone3,
+        "ioctl" => libc::SYS_ioctl,
         _ => return None,
     })
 }
@@ -150,6 +155,17 @@ pub(super) fn seccomp_programs(network: bool) -> Result<Vec<BpfProgram>, BuildEr
         .collect::<Result<Vec<_>, _>>()
         .map_err(err)?;
     rules.insert(nr("clone"), clone_rules);
+    // Keystrokes pushed into a terminal (TIOCSTI) and the console's own ioctls: the
+    // request is compared on its low 32 bits, as the kernel reads it.
+    let ioctl_rules = [TIOCSTI, TIOCLINUX]
+        .iter()
+        .map(|&req| {
+            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
+                .and_then(|c| SeccompRule::new(vec![c]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(err)?;
+    rules.insert(nr("ioctl"), ioctl_rules);
     let second = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
