@@ -344,23 +344,20 @@ print(s.recv(struct.unpack(">I", head)[0], socket.MSG_WAITALL).decode())
     assert_eq!(serve.stop().status.code(), Some(0));
 }
 
-/// A plugin cannot use the control socket (same uid, so SO_PEERCRED lets it in: the
-/// serve refuses its own descendants), and `status --json` says what confines each pool.
-#[test]
-fn a_worker_cannot_use_the_control_socket_and_status_shows_the_isolation() {
-    let dir = apps(
-        "[runtime]\nworkers = 1\nwatch = false\n\n[isolation]\nnetwork = false\nenforce = \"best-effort\"\n",
-    );
+/// Starts a serve of `apps` with the attack fixture as a plugin, and has one of its
+/// workers ask the serve's control socket for its status (`call --remote`): the serve
+/// and what the plugin got.
+fn worker_asks_the_control_socket(apps: &Path) -> (Serve, serde_json::Value) {
     std::fs::write(
-        dir.path().join("plugins/attack.py"),
+        apps.join("plugins/attack.py"),
         include_str!("../../../tests/plugins/fx/attack.py"),
     )
     .unwrap();
-    let serve = Serve::start(dir.path());
-    let socket = dir.path().join(".snakepit/control.sock");
+    let serve = Serve::start(apps);
+    let socket = apps.join(".snakepit/control.sock");
     let kwargs = serde_json::json!({ "path": socket }).to_string();
     let out = snakepit(
-        dir.path(),
+        apps,
         &[
             "call",
             "attack:control_request",
@@ -370,7 +367,17 @@ fn a_worker_cannot_use_the_control_socket_and_status_shows_the_isolation() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (serve, serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// A plugin cannot use the control socket (same uid, so SO_PEERCRED lets it in: the
+/// serve refuses its own descendants), and `status --json` says what confines each pool.
+#[test]
+fn a_worker_cannot_use_the_control_socket_and_status_shows_the_isolation() {
+    let dir = apps(
+        "[runtime]\nworkers = 1\nwatch = false\n\n[isolation]\nnetwork = false\nenforce = \"best-effort\"\n",
+    );
+    let (serve, v) = worker_asks_the_control_socket(dir.path());
     assert_eq!(v["reached"], false, "{v}");
     // network = false: the socket cannot even be made; without it, the serve refuses.
     let detail = v["detail"].as_str().unwrap();
@@ -400,26 +407,7 @@ fn a_worker_cannot_use_the_control_socket_and_status_shows_the_isolation() {
 #[test]
 fn the_serve_refuses_its_own_workers_on_the_control_socket() {
     let dir = apps("[runtime]\nworkers = 1\nwatch = false\n");
-    std::fs::write(
-        dir.path().join("plugins/attack.py"),
-        include_str!("../../../tests/plugins/fx/attack.py"),
-    )
-    .unwrap();
-    let serve = Serve::start(dir.path());
-    let socket = dir.path().join(".snakepit/control.sock");
-    let kwargs = serde_json::json!({ "path": socket }).to_string();
-    let out = snakepit(
-        dir.path(),
-        &[
-            "call",
-            "attack:control_request",
-            "--kwargs",
-            &kwargs,
-            "--remote",
-        ],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (serve, v) = worker_asks_the_control_socket(dir.path());
     assert_eq!(v["reached"], false, "{v}");
     assert!(
         v["detail"]

@@ -141,31 +141,16 @@ pub(super) fn seccomp_programs(network: bool) -> Result<Vec<BpfProgram>, BuildEr
     if !network {
         rules.insert(nr("socket"), vec![]);
     }
-    let clone_rules = CLONE_NAMESPACES
+    // `clone` making a namespace; keystrokes pushed into a terminal (TIOCSTI) and the
+    // console's own ioctls, the request compared on its low 32 bits as the kernel reads it.
+    let clone_ns = CLONE_NAMESPACES
         .iter()
-        .map(|&flag| {
-            SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(flag),
-                flag,
-            )
-            .and_then(|c| SeccompRule::new(vec![c]))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
-    rules.insert(nr("clone"), clone_rules);
-    // Keystrokes pushed into a terminal (TIOCSTI) and the console's own ioctls: the
-    // request is compared on its low 32 bits, as the kernel reads it.
-    let ioctl_rules = [TIOCSTI, TIOCLINUX]
-        .iter()
-        .map(|&req| {
-            SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
-                .and_then(|c| SeccompRule::new(vec![c]))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(err)?;
-    rules.insert(nr("ioctl"), ioctl_rules);
+        .map(|&f| (0, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(f), f));
+    let terminal = [TIOCSTI, TIOCLINUX]
+        .into_iter()
+        .map(|r| (1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r));
+    rules.insert(nr("clone"), any_of(clone_ns).map_err(err)?);
+    rules.insert(nr("ioctl"), any_of(terminal).map_err(err)?);
     let second = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -174,6 +159,17 @@ pub(super) fn seccomp_programs(network: bool) -> Result<Vec<BpfProgram>, BuildEr
     )
     .map_err(err)?;
     Ok(vec![first, second.try_into().map_err(err)?])
+}
+
+/// One rule per condition: the call matches when any of them holds.
+fn any_of(
+    conditions: impl Iterator<Item = (u8, SeccompCmpArgLen, SeccompCmpOp, u64)>,
+) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    conditions
+        .map(|(arg, len, op, value)| {
+            SeccompCondition::new(arg, len, op, value).and_then(|c| SeccompRule::new(vec![c]))
+        })
+        .collect()
 }
 
 /// Inserts, after the first load of the syscall number, "number >= 0x40000000 → EPERM".
