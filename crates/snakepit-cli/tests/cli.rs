@@ -34,6 +34,17 @@ def crash(**ctx):
 
 def ping(**ctx):
     return None
+
+def flood(*, seconds: float = 3.0, **ctx):
+    """Logs 4 KB records as fast as it can, then writes 32 MiB to fd 2 with no newline."""
+    big = "x" * 4000
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        log.warning("flood %d %s", n, big)
+        n += 1
+    os.write(2, b"y" * (32 << 20))
+    return n
 "#,
     )
     .unwrap();
@@ -583,4 +594,72 @@ fn a_call_by_hand_gets_the_connectors_like_a_job_step() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), r#"[{"x":5}]"#);
+}
+
+/// The peak resident size (VmHWM, KiB) of `snakepit call REFERENCE` while its stderr is
+/// not read for the first `stall`, then drained.
+fn call_peak_kib(apps: &Path, reference: &str, stall: std::time::Duration) -> u64 {
+    use std::io::Read;
+    use std::time::Instant;
+    let python =
+        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python)
+        .args(["call", reference])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        std::thread::sleep(stall);
+        let mut sink = Vec::new();
+        stderr.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let until = Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < until,
+            "snakepit call {reference} did not end"
+        );
+        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        }) {
+            peak = kib;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "snakepit call {reference} failed"
+    );
+    drain.join().unwrap();
+    peak
+}
+
+/// The finding of issue 12: a LOG flood grew `snakepit call` to 1.1 GiB (its log channel
+/// had no bound). Now its peak stays within a few tens of MiB of an idle call's, with
+/// its stderr unread for two seconds, and a 32 MiB line without a newline on fd 2.
+#[test]
+fn a_log_flood_does_not_grow_snakepit_call() {
+    let dir = apps();
+    let idle = call_peak_kib(dir.path(), "demo.calls:ping", std::time::Duration::ZERO);
+    let flood = call_peak_kib(
+        dir.path(),
+        "demo.calls:flood",
+        std::time::Duration::from_secs(2),
+    );
+    eprintln!("snakepit call peak RSS: idle {idle} KiB, under a flood {flood} KiB");
+    assert!(
+        flood < idle + 40 * 1024,
+        "idle {idle} KiB, flood {flood} KiB"
+    );
 }

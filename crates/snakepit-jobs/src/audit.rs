@@ -47,7 +47,7 @@ impl AuditLog {
                 let entry = AuditEntry {
                     time: r.time.into(),
                     package: &r.package,
-                    call_id: r.call_id.unwrap_or(0),
+                    call_id: r.call_id,
                     run_id: r.run_id.as_deref(),
                     connector: &r.connector,
                     target: &r.target,

@@ -27,6 +27,8 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 pub const RUNNER_LOGGER: &str = snakepit_state::JOBS_LOGGER;
 /// The most log lines written in one transaction.
 const LOG_BATCH: usize = 200;
+/// A step's log records waiting for the runner, at most.
+const STEP_LOG_CHANNEL: usize = 1024;
 
 /// What runs a step's callable: the plugin host, or whatever wraps it (a host that
 /// swaps worker generations on reload). Only `submit` is needed.
@@ -568,7 +570,9 @@ impl Runner {
                 attempt,
                 attempts,
             });
-            let (tx, mut rx) = mpsc::unbounded_channel::<LogRecord>();
+            // Bounded: records that find it full are dropped and counted (see
+            // `snakepit::LogSink`), so a flooding step cannot grow the runner.
+            let (tx, mut rx) = mpsc::channel::<LogRecord>(STEP_LOG_CHANNEL);
             let call = self.caller.call_step(
                 &step.callable,
                 Box::new(|c: Call| {

@@ -23,17 +23,18 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nix::unistd::Pid;
-use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, ToWorker, Value};
+use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::calllog::CallLog;
 use crate::error::CallError;
 use crate::event::RetireReason;
 use crate::host::HostRequest;
 use crate::pool::PoolConfig;
-use crate::worker::{call_error, log_record, CurrentCall};
+use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
 
@@ -296,7 +297,13 @@ pub(crate) async fn call_on(
     job: &crate::pool::Job,
 ) -> Result<RawValue, CallError> {
     let began = Instant::now();
-    lease.current.set(Some((job.id, job.logs.clone())));
+    let log = Arc::new(CallLog::new(
+        job.id,
+        job.logs.clone(),
+        cfg.name.clone(),
+        lease.slot,
+    ));
+    lease.current.set(Some(log.clone()));
     let mut held = Held {
         lease: Some(lease),
         call_id: job.id,
@@ -304,10 +311,11 @@ pub(crate) async fn call_on(
     let outcome = {
         let lease = held.lease.as_mut().expect("held until the exchange ends");
         let span = tracing::debug_span!("call", pool = %cfg.name, worker = lease.slot, id = job.id, callable = %job.reference);
-        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job))
+        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job, &log))
             .instrument(span)
             .await
     };
+    log.finish();
     // `current` keeps naming this call until the next one: fd-level output is read by the
     // slot's thread and may arrive a moment after the call's answer.
     let mut lease = held.lease.take().expect("the exchange returned it");
@@ -495,8 +503,43 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// Host requests one worker may have in flight at once; more are refused.
+pub const HOST_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// Why a host request is refused before it reaches a handler, if it is: it must come
+/// from the call in hand (the worker's `call_id` is its word, checked against the
+/// supervisor's), and the worker may have only so many in flight.
+fn refusal(claimed: Option<u64>, call_id: u64, in_flight: usize) -> Option<HostFailure> {
+    let message = match claimed {
+        Some(id) if id == call_id => {
+            if in_flight < HOST_REQUESTS_IN_FLIGHT {
+                return None;
+            }
+            return Some(HostFailure {
+                type_name: "TooManyRequests".into(),
+                message: format!(
+                    "the worker has {in_flight} host requests in flight, the most allowed: wait for some to finish"
+                ),
+            });
+        }
+        Some(id) => {
+            format!("the host request names call {id}, but the worker's call in hand is {call_id}")
+        }
+        None => "a host request made between calls is refused: make it while the call runs".into(),
+    };
+    Some(HostFailure {
+        type_name: "PermissionError".into(),
+        message,
+    })
+}
+
 /// Writes the job's frame and reads until its answer, serving logs and host requests.
-async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
+async fn exchange(
+    cfg: &Arc<PoolConfig>,
+    lease: &mut Lease,
+    job: &crate::pool::Job,
+    log: &CallLog,
+) -> Exchange {
     let slot = lease.slot;
     let mut wire = match Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) {
         Ok(w) => w,
@@ -531,35 +574,39 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
             FromWorker::Exception { call_id, exception } if call_id == job.id => {
                 return Exchange::Done(Err(call_error(exception, &job.reference)))
             }
-            FromWorker::Log(rec) => forward_log(cfg, slot, &rec, job.logs.as_ref()),
+            FromWorker::Log(rec) => log.forward(rec),
             FromWorker::HostRequest {
                 request_id,
                 call_id,
                 method,
                 payload,
             } => {
-                if method == "echo" {
-                    let reply = payload.decode().map_err(|e| HostFailure {
+                let reply = if let Some(refused) = refusal(call_id, job.id, host.len()) {
+                    tracing::warn!(pool = %cfg.name, worker = slot, call = job.id, claimed = call_id, method, reason = %refused.message, "host request refused");
+                    Err(refused)
+                } else if method == "echo" {
+                    payload.decode().map_err(|e| HostFailure {
                         type_name: "DecodeError".into(),
                         message: e.to_string(),
-                    });
-                    if let Err(e) = wire
-                        .send(&ToWorker::HostReply { request_id, reply }.encode())
-                        .await
-                    {
-                        return broken(e);
-                    }
+                    })
                 } else {
                     let fut = cfg.handler.handle(HostRequest {
                         pool: cfg.name.clone(),
                         worker: slot,
-                        call_id,
-                        reference: Some(job.reference.clone()),
+                        call_id: job.id,
+                        reference: job.reference.clone(),
                         run_id: job.run_id.clone(),
                         method,
                         payload,
                     });
                     host.push(Box::pin(async move { (request_id, fut.await) }));
+                    continue;
+                };
+                if let Err(e) = wire
+                    .send(&ToWorker::HostReply { request_id, reply }.encode())
+                    .await
+                {
+                    return broken(e);
                 }
             }
             other => {
@@ -569,18 +616,6 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
                 ))
             }
         }
-    }
-}
-
-pub(crate) fn forward_log(
-    cfg: &PoolConfig,
-    slot: usize,
-    rec: &LogRecord,
-    sink: Option<&mpsc::UnboundedSender<LogRecord>>,
-) {
-    log_record(rec, &cfg.name, slot);
-    if let Some(tx) = sink {
-        let _ = tx.send(rec.clone());
     }
 }
 

@@ -59,6 +59,7 @@
 //! # Ok(()) }
 //! ```
 
+mod calllog;
 mod dispatch;
 mod error;
 mod event;
@@ -70,6 +71,8 @@ mod process;
 mod shim;
 mod worker;
 
+pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
+pub use dispatch::HOST_REQUESTS_IN_FLIGHT;
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
 pub use host::{HostFuture, HostHandler, HostRequest};
