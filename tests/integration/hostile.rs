@@ -301,6 +301,22 @@ async fn stdout_flood_succeeds_and_every_line_is_kept_or_counted() {
     assert_eq!(worker_pid(&pool).await, before, "the worker stayed up");
 }
 
+/// Output that never ends its line is cut into 16 KiB pieces: the crash report's stderr
+/// tail (20 lines) stays small whatever the worker wrote.
+#[tokio::test]
+async fn a_stderr_line_without_end_is_cut_and_the_tail_stays_small() {
+    let pool = builder().build().await.unwrap();
+    let e = pool
+        .submit(Call::new("fx.hostile:endless_stderr_line").kwarg("mib", 8i64))
+        .await
+        .unwrap_err();
+    let CallError::WorkerCrashed { stderr, .. } = &e else {
+        panic!("expected WorkerCrashed, got {e:?}")
+    };
+    assert_eq!(stderr.len(), 20, "the tail is full of pieces");
+    assert!(stderr.iter().all(|l| l.len() <= 16 * 1024 && l.starts_with('z')));
+}
+
 #[tokio::test]
 async fn result_over_the_frame_limit_is_a_clean_error() {
     let pool = builder().frame_limit(64 * 1024).build().await.unwrap();

@@ -145,3 +145,9 @@ def ignore_cancel_idle(**ctx):
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     while True:
         time.sleep(0.05)
+
+
+def endless_stderr_line(*, mib: int = 8, **ctx):
+    """Writes `mib` MiB to fd 2 without a newline, then dies."""
+    os.write(2, b"z" * (mib << 20))
+    os._exit(3)
