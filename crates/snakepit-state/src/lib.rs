@@ -459,7 +459,7 @@ impl State {
     /// so that each judges the others by their leases.
     pub async fn open_as(url: &str, base: &Path, owner: Owner) -> Result<State, StateError> {
         let bad = |reason: &str| StateError::Url {
-            url: redact(url),
+            url: snakepit_redact::mask_url(url),
             reason: reason.to_owned(),
         };
         let (db, shown) = if let Some(path) = url
@@ -496,7 +496,7 @@ impl State {
                 })?;
             (Db::Sqlite(pool), shown)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let shown = redact(url);
+            let shown = snakepit_redact::mask_url(url);
             let pool = PgPoolOptions::new()
                 .max_connections(5)
                 .acquire_timeout(Duration::from_secs(10))
@@ -1177,31 +1177,20 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((auth, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            redact("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
+    #[tokio::test]
+    async fn a_password_is_masked_in_every_message_about_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        // An invalid port: the connection fails at once, and says where it went.
+        let url = "postgres://u:p@ss@127.0.0.1:99999/db?password=p@ss";
+        let e = State::open(url, dir.path()).await.unwrap_err().to_string();
+        assert!(
+            e.contains("postgres://u:***@127.0.0.1:99999/db?password=***") && !e.contains("p@ss"),
+            "{e}"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
     }
 
     #[tokio::test]
