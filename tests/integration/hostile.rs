@@ -314,7 +314,37 @@ async fn a_stderr_line_without_end_is_cut_and_the_tail_stays_small() {
         panic!("expected WorkerCrashed, got {e:?}")
     };
     assert_eq!(stderr.len(), 20, "the tail is full of pieces");
-    assert!(stderr.iter().all(|l| l.len() <= 16 * 1024 && l.starts_with('z')));
+    assert!(stderr
+        .iter()
+        .all(|l| l.len() <= 16 * 1024 && l.starts_with('z')));
+}
+
+/// The finding of issue 12: a plugin appended code to the shim's cache, and it ran in
+/// the fork servers of every pool started after. Now the next pool checks the copy
+/// against the shim it embeds and writes it afresh.
+#[tokio::test]
+async fn code_appended_to_the_shim_cache_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let pool = builder().build().await.unwrap();
+    let path = pool
+        .submit(Call::new("fx.hostile:tamper_shim").kwarg("marker", marker.to_str().unwrap()))
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
+    let path = path.as_str().unwrap().to_owned();
+    let tampered = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .contains(marker.to_str().unwrap())
+    };
+    assert!(tampered(&path));
+    let next = builder().build().await.unwrap();
+    let v = next.submit(Call::new("fx.basic:ping")).await.unwrap();
+    assert!(v.decode().is_ok());
+    assert!(!marker.exists(), "the appended code ran");
+    assert!(!tampered(&path), "the copy was written afresh");
 }
 
 #[tokio::test]

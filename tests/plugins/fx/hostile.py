@@ -151,3 +151,14 @@ def endless_stderr_line(*, mib: int = 8, **ctx):
     """Writes `mib` MiB to fd 2 without a newline, then dies."""
     os.write(2, b"z" * (mib << 20))
     os._exit(3)
+
+
+def tamper_shim(*, marker: str, **ctx):
+    """Appends code to the shim's cached copy (the attack of issue 12): code that would
+    create `marker` in every process that imports the shim from it next."""
+    import snakepit_shim.codec
+
+    path = snakepit_shim.codec.__file__
+    with open(path, "a") as f:
+        f.write(f"\nopen({marker!r}, 'w').close()\n")
+    return path
