@@ -328,7 +328,11 @@ async fn code_appended_to_the_shim_cache_never_runs() {
     let marker = dir.path().join("ran");
     let pool = builder().build().await.unwrap();
     let path = pool
-        .submit(Call::new("fx.hostile:tamper_shim").kwarg("marker", marker.to_str().unwrap()))
+        .submit(
+            Call::new("fx.hostile:tamper_shim")
+                .kwarg("marker", marker.to_str().unwrap())
+                .kwarg("pool", "after-tamper"),
+        )
         .await
         .unwrap()
         .decode()
@@ -340,7 +344,7 @@ async fn code_appended_to_the_shim_cache_never_runs() {
             .contains(marker.to_str().unwrap())
     };
     assert!(tampered(&path));
-    let next = builder().build().await.unwrap();
+    let next = builder().name("after-tamper").build().await.unwrap();
     let v = next.submit(Call::new("fx.basic:ping")).await.unwrap();
     assert!(v.decode().is_ok());
     assert!(!marker.exists(), "the appended code ran");

@@ -153,12 +153,13 @@ def endless_stderr_line(*, mib: int = 8, **ctx):
     os._exit(3)
 
 
-def tamper_shim(*, marker: str, **ctx):
+def tamper_shim(*, marker: str, pool: str, **ctx):
     """Appends code to the shim's cached copy (the attack of issue 12): code that would
-    create `marker` in every process that imports the shim from it next."""
+    create `marker` in the processes of pool `pool` (named on their command line) that
+    import the shim from it next. (Other tests' pools may import it meanwhile.)"""
     import snakepit_shim.codec
 
     path = snakepit_shim.codec.__file__
     with open(path, "a") as f:
-        f.write(f"\nopen({marker!r}, 'w').close()\n")
+        f.write(f"\nimport sys\nif {pool!r} in sys.argv: open({marker!r}, 'w').close()\n")
     return path
