@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn apps() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("plugins/demo");
@@ -596,52 +598,19 @@ fn a_call_by_hand_gets_the_connectors_like_a_job_step() {
     assert_eq!(text(&out.stdout).trim(), r#"[{"x":5}]"#);
 }
 
-/// The peak resident size (VmHWM, KiB) of `snakepit call REFERENCE` while its stderr is
-/// not read for the first `stall`, then drained.
+/// The peak resident size (KiB) of `snakepit call REFERENCE`, its stderr unread for
+/// the first `stall`.
 fn call_peak_kib(apps: &Path, reference: &str, stall: std::time::Duration) -> u64 {
-    use std::io::Read;
-    use std::time::Instant;
     let python =
         std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
-        .arg("--apps")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snakepit"));
+    cmd.arg("--apps")
         .arg(apps)
         .arg("--python")
         .arg(python)
-        .args(["call", reference])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let drain = std::thread::spawn(move || {
-        std::thread::sleep(stall);
-        let mut sink = Vec::new();
-        stderr.read_to_end(&mut sink).unwrap();
-        sink.len()
-    });
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let until = Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < until,
-            "snakepit call {reference} did not end"
-        );
-        if let Some(kib) = std::fs::read_to_string(&status).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        }) {
-            peak = kib;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert!(
-        child.wait().unwrap().success(),
-        "snakepit call {reference} failed"
-    );
-    drain.join().unwrap();
+        .args(["call", reference]);
+    let (peak, status) = common::peak_kib(cmd, stall);
+    assert!(status.success(), "snakepit call {reference} failed");
     peak
 }
 

@@ -29,6 +29,8 @@ pub const RUNNER_LOGGER: &str = snakepit_state::JOBS_LOGGER;
 const LOG_BATCH: usize = 200;
 /// A step's log records waiting for the runner, at most.
 const STEP_LOG_CHANNEL: usize = 1024;
+/// Room that log lines leave in a run's bounded event channel for the other events.
+const EVENTS_KEPT_FREE: usize = 64;
 
 /// What runs a step's callable: the plugin host, or whatever wraps it (a host that
 /// swaps worker generations on reload). Only `submit` is needed.
@@ -374,7 +376,7 @@ impl Runner {
         &self,
         jobs: &JobSet,
         req: RunRequest,
-        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        events: Option<mpsc::Sender<RunEvent>>,
         halt: HaltSignal,
     ) -> Result<(String, RunStatus), RunError> {
         let (job, tick) = (req.job.clone(), req.scheduled_for);
@@ -395,12 +397,17 @@ impl Runner {
     pub async fn execute(
         &self,
         run: QueuedRun,
-        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        events: Option<mpsc::Sender<RunEvent>>,
         halt: HaltSignal,
     ) -> Result<RunStatus, StateError> {
+        // `events` is bounded: a log line that finds it nearly full (its reader, a
+        // terminal, is slower than the plugin) is left out of it (the run's history still
+        // has it), keeping room for the run's and steps' own events.
         let emit = |e: RunEvent| {
             if let Some(tx) = &events {
-                let _ = tx.send(e);
+                if !matches!(e, RunEvent::Log(_)) || tx.capacity() > EVENTS_KEPT_FREE {
+                    let _ = tx.try_send(e);
+                }
             }
         };
         let id = run.id.as_str();
