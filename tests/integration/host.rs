@@ -169,17 +169,23 @@ async fn a_forged_call_id_is_refused_before_the_handler() {
     let seen = Arc::new(AtomicUsize::new(0));
     let pool = counting_pool(seen.clone()).build().await.unwrap();
     for claimed in [Value::Int(1_000_000), Value::Nil] {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
         let call = Call::new("fx.hostcalls:forged")
             .kwarg("method", "whoami")
             .kwarg("payload", Value::Nil)
             .kwarg("call_id", claimed.clone())
-            .timeout(Duration::from_secs(10));
+            .timeout(Duration::from_secs(10))
+            .logs(tx);
         let v = run(&pool, call).await;
         assert_eq!(
             v.get("error_type"),
             Some(&Value::from("PermissionError")),
             "{claimed:?}: {v:?}"
         );
+        // The refusal is in the call's log.
+        let rec = rx.try_recv().expect("a record of the refusal");
+        assert_eq!(rec.logger, "snakepit");
+        assert!(rec.message.starts_with("host request refused: "), "{rec:?}");
     }
     assert_eq!(seen.load(Ordering::SeqCst), 0, "the handler saw none");
     // The worker's own call id goes through, and the handler sees the supervisor's id.

@@ -142,21 +142,31 @@ impl CallLog {
         self.report(n);
     }
 
+    /// A warning of the supervisor's about this call (logger `"snakepit"`), within the
+    /// budget: what a worker provokes, it pays for.
+    pub(crate) fn warn(&self, message: String) {
+        self.forward(self.own(message));
+    }
+
     fn report(&self, dropped: u64) {
         if dropped == 0 {
             return;
         }
-        self.emit(LogRecord {
+        self.emit(self.own(format!(
+            "{dropped} log lines dropped (a call may log {LINES_PER_SEC} lines and {} KiB a second, into a channel that has room)",
+            BYTES_PER_SEC >> 10
+        )));
+    }
+
+    fn own(&self, message: String) -> LogRecord {
+        LogRecord {
             call_id: Some(self.call_id),
             level: 30,
             logger: "snakepit".into(),
-            message: format!(
-                "{dropped} log lines dropped (a call may log {LINES_PER_SEC} lines and {} KiB a second, into a channel that has room)",
-                BYTES_PER_SEC >> 10
-            ),
+            message,
             exc_text: None,
             time: now_unix(),
-        });
+        }
     }
 
     fn emit(&self, rec: LogRecord) {

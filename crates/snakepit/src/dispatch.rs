@@ -582,7 +582,7 @@ async fn exchange(
                 payload,
             } => {
                 let reply = if let Some(refused) = refusal(call_id, job.id, host.len()) {
-                    tracing::warn!(pool = %cfg.name, worker = slot, call = job.id, claimed = call_id, method, reason = %refused.message, "host request refused");
+                    log.warn(format!("host request refused: {}", refused.message));
                     Err(refused)
                 } else if method == "echo" {
                     payload.decode().map_err(|e| HostFailure {
