@@ -243,4 +243,14 @@ async fn host_requests_in_flight_per_worker_are_bounded() {
         v.get("refused"),
         Some(&Value::List(vec![Value::from("TooManyRequests")]))
     );
+    // Their payload bytes too: three of 20 MiB fit in HOST_BYTES_IN_FLIGHT, then no more.
+    assert_eq!(snakepit::HOST_BYTES_IN_FLIGHT, 64 << 20);
+    let call = Call::new("fx.hostcalls:flood_requests")
+        .kwarg("method", "hold")
+        .kwarg("n", 5i64)
+        .kwarg("size", 20i64 << 20)
+        .timeout(Duration::from_secs(30));
+    let v = run(&pool, call).await;
+    assert_eq!(v.get("ok"), Some(&Value::Int(3)), "{v:?}");
+    assert_eq!(v.get("n_refused"), Some(&Value::Int(2)), "{v:?}");
 }

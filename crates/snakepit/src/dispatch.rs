@@ -286,8 +286,10 @@ pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-type HostDone =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<Value, HostFailure>)> + Send>>;
+/// A host request in a handler's hands: its id and payload size, then its answer.
+type HostDone = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u64, usize, Result<Value, HostFailure>)> + Send>,
+>;
 
 /// Runs one call on a leased worker, from the caller's task.
 pub(crate) async fn call_on(
@@ -505,20 +507,41 @@ impl<'a> Wire<'a> {
 
 /// Host requests one worker may have in flight at once; more are refused.
 pub const HOST_REQUESTS_IN_FLIGHT: usize = 64;
+/// Payload bytes of the host requests one worker may have in flight at once (a single
+/// request of any size the frame limit allows is let through when none is).
+pub const HOST_BYTES_IN_FLIGHT: usize = 64 << 20;
+
+/// The host requests a worker has in a handler's hands: how many, and their payload
+/// bytes.
+#[derive(Default)]
+struct InFlight {
+    requests: usize,
+    bytes: usize,
+}
 
 /// Why a host request is refused before it reaches a handler, if it is: it must come
 /// from the call in hand (the worker's `call_id` is its word, checked against the
-/// supervisor's), and the worker may have only so many in flight.
-fn refusal(claimed: Option<u64>, call_id: u64, in_flight: usize) -> Option<HostFailure> {
+/// supervisor's), and the worker may have only so much in flight.
+fn refusal(
+    claimed: Option<u64>,
+    call_id: u64,
+    in_flight: &InFlight,
+    size: usize,
+) -> Option<HostFailure> {
     let message = match claimed {
         Some(id) if id == call_id => {
-            if in_flight < HOST_REQUESTS_IN_FLIGHT {
+            let full = in_flight.requests >= HOST_REQUESTS_IN_FLIGHT
+                || (in_flight.requests > 0 && in_flight.bytes + size > HOST_BYTES_IN_FLIGHT);
+            if !full {
                 return None;
             }
             return Some(HostFailure {
                 type_name: "TooManyRequests".into(),
                 message: format!(
-                    "the worker has {in_flight} host requests in flight, the most allowed: wait for some to finish"
+                    "the worker has {} host requests ({} KiB) in flight; at most {HOST_REQUESTS_IN_FLIGHT} ({} MiB) are taken: wait for some to finish",
+                    in_flight.requests,
+                    in_flight.bytes >> 10,
+                    HOST_BYTES_IN_FLIGHT >> 20
                 ),
             });
         }
@@ -553,6 +576,7 @@ async fn exchange(
         return broken(e);
     }
     let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
+    let mut in_flight = InFlight::default();
     loop {
         let msg = tokio::select! {
             biased;
@@ -560,7 +584,9 @@ async fn exchange(
                 Ok(m) => m,
                 Err(e) => return broken(e),
             },
-            Some((request_id, reply)) = host.next(), if !host.is_empty() => {
+            Some((request_id, size, reply)) = host.next(), if !host.is_empty() => {
+                in_flight.requests -= 1;
+                in_flight.bytes -= size;
                 if let Err(e) = wire.send(&ToWorker::HostReply { request_id, reply }.encode()).await {
                     return broken(e);
                 }
@@ -581,7 +607,8 @@ async fn exchange(
                 method,
                 payload,
             } => {
-                let reply = if let Some(refused) = refusal(call_id, job.id, host.len()) {
+                let size = payload.as_bytes().len();
+                let reply = if let Some(refused) = refusal(call_id, job.id, &in_flight, size) {
                     log.warn(format!("host request refused: {}", refused.message));
                     Err(refused)
                 } else if method == "echo" {
@@ -599,7 +626,9 @@ async fn exchange(
                         method,
                         payload,
                     });
-                    host.push(Box::pin(async move { (request_id, fut.await) }));
+                    in_flight.requests += 1;
+                    in_flight.bytes += size;
+                    host.push(Box::pin(async move { (request_id, size, fut.await) }));
                     continue;
                 };
                 if let Err(e) = wire

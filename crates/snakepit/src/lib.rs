@@ -72,7 +72,7 @@ mod shim;
 mod worker;
 
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
-pub use dispatch::HOST_REQUESTS_IN_FLIGHT;
+pub use dispatch::{HOST_BYTES_IN_FLIGHT, HOST_REQUESTS_IN_FLIGHT};
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
 pub use host::{HostFuture, HostHandler, HostRequest};

@@ -101,17 +101,19 @@ def late_outcome(*, limit: float = 10.0, **ctx):
     return _late.pop()
 
 
-def flood_requests(*, method: str, n: int = 200, **ctx):
-    """Sends `n` host requests at once without waiting, then collects every reply."""
+def flood_requests(*, method: str, n: int = 200, size: int = 0, **ctx):
+    """Sends `n` host requests at once (payloads of `size` bytes) without waiting, then
+    collects every reply."""
     from snakepit_shim import host, protocol
 
     worker = _worker()
+    payload = b"x" * size if size else None
     slots = []
     for i in range(n):
         slot = host._SyncSlot()
         request_id = worker.new_request(slot)
         worker.channel.send(
-            protocol.build_host_request(request_id, worker.call_id, method, None, worker.codec)
+            protocol.build_host_request(request_id, worker.call_id, method, payload, worker.codec)
         )
         slots.append(slot)
     worker.channel.wait_for(lambda: all(s.done for s in slots))
