@@ -312,7 +312,7 @@ async fn billing_example(db: Server) {
     );
     assert!(records
         .iter()
-        .all(|r| r.connector == "billing" && r.call_id.is_some()));
+        .all(|r| r.connector == "billing" && r.call_id > 0));
     assert!(!format!("{records:?}").contains("2026-05"), "{records:?}");
     host.shutdown(Duration::from_secs(2)).await;
     apps.teardown().await;
@@ -649,6 +649,108 @@ async fn transactions_commit_and_roll_back_on_postgres() {
 #[tokio::test]
 async fn transactions_commit_and_roll_back_on_mariadb() {
     transactions(Server::MariaDb).await
+}
+
+// ---------------------------------------------------------------- identity (issue 12)
+
+/// Whether the test itself can take an ACCESS EXCLUSIVE lock on `table` within 3 s:
+/// false when a transaction snakepit holds for a plugin still has it.
+async fn lock_is_free(table: &str) -> bool {
+    let mut c = sqlx::PgConnection::connect(PG_URL)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL} (is the server up?): {e}"));
+    let mut tx = c.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL lock_timeout = '3s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let free = sqlx::raw_sql(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .execute(&mut *tx)
+        .await
+        .is_ok();
+    tx.rollback().await.unwrap();
+    free
+}
+
+/// The finding of issue 12: a `tx.begin` with a forged call id opened a transaction that
+/// outlived its call, holding an ACCESS EXCLUSIVE lock. Now the forged request is refused,
+/// a transaction left open by its plugin ends with its call, a later call cannot use it,
+/// and the audit names the true call, package and run.
+#[tokio::test]
+async fn a_transaction_cannot_outlive_its_call_whatever_id_the_worker_sends() {
+    let apps = Apps::new(Server::Postgres, None);
+    apps.setup().await;
+    let host = apps.open().await;
+    let (audit, sink) = records();
+    let connectors = host.install().connectors.clone();
+    connectors.set_audit_sink(sink);
+    let table = s(&apps.table);
+    let submit = |f: &'static str, kwargs: Map| {
+        host.submit(f, |c| {
+            c.kwargs(kwargs)
+                .context(ctx())
+                .run_id("run-12")
+                .timeout(Duration::from_secs(20))
+        })
+    };
+
+    let forged = vec![
+        ("table".to_owned(), table.clone()),
+        ("call_id".to_owned(), Value::Int(424_242)),
+    ];
+    let v = submit("txs:forged_lock", forged).await.unwrap();
+    let v = v.decode().unwrap();
+    let refused = v.get("refused").and_then(Value::as_str).unwrap_or("");
+    assert!(refused.contains("names call 424242"), "{v:?}");
+    assert_eq!(connectors.open_transactions(), 0);
+    assert!(
+        lock_is_free(&apps.table).await,
+        "the forged transaction holds the lock"
+    );
+
+    let leaked = vec![("table".to_owned(), table.clone())];
+    let call_id = submit("txs:leaked_lock", leaked.clone()).await.unwrap();
+    let call_id = call_id.decode().unwrap().as_i64().unwrap() as u64;
+    wait_for(
+        "the leaked transaction to be rolled back",
+        Duration::from_secs(10),
+        || connectors.open_transactions() == 0,
+    )
+    .await;
+    assert!(
+        lock_is_free(&apps.table).await,
+        "the call's lock outlived it"
+    );
+    // The next call names the old transaction: not its own.
+    let v = submit("txs:reuse_held", leaked).await.unwrap();
+    let v = v.decode().unwrap();
+    assert_eq!(v.get("type"), Some(&s("ConnectorError")), "{v:?}");
+    assert!(
+        v.get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.contains("is not open in this call")),
+        "{v:?}"
+    );
+
+    wait_for("the transaction's audit", Duration::from_secs(10), || {
+        !audit.lock().unwrap().is_empty()
+    })
+    .await;
+    let records = audit.lock().unwrap().clone();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r = &records[0];
+    assert_eq!(
+        (
+            r.package.as_str(),
+            r.call_id,
+            r.run_id.as_deref(),
+            r.outcome
+        ),
+        ("txs", call_id, Some("run-12"), Outcome::RolledBack),
+        "{r:?}"
+    );
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
 }
 
 // ------------------------------------------------------------------------------ check

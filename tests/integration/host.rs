@@ -1,5 +1,7 @@
 //! Host requests: a plugin calling back into the supervisor mid-call, sync and async.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use snakepit::{Call, CallError, HostFailure, HostRequest, Pool, Value};
@@ -58,15 +60,16 @@ fn handler_pool() -> snakepit::PoolBuilder {
                 Ok(Value::from(v.as_str().unwrap_or("").to_uppercase()))
             }
             "whoami" => Ok(Value::map([
-                (
-                    "reference",
-                    Value::from(req.reference.as_deref().unwrap_or("")),
-                ),
-                ("has_call_id", Value::Bool(req.call_id.is_some())),
+                ("reference", Value::from(&*req.reference)),
+                ("has_call_id", Value::Bool(req.call_id > 0)),
             ])),
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 Ok(Value::from("late"))
+            }
+            "hold" => {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Ok(Value::Nil)
             }
             "deny" => Err(HostFailure {
                 type_name: "PermissionDenied".into(),
@@ -151,4 +154,103 @@ async fn without_a_handler_other_methods_are_unknown() {
         Some(&Value::from("UnknownMethod")),
         "{v:?}"
     );
+}
+
+/// A handler that counts the requests reaching it and answers with their call id.
+fn counting_pool(seen: Arc<AtomicUsize>) -> snakepit::PoolBuilder {
+    builder().host_handler(move |req: HostRequest| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(Value::Int(req.call_id as i64)) }
+    })
+}
+
+#[tokio::test]
+async fn a_forged_call_id_is_refused_before_the_handler() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let pool = counting_pool(seen.clone()).build().await.unwrap();
+    for claimed in [Value::Int(1_000_000), Value::Nil] {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let call = Call::new("fx.hostcalls:forged")
+            .kwarg("method", "whoami")
+            .kwarg("payload", Value::Nil)
+            .kwarg("call_id", claimed.clone())
+            .timeout(Duration::from_secs(10))
+            .logs(tx);
+        let v = run(&pool, call).await;
+        assert_eq!(
+            v.get("error_type"),
+            Some(&Value::from("PermissionError")),
+            "{claimed:?}: {v:?}"
+        );
+        // The refusal is in the call's log.
+        let rec = rx.try_recv().expect("a record of the refusal");
+        assert_eq!(rec.logger, "snakepit");
+        assert!(rec.message.starts_with("host request refused: "), "{rec:?}");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "the handler saw none");
+    // The worker's own call id goes through, and the handler sees the supervisor's id.
+    let v = run(&pool, custom("fx.hostcalls:custom", "whoami", Value::Nil)).await;
+    assert!(
+        matches!(v.get("ok"), Some(Value::Int(id)) if *id > 0),
+        "{v:?}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_made_between_calls_is_refused() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let pool = counting_pool(seen.clone()).build().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sent = dir.path().join("sent");
+    let started = Call::new("fx.hostcalls:late_request")
+        .kwarg("method", "whoami")
+        .kwarg("payload", Value::Nil)
+        .kwarg("sent", sent.to_str().unwrap());
+    assert_eq!(run(&pool, started).await, Value::from("started"));
+    crate::support::wait_for(
+        "the late request to be sent",
+        Duration::from_secs(10),
+        || sent.exists(),
+    )
+    .await;
+    // The next call reads the request the worker sent between calls.
+    let v = run(&pool, Call::new("fx.hostcalls:late_outcome")).await;
+    assert_eq!(v.get("ok"), Some(&Value::Bool(false)), "{v:?}");
+    let Some(Value::List(failure)) = v.get("value") else {
+        panic!("{v:?}")
+    };
+    assert_eq!(failure[0], Value::from("PermissionError"), "{v:?}");
+    assert!(
+        failure[1].as_str().unwrap().contains("between calls"),
+        "{v:?}"
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "the handler saw none");
+}
+
+#[tokio::test]
+async fn host_requests_in_flight_per_worker_are_bounded() {
+    let pool = handler_pool().build().await.unwrap();
+    let call = Call::new("fx.hostcalls:flood_requests")
+        .kwarg("method", "hold")
+        .kwarg("n", 200i64)
+        .timeout(Duration::from_secs(30));
+    let v = run(&pool, call).await;
+    let limit = snakepit::HOST_REQUESTS_IN_FLIGHT as i64;
+    assert_eq!(v.get("ok"), Some(&Value::Int(limit)), "{v:?}");
+    assert_eq!(v.get("n_refused"), Some(&Value::Int(200 - limit)), "{v:?}");
+    assert_eq!(
+        v.get("refused"),
+        Some(&Value::List(vec![Value::from("TooManyRequests")]))
+    );
+    // Their payload bytes too: three of 20 MiB fit in HOST_BYTES_IN_FLIGHT, then no more.
+    assert_eq!(snakepit::HOST_BYTES_IN_FLIGHT, 64 << 20);
+    let call = Call::new("fx.hostcalls:flood_requests")
+        .kwarg("method", "hold")
+        .kwarg("n", 5i64)
+        .kwarg("size", 20i64 << 20)
+        .timeout(Duration::from_secs(30));
+    let v = run(&pool, call).await;
+    assert_eq!(v.get("ok"), Some(&Value::Int(3)), "{v:?}");
+    assert_eq!(v.get("n_refused"), Some(&Value::Int(2)), "{v:?}");
 }

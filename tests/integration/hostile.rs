@@ -265,11 +265,13 @@ async fn unknown_message_type_is_protocol_error(b: PoolBuilder) {
     protocol_violation(b, "fx.hostile:unknown_message").await
 }
 
+/// A flood of prints: the call succeeds, the supervisor keeps the call's budget
+/// (`LINES_PER_SEC` a second) and counts every line it dropped, in order.
 #[tokio::test]
-async fn stdout_flood_succeeds_and_every_line_arrives() {
+async fn stdout_flood_succeeds_and_every_line_is_kept_or_counted() {
     let pool = builder().build().await.unwrap();
     let before = worker_pid(&pool).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
     let v = pool
         .submit(
             Call::new("fx.hostile:flood_stdout")
@@ -282,17 +284,71 @@ async fn stdout_flood_succeeds_and_every_line_arrives() {
         v.decode().unwrap(),
         Value::map([("lines", Value::Int(100_000))])
     );
-    let mut n = 0;
-    let mut last = String::new();
+    let (mut kept, mut dropped, mut next) = (0u64, 0u64, 0u64);
     while let Ok(rec) = rx.try_recv() {
         if rec.logger == "stdout" {
-            n += 1;
-            last = rec.message;
+            let i: u64 = rec.message["flood line ".len()..].parse().unwrap();
+            assert!(i >= next, "lines stay in order");
+            next = i + 1;
+            kept += 1;
+        } else if rec.logger == "snakepit" {
+            let n = rec.message.split(' ').next().unwrap();
+            dropped += n.parse::<u64>().unwrap();
         }
     }
-    assert_eq!(n, 100_000);
-    assert_eq!(last, "flood line 99999");
+    assert!(kept >= u64::from(snakepit::LINES_PER_SEC), "{kept}");
+    assert_eq!(kept + dropped, 100_000, "kept {kept}, dropped {dropped}");
     assert_eq!(worker_pid(&pool).await, before, "the worker stayed up");
+}
+
+/// Output that never ends its line is cut into 16 KiB pieces: the crash report's stderr
+/// tail (20 lines) stays small whatever the worker wrote.
+#[tokio::test]
+async fn a_stderr_line_without_end_is_cut_and_the_tail_stays_small() {
+    let pool = builder().build().await.unwrap();
+    let e = pool
+        .submit(Call::new("fx.hostile:endless_stderr_line").kwarg("mib", 8i64))
+        .await
+        .unwrap_err();
+    let CallError::WorkerCrashed { stderr, .. } = &e else {
+        panic!("expected WorkerCrashed, got {e:?}")
+    };
+    assert_eq!(stderr.len(), 20, "the tail is full of pieces");
+    assert!(stderr
+        .iter()
+        .all(|l| l.len() <= 16 * 1024 && l.starts_with('z')));
+}
+
+/// The finding of issue 12: a plugin appended code to the shim's cache, and it ran in
+/// the fork servers of every pool started after. Now the next pool checks the copy
+/// against the shim it embeds and writes it afresh.
+#[tokio::test]
+async fn code_appended_to_the_shim_cache_never_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let pool = builder().build().await.unwrap();
+    let path = pool
+        .submit(
+            Call::new("fx.hostile:tamper_shim")
+                .kwarg("marker", marker.to_str().unwrap())
+                .kwarg("pool", "after-tamper"),
+        )
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
+    let path = path.as_str().unwrap().to_owned();
+    let tampered = |p: &str| {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .contains(marker.to_str().unwrap())
+    };
+    assert!(tampered(&path));
+    let next = builder().name("after-tamper").build().await.unwrap();
+    let v = next.submit(Call::new("fx.basic:ping")).await.unwrap();
+    assert!(v.decode().is_ok());
+    assert!(!marker.exists(), "the appended code ran");
+    assert!(!tampered(&path), "the copy was written afresh");
 }
 
 #[tokio::test]

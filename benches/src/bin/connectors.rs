@@ -118,8 +118,8 @@ async fn handler(connectors: &Connectors, n: usize) -> Samples {
         let req = HostRequest {
             pool: "default".into(),
             worker: 0,
-            call_id: Some(i as u64),
-            reference: Some("bench_connectors:query_loop".into()),
+            call_id: i as u64,
+            reference: "bench_connectors:query_loop".into(),
             run_id: None,
             method: "sql.run".into(),
             payload: payload.clone(),

@@ -12,6 +12,9 @@ use tokio::sync::mpsc;
 use crate::apps::Apps;
 use crate::error::CliError;
 
+/// Log records waiting for stderr, at most.
+const LOG_CHANNEL: usize = 1024;
+
 /// Parses a `--kwargs`/`--ctx` flag: a JSON object.
 pub fn json_map(flag: &str, text: Option<&str>) -> Result<Map, CliError> {
     let Some(text) = text else {
@@ -109,7 +112,9 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| apps.build_error(e))?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
+    // in a "N log lines dropped" line, instead of growing this process.
+    let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
     let mut call = Call::new(reference)
         .kwargs(kwargs)
         .context(context)

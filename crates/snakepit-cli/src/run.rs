@@ -104,7 +104,9 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
             let _ = halt_tx.send(Some(Halt::Cancel));
         }
     });
-    let (events, rx) = mpsc::unbounded_channel();
+    // Bounded: when stderr is slower than the plugin logs, log lines are left out of the
+    // progress (the run's history keeps them) instead of growing this process.
+    let (events, rx) = mpsc::channel(1024);
     let printer = tokio::spawn(progress(rx, req.session_user.clone(), opts.quiet));
     let result = runner.run(&jobs, req, Some(events), halt_rx).await;
     let _ = printer.await;
@@ -147,7 +149,7 @@ async fn stop_requested() -> bool {
 
 /// Prints the run's progress on stderr: each step's attempts, the plugin's log lines,
 /// retries and the outcome, with the time since the run started.
-async fn progress(mut rx: mpsc::UnboundedReceiver<RunEvent>, user: String, quiet: bool) {
+async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
     let start = Instant::now();
     let mut err = std::io::stderr();
     let at = || format!("[{:>6.1}s]", start.elapsed().as_secs_f64());

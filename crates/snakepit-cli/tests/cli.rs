@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn apps() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("plugins/demo");
@@ -34,6 +36,17 @@ def crash(**ctx):
 
 def ping(**ctx):
     return None
+
+def flood(*, seconds: float = 3.0, **ctx):
+    """Logs 4 KB records as fast as it can, then writes 32 MiB to fd 2 with no newline."""
+    big = "x" * 4000
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        log.warning("flood %d %s", n, big)
+        n += 1
+    os.write(2, b"y" * (32 << 20))
+    return n
 "#,
     )
     .unwrap();
@@ -583,4 +596,39 @@ fn a_call_by_hand_gets_the_connectors_like_a_job_step() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), r#"[{"x":5}]"#);
+}
+
+/// The peak resident size (KiB) of `snakepit call REFERENCE`, its stderr unread for
+/// the first `stall`.
+fn call_peak_kib(apps: &Path, reference: &str, stall: std::time::Duration) -> u64 {
+    let python =
+        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snakepit"));
+    cmd.arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python)
+        .args(["call", reference]);
+    let (peak, status) = common::peak_kib(cmd, stall);
+    assert!(status.success(), "snakepit call {reference} failed");
+    peak
+}
+
+/// The finding of issue 12: a LOG flood grew `snakepit call` to 1.1 GiB (its log channel
+/// had no bound). Now its peak stays within a few tens of MiB of an idle call's, with
+/// its stderr unread for two seconds, and a 32 MiB line without a newline on fd 2.
+#[test]
+fn a_log_flood_does_not_grow_snakepit_call() {
+    let dir = apps();
+    let idle = call_peak_kib(dir.path(), "demo.calls:ping", std::time::Duration::ZERO);
+    let flood = call_peak_kib(
+        dir.path(),
+        "demo.calls:flood",
+        std::time::Duration::from_secs(2),
+    );
+    eprintln!("snakepit call peak RSS: idle {idle} KiB, under a flood {flood} KiB");
+    assert!(
+        flood < idle + 40 * 1024,
+        "idle {idle} KiB, flood {flood} KiB"
+    );
 }

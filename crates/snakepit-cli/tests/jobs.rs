@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 /// The jobs fixture install (`tests/installs/jobs`) in a temporary apps dir, with
 /// `plugins/fx` linked to `tests/plugins/fx` and `state` as `[runtime] state`.
 fn install(state: Option<&str>) -> tempfile::TempDir {
@@ -342,5 +344,30 @@ fn a_bad_time_zone_or_state_url_is_named_with_the_fix() {
             "[runtime] state = \"mysql://db/state\" is not a state url: use sqlite://PATH"
         ),
         "{err}"
+    );
+}
+
+/// A step that floods LOG records while `snakepit run`'s stderr is unread for two
+/// seconds: the process stays within a few tens of MiB of a quiet run's peak (its log
+/// channels are bounded; the run's history keeps the lines the budget admitted).
+#[test]
+fn a_log_flood_does_not_grow_snakepit_run() {
+    let dir = install(None);
+    let mut jobs = std::fs::read_to_string(dir.path().join("jobs.toml")).unwrap();
+    jobs.push_str(
+        "\n[[jobs]]\nname = \"flood\"\n[[jobs.steps]]\nname = \"flood\"\ntype = \"python\"\ncallable = \"fx.logs:flood\"\nkwargs = { seconds = 3.0 }\n\n[[jobs]]\nname = \"quiet\"\n[[jobs.steps]]\nname = \"quiet\"\ntype = \"python\"\ncallable = \"fx.jobsteps:nothing\"\n",
+    );
+    std::fs::write(dir.path().join("jobs.toml"), jobs).unwrap();
+    let peak = |job: &str, stall: Duration| {
+        let (kib, status) = common::peak_kib(command(dir.path(), &["run", job]), stall);
+        assert!(status.success(), "run {job}: {status}");
+        kib
+    };
+    let quiet = peak("quiet", Duration::ZERO);
+    let flood = peak("flood", Duration::from_secs(2));
+    eprintln!("snakepit run peak RSS: quiet {quiet} KiB, under a flood {flood} KiB");
+    assert!(
+        flood < quiet + 40 * 1024,
+        "quiet {quiet} KiB, flood {flood} KiB"
     );
 }

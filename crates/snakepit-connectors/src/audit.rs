@@ -45,7 +45,8 @@ pub struct AuditRecord {
     pub time: SystemTime,
     /// The plugin package (first dotted part of the call's reference).
     pub package: String,
-    pub call_id: Option<u64>,
+    /// The call, as the supervisor knows it (the worker's call in hand).
+    pub call_id: u64,
     pub run_id: Option<Arc<str>>,
     pub connector: String,
     /// The query or endpoint name, or `"transaction"`.

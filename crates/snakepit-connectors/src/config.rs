@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use snakepit_redact::mask_url;
 use toml::Spanned;
 
 use crate::params::{self, Dialect, NamedSql};
@@ -239,9 +240,7 @@ impl ConnectorsConfig {
             if !vars.is_empty() {
                 out.secrets.extend(vars.iter().map(|(_, v)| v.clone()));
             }
-            if let Some(p) = password(&url) {
-                out.secrets.push(p);
-            }
+            out.secrets.extend(snakepit_redact::secrets(&url));
             out.env_vars.extend(vars.into_iter().map(|(k, _)| k));
             let max_connections = match &sql.max_connections {
                 None => DEFAULT_MAX_CONNECTIONS,
@@ -479,40 +478,6 @@ fn sql_url(url: &str, apps_dir: &Path) -> Result<(Backend, Option<PathBuf>, Stri
     ))
 }
 
-/// The userinfo and the rest of a URL's authority, when it has a password.
-fn password(url: &str) -> Option<String> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, pw) = userinfo.split_once(':')?;
-    (!pw.is_empty()).then(|| pw.to_owned())
-}
-
-/// The URL with the password of its userinfo and any `password=` query value masked.
-pub fn mask_url(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(pw) = password(url) {
-        if let Some((scheme, rest)) = url.split_once("://") {
-            let authority_len = rest.find(['/', '?']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(authority_len);
-            let (userinfo, host) = authority.rsplit_once('@').expect("password() found one");
-            let user = userinfo.strip_suffix(pw.as_str()).unwrap_or(userinfo);
-            out = format!("{scheme}://{user}***@{host}{tail}");
-        }
-    }
-    if let Some((head, query)) = out.clone().split_once('?') {
-        let masked: Vec<String> = query
-            .split('&')
-            .map(|kv| match kv.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => kv.to_owned(),
-            })
-            .collect();
-        out = format!("{head}?{}", masked.join("&"));
-    }
-    out
-}
-
 /// Splits an endpoint path at its `{placeholders}`.
 fn parse_path(path: &str) -> Result<Vec<PathPart>, String> {
     if !path.starts_with('/') {
@@ -627,6 +592,34 @@ sync-deal   = { method = "POST", path = "/deals/{deal_id}/sync" }
     }
 
     #[test]
+    fn passwords_with_at_signs_and_query_passwords_are_masked_everywhere() {
+        let toml = "[sql.pg]\nurl = \"postgres://app:p@ss%21w@db:5432/x?password=q@ss\"\n[sql.my]\nurl = \"mysql://root:${PW}@127.0.0.1:3306/test\"\n";
+        let c = ConnectorsConfig::parse(
+            toml,
+            Path::new("/apps/connectors.toml"),
+            Path::new("/apps"),
+            |v| (v == "PW").then(|| "r@@t".to_owned()),
+        )
+        .unwrap();
+        assert_eq!(
+            c.sql["pg"].url.masked(),
+            "postgres://app:***@db:5432/x?password=***"
+        );
+        assert_eq!(
+            c.sql["my"].url.masked(),
+            "mysql://root:***@127.0.0.1:3306/test"
+        );
+        let debug = format!("{c:?}");
+        for secret in ["p@ss", "ss%21w", "ss!w", "q@ss", "r@@t"] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert_eq!(
+            c.scrub("password authentication failed for p@ss!w, q@ss and r@@t"),
+            "password authentication failed for ***, *** and ***"
+        );
+    }
+
+    #[test]
     fn errors_name_line_column_and_entry() {
         let e = parse_env(SPEC, &[("PGPASS", "x")]).unwrap_err();
         assert!(
@@ -664,15 +657,5 @@ sync-deal   = { method = "POST", path = "/deals/{deal_id}/sync" }
             e.contains("line 3, column 19: [sql.x] max_connections must be"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn urls_are_masked() {
-        assert_eq!(
-            mask_url("mysql://root:pw@127.0.0.1:3306/test?password=pw&ssl-mode=disabled"),
-            "mysql://root:***@127.0.0.1:3306/test?password=***&ssl-mode=disabled"
-        );
-        assert_eq!(mask_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(mask_url("sqlite:///a/b.db"), "sqlite:///a/b.db");
     }
 }

@@ -154,12 +154,13 @@ impl std::fmt::Debug for Connectors {
     }
 }
 
-/// Who is asking: the request's package and call.
+/// Who is asking: the package and call of the request, as the supervisor knows them
+/// (the call its worker has in hand; never the worker's word).
 #[derive(Clone)]
 struct Caller {
     package: String,
     pool: Arc<str>,
-    call_id: Option<u64>,
+    call_id: u64,
     run_id: Option<Arc<str>>,
 }
 
@@ -354,7 +355,7 @@ impl Connectors {
             .payload
             .decode()
             .map_err(|e| connector_error(format!("{}: undecodable payload: {e}", req.method)))?;
-        let reference = req.reference.as_deref().unwrap_or("");
+        let reference = &*req.reference;
         let module = reference.split(':').next().unwrap_or(reference);
         let who = Caller {
             package: module.split('.').next().unwrap_or(module).to_owned(),
@@ -594,11 +595,6 @@ impl Connectors {
                 config::key(&who.package)
             )));
         }
-        let Some(call_id) = who.call_id else {
-            return Err(connector_error(
-                "a transaction belongs to a call: begin it from the plugin function, not from a thread of its own after the call",
-            ));
-        };
         let (cmds, rx) = mpsc::unbounded_channel();
         let (began_tx, began) = oneshot::channel();
         let this = self.clone();
@@ -631,7 +627,7 @@ impl Connectors {
                 id,
                 Tx {
                     pool: who.pool.clone(),
-                    call_id,
+                    call_id: who.call_id,
                     cmds,
                     dialect,
                 },
@@ -652,7 +648,7 @@ impl Connectors {
             })? as u64;
         let txs = self.inner.txs.lock().unwrap_or_else(|p| p.into_inner());
         match txs.get(&id) {
-            Some(t) if t.pool == who.pool && Some(t.call_id) == who.call_id => {
+            Some(t) if t.pool == who.pool && t.call_id == who.call_id => {
                 Ok((id, t.cmds.clone(), t.dialect))
             }
             _ => Err(connector_error(format!(
@@ -834,8 +830,8 @@ mod tests {
         HostRequest {
             pool: "default".into(),
             worker: 0,
-            call_id: Some(call_id),
-            reference: Some("txs.mod:f".into()),
+            call_id,
+            reference: "txs.mod:f".into(),
             run_id: None,
             method: method.into(),
             payload: RawValue::encode(&payload),
@@ -959,16 +955,5 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.type_name, "UnknownMethod");
-        let mut no_call = request(
-            1,
-            "tx.begin",
-            Value::map([("pool", Value::from("billing"))]),
-        );
-        no_call.call_id = None;
-        let e = c.handle(no_call).await.unwrap_err();
-        assert!(
-            e.message.starts_with("a transaction belongs to a call"),
-            "{e:?}"
-        );
     }
 }

@@ -683,3 +683,131 @@ async fn call(
         };
     send(stream, &reply).await
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The request parser of the control socket (frames, then JSON, then the kwargs and
+    //! context maps) under arbitrary input: every stream ends in requests or errors,
+    //! never a panic or an allocation over the frame limit. Bounded for CI; a longer
+    //! run: `PROPTEST_CASES=100000 cargo test -p snakepit-host control::fuzz`.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the server makes of `stream`: each frame's request (kwargs and ctx
+    /// converted as a call would), until the first error.
+    fn parse(stream: &[u8]) -> Vec<Result<Request, String>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let mut r = stream;
+        let mut out = Vec::new();
+        rt.block_on(async {
+            loop {
+                let body = match read_frame(&mut r).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => return out.push(Err(e.to_string())),
+                };
+                let parsed = serde_json::from_slice::<Request>(&body)
+                    .map_err(|e| e.to_string())
+                    .and_then(|req| match &req {
+                        Request::Call { kwargs, ctx, .. } => {
+                            map_of("--kwargs", kwargs.clone())?;
+                            map_of("--ctx", ctx.clone())?;
+                            Ok(req)
+                        }
+                        _ => Ok(req),
+                    });
+                out.push(parsed);
+            }
+        });
+        out
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn config(cases: u32) -> ProptestConfig {
+        let mut c = ProptestConfig::default();
+        if std::env::var_os("PROPTEST_CASES").is_none() {
+            c.cases = cases;
+        }
+        c.failure_persistence = None;
+        c
+    }
+
+    fn json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map(".{0,8}", inner, 0..8)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn hostile_frames_are_refused() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep_call =
+            format!(r#"{{"request": "call", "reference": "m:f", "kwargs": {{"a": {deep}}}}}"#);
+        for (what, stream) in [
+            ("a length of 2^32-1", b"\xff\xff\xff\xff{}".to_vec()),
+            ("a truncated body", b"\x00\x00\x01\x00{}".to_vec()),
+            ("deep nesting", frame(deep.as_bytes())),
+            ("deep kwargs", frame(deep_call.as_bytes())),
+            ("not UTF-8", frame(b"{\"request\": \"\xff\"}")),
+            ("an unknown request", frame(br#"{"request": "shutdown"}"#)),
+            (
+                "kwargs not a map",
+                frame(br#"{"request": "call", "reference": "m:f", "kwargs": [1]}"#),
+            ),
+        ] {
+            let got = parse(&stream);
+            assert!(matches!(got.last(), Some(Err(_))), "{what}: {got:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn arbitrary_streams_parse_or_fail(stream in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse(&stream);
+        }
+
+        #[test]
+        fn arbitrary_bodies_parse_or_fail(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse(&frame(&body));
+        }
+
+        #[test]
+        fn calls_with_any_json_parse_or_fail(
+            kwargs in json(),
+            ctx in json(),
+            reference in ".{0,20}",
+            timeout in proptest::option::of(any::<u64>()),
+        ) {
+            let req = serde_json::json!({
+                "request": "call", "reference": reference, "kwargs": kwargs, "ctx": ctx,
+                "timeout_ms": timeout,
+            });
+            let got = parse(&frame(req.to_string().as_bytes()));
+            prop_assert_eq!(got.len(), 1);
+            let objects = kwargs.is_object() || kwargs.is_null();
+            let objects = objects && (ctx.is_object() || ctx.is_null());
+            prop_assert_eq!(got[0].is_ok(), objects, "{:?}", got);
+        }
+    }
+}

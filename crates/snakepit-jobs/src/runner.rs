@@ -27,6 +27,10 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 pub const RUNNER_LOGGER: &str = snakepit_state::JOBS_LOGGER;
 /// The most log lines written in one transaction.
 const LOG_BATCH: usize = 200;
+/// A step's log records waiting for the runner, at most.
+const STEP_LOG_CHANNEL: usize = 1024;
+/// Room that log lines leave in a run's bounded event channel for the other events.
+const EVENTS_KEPT_FREE: usize = 64;
 
 /// What runs a step's callable: the plugin host, or whatever wraps it (a host that
 /// swaps worker generations on reload). Only `submit` is needed.
@@ -372,7 +376,7 @@ impl Runner {
         &self,
         jobs: &JobSet,
         req: RunRequest,
-        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        events: Option<mpsc::Sender<RunEvent>>,
         halt: HaltSignal,
     ) -> Result<(String, RunStatus), RunError> {
         let (job, tick) = (req.job.clone(), req.scheduled_for);
@@ -393,12 +397,17 @@ impl Runner {
     pub async fn execute(
         &self,
         run: QueuedRun,
-        events: Option<mpsc::UnboundedSender<RunEvent>>,
+        events: Option<mpsc::Sender<RunEvent>>,
         halt: HaltSignal,
     ) -> Result<RunStatus, StateError> {
+        // `events` is bounded: a log line that finds it nearly full (its reader, a
+        // terminal, is slower than the plugin) is left out of it (the run's history still
+        // has it), keeping room for the run's and steps' own events.
         let emit = |e: RunEvent| {
             if let Some(tx) = &events {
-                let _ = tx.send(e);
+                if !matches!(e, RunEvent::Log(_)) || tx.capacity() > EVENTS_KEPT_FREE {
+                    let _ = tx.try_send(e);
+                }
             }
         };
         let id = run.id.as_str();
@@ -568,7 +577,9 @@ impl Runner {
                 attempt,
                 attempts,
             });
-            let (tx, mut rx) = mpsc::unbounded_channel::<LogRecord>();
+            // Bounded: records that find it full are dropped and counted (see
+            // `snakepit::LogSink`), so a flooding step cannot grow the runner.
+            let (tx, mut rx) = mpsc::channel::<LogRecord>(STEP_LOG_CHANNEL);
             let call = self.caller.call_step(
                 &step.callable,
                 Box::new(|c: Call| {

@@ -459,7 +459,7 @@ impl State {
     /// so that each judges the others by their leases.
     pub async fn open_as(url: &str, base: &Path, owner: Owner) -> Result<State, StateError> {
         let bad = |reason: &str| StateError::Url {
-            url: redact(url),
+            url: snakepit_redact::mask_url(url),
             reason: reason.to_owned(),
         };
         let (db, shown) = if let Some(path) = url
@@ -471,14 +471,7 @@ impl State {
                 return Err(bad("it has no file path; e.g. sqlite://.snakepit/state.db"));
             }
             let file: PathBuf = base.join(path);
-            if let Some(dir) = file.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    bad(&format!(
-                        "cannot create the directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-            }
+            private_file(&file).map_err(|e| bad(&e))?;
             let shown = format!("sqlite://{}", file.display());
             let opts = SqliteConnectOptions::new()
                 .filename(&file)
@@ -496,7 +489,7 @@ impl State {
                 })?;
             (Db::Sqlite(pool), shown)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let shown = redact(url);
+            let shown = snakepit_redact::mask_url(url);
             let pool = PgPoolOptions::new()
                 .max_connections(5)
                 .acquire_timeout(Duration::from_secs(10))
@@ -1177,31 +1170,73 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((auth, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+/// Makes `file`'s directory (0700, like `.snakepit/`) and the file itself (0600) if
+/// they are missing, and takes the group's and others' bits off a file already there:
+/// the history holds plugin output and audit records that workers running under
+/// another uid must not read. (SQLite gives its `-wal` and `-shm` files the database
+/// file's mode.)
+fn private_file(file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create the directory {}: {e}", dir.display()))?;
     }
+    let opened = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(file)
+        .and_then(|f| {
+            let mut perms = f.metadata()?.permissions();
+            if perms.mode() & 0o077 != 0 {
+                perms.set_mode(perms.mode() & 0o700);
+                f.set_permissions(perms)?;
+            }
+            Ok(())
+        });
+    opened.map_err(|e| format!("cannot create {} private (0600): {e}", file.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_are_masked() {
-        assert_eq!(
-            redact("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
+    #[tokio::test]
+    async fn a_password_is_masked_in_every_message_about_the_url() {
+        let dir = tempfile::tempdir().unwrap();
+        // An invalid port: the connection fails at once, and says where it went.
+        let url = "postgres://u:p@ss@127.0.0.1:99999/db?password=p@ss";
+        let e = State::open(url, dir.path()).await.unwrap_err().to_string();
+        assert!(
+            e.contains("postgres://u:***@127.0.0.1:99999/db?password=***") && !e.contains("p@ss"),
+            "{e}"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[tokio::test]
+    async fn the_state_directory_and_database_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let apps = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let state = State::open_for_apps(apps.path(), None).await.unwrap();
+        let dir = apps.path().join(".snakepit");
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        state.close().await;
+        // A database made readable by others before is made private again.
+        let db = dir.join("state.db");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        State::open_for_apps(apps.path(), None)
+            .await
+            .unwrap()
+            .close()
+            .await;
+        assert_eq!(mode(&db), 0o600);
     }
 
     #[tokio::test]

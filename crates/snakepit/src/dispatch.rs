@@ -23,17 +23,18 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nix::unistd::Pid;
-use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, ToWorker, Value};
+use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
+use crate::calllog::CallLog;
 use crate::error::CallError;
 use crate::event::RetireReason;
 use crate::host::HostRequest;
 use crate::pool::PoolConfig;
-use crate::worker::{call_error, log_record, CurrentCall};
+use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
 
@@ -285,8 +286,10 @@ pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-type HostDone =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<Value, HostFailure>)> + Send>>;
+/// A host request in a handler's hands: its id and payload size, then its answer.
+type HostDone = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u64, usize, Result<Value, HostFailure>)> + Send>,
+>;
 
 /// Runs one call on a leased worker, from the caller's task.
 pub(crate) async fn call_on(
@@ -296,7 +299,13 @@ pub(crate) async fn call_on(
     job: &crate::pool::Job,
 ) -> Result<RawValue, CallError> {
     let began = Instant::now();
-    lease.current.set(Some((job.id, job.logs.clone())));
+    let log = Arc::new(CallLog::new(
+        job.id,
+        job.logs.clone(),
+        cfg.name.clone(),
+        lease.slot,
+    ));
+    lease.current.set(Some(log.clone()));
     let mut held = Held {
         lease: Some(lease),
         call_id: job.id,
@@ -306,10 +315,11 @@ pub(crate) async fn call_on(
         let span = tracing::debug_span!("call", pool = %cfg.name, worker = lease.slot, id = job.id, callable = %job.reference);
         // The CPU watchdog of `[isolation] cpu_seconds` (two atomic stores a call).
         let _watched = cfg.confine.watch_call(lease.slot, job.id, lease.pid);
-        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job))
+        tokio::time::timeout_at(job.deadline.into(), exchange(cfg, lease, job, &log))
             .instrument(span)
             .await
     };
+    log.finish();
     // `current` keeps naming this call until the next one: fd-level output is read by the
     // slot's thread and may arrive a moment after the call's answer.
     let mut lease = held.lease.take().expect("the exchange returned it");
@@ -497,8 +507,64 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// Host requests one worker may have in flight at once; more are refused.
+pub const HOST_REQUESTS_IN_FLIGHT: usize = 64;
+/// Payload bytes of the host requests one worker may have in flight at once (a single
+/// request of any size the frame limit allows is let through when none is).
+pub const HOST_BYTES_IN_FLIGHT: usize = 64 << 20;
+
+/// The host requests a worker has in a handler's hands: how many, and their payload
+/// bytes.
+#[derive(Default)]
+struct InFlight {
+    requests: usize,
+    bytes: usize,
+}
+
+/// Why a host request is refused before it reaches a handler, if it is: it must come
+/// from the call in hand (the worker's `call_id` is its word, checked against the
+/// supervisor's), and the worker may have only so much in flight.
+fn refusal(
+    claimed: Option<u64>,
+    call_id: u64,
+    in_flight: &InFlight,
+    size: usize,
+) -> Option<HostFailure> {
+    let message = match claimed {
+        Some(id) if id == call_id => {
+            let full = in_flight.requests >= HOST_REQUESTS_IN_FLIGHT
+                || (in_flight.requests > 0 && in_flight.bytes + size > HOST_BYTES_IN_FLIGHT);
+            if !full {
+                return None;
+            }
+            return Some(HostFailure {
+                type_name: "TooManyRequests".into(),
+                message: format!(
+                    "the worker has {} host requests ({} KiB) in flight; at most {HOST_REQUESTS_IN_FLIGHT} ({} MiB) are taken: wait for some to finish",
+                    in_flight.requests,
+                    in_flight.bytes >> 10,
+                    HOST_BYTES_IN_FLIGHT >> 20
+                ),
+            });
+        }
+        Some(id) => {
+            format!("the host request names call {id}, but the worker's call in hand is {call_id}")
+        }
+        None => "a host request made between calls is refused: make it while the call runs".into(),
+    };
+    Some(HostFailure {
+        type_name: "PermissionError".into(),
+        message,
+    })
+}
+
 /// Writes the job's frame and reads until its answer, serving logs and host requests.
-async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::Job) -> Exchange {
+async fn exchange(
+    cfg: &Arc<PoolConfig>,
+    lease: &mut Lease,
+    job: &crate::pool::Job,
+    log: &CallLog,
+) -> Exchange {
     let slot = lease.slot;
     let mut wire = match Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) {
         Ok(w) => w,
@@ -512,6 +578,7 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
         return broken(e);
     }
     let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
+    let mut in_flight = InFlight::default();
     loop {
         let msg = tokio::select! {
             biased;
@@ -519,7 +586,9 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
                 Ok(m) => m,
                 Err(e) => return broken(e),
             },
-            Some((request_id, reply)) = host.next(), if !host.is_empty() => {
+            Some((request_id, size, reply)) = host.next(), if !host.is_empty() => {
+                in_flight.requests -= 1;
+                in_flight.bytes -= size;
                 if let Err(e) = wire.send(&ToWorker::HostReply { request_id, reply }.encode()).await {
                     return broken(e);
                 }
@@ -533,35 +602,42 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
             FromWorker::Exception { call_id, exception } if call_id == job.id => {
                 return Exchange::Done(Err(call_error(exception, &job.reference)))
             }
-            FromWorker::Log(rec) => forward_log(cfg, slot, &rec, job.logs.as_ref()),
+            FromWorker::Log(rec) => log.forward(rec),
             FromWorker::HostRequest {
                 request_id,
                 call_id,
                 method,
                 payload,
             } => {
-                if method == "echo" {
-                    let reply = payload.decode().map_err(|e| HostFailure {
+                let size = payload.as_bytes().len();
+                let reply = if let Some(refused) = refusal(call_id, job.id, &in_flight, size) {
+                    log.warn(format!("host request refused: {}", refused.message));
+                    Err(refused)
+                } else if method == "echo" {
+                    payload.decode().map_err(|e| HostFailure {
                         type_name: "DecodeError".into(),
                         message: e.to_string(),
-                    });
-                    if let Err(e) = wire
-                        .send(&ToWorker::HostReply { request_id, reply }.encode())
-                        .await
-                    {
-                        return broken(e);
-                    }
+                    })
                 } else {
                     let fut = cfg.handler.handle(HostRequest {
                         pool: cfg.name.clone(),
                         worker: slot,
-                        call_id,
-                        reference: Some(job.reference.clone()),
+                        call_id: job.id,
+                        reference: job.reference.clone(),
                         run_id: job.run_id.clone(),
                         method,
                         payload,
                     });
-                    host.push(Box::pin(async move { (request_id, fut.await) }));
+                    in_flight.requests += 1;
+                    in_flight.bytes += size;
+                    host.push(Box::pin(async move { (request_id, size, fut.await) }));
+                    continue;
+                };
+                if let Err(e) = wire
+                    .send(&ToWorker::HostReply { request_id, reply }.encode())
+                    .await
+                {
+                    return broken(e);
                 }
             }
             other => {
@@ -571,18 +647,6 @@ async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &crate::pool::J
                 ))
             }
         }
-    }
-}
-
-pub(crate) fn forward_log(
-    cfg: &PoolConfig,
-    slot: usize,
-    rec: &LogRecord,
-    sink: Option<&mpsc::UnboundedSender<LogRecord>>,
-) {
-    log_record(rec, &cfg.name, slot);
-    if let Some(tx) = sink {
-        let _ = tx.send(rec.clone());
     }
 }
 

@@ -7,15 +7,19 @@ use std::sync::Arc;
 use snakepit_proto::{HostFailure, RawValue, Value};
 
 /// A request from a worker, mid-call.
+///
+/// Every field is the supervisor's own knowledge, never the worker's word: a request is
+/// bound to the call its worker has in hand. The `call_id` a worker writes into its
+/// HOST_REQUEST must name that call; a request naming another call, or none (made
+/// between calls), is refused before it reaches a handler.
 #[derive(Debug, Clone)]
 pub struct HostRequest {
     pub pool: Arc<str>,
     pub worker: usize,
-    /// The call it was made from (`None` when a plugin made it between calls, from a
-    /// thread of its own).
-    pub call_id: Option<u64>,
+    /// The call in the worker's hands when the request came.
+    pub call_id: u64,
     /// The reference of that call, whose package decides the grants.
-    pub reference: Option<Arc<str>>,
+    pub reference: Arc<str>,
     /// The job run of that call, when the caller tagged it ([`Call::run_id`](crate::Call::run_id)).
     pub run_id: Option<Arc<str>>,
     pub method: String,

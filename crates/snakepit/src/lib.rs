@@ -66,6 +66,7 @@
 //! # Ok(()) }
 //! ```
 
+mod calllog;
 mod dispatch;
 mod error;
 mod event;
@@ -77,6 +78,8 @@ mod process;
 mod shim;
 mod worker;
 
+pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
+pub use dispatch::{HOST_BYTES_IN_FLIGHT, HOST_REQUESTS_IN_FLIGHT};
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
 pub use host::{HostFuture, HostHandler, HostRequest};

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit_proto::{
-    encode_call, LogRecord, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION,
+    encode_call, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
+use crate::calllog::LogSink;
 use crate::dispatch::{Checkout, Dispatch, Waiting};
 
 use crate::error::{BuildError, CallError, SpawnError};
@@ -309,7 +310,7 @@ pub struct Call {
     kwargs: Map,
     context: Map,
     timeout: Option<Duration>,
-    logs: Option<mpsc::UnboundedSender<LogRecord>>,
+    logs: Option<LogSink>,
     run_id: Option<Arc<str>>,
 }
 
@@ -342,9 +343,14 @@ impl Call {
         self.timeout = Some(t);
         self
     }
-    /// Also send the call's log records (logging, prints, fd output) to this channel.
-    pub fn logs(mut self, tx: mpsc::UnboundedSender<LogRecord>) -> Self {
-        self.logs = Some(tx);
+    /// Also send the call's log records (logging, prints, fd output) to this channel:
+    /// a bounded `mpsc::Sender` (records that find it full are dropped and counted) or
+    /// an `mpsc::UnboundedSender`. Either way a call logs at most
+    /// [`LINES_PER_SEC`](crate::LINES_PER_SEC) records and
+    /// [`BYTES_PER_SEC`](crate::BYTES_PER_SEC) bytes a second; the rest are dropped and
+    /// counted in a record from logger `"snakepit"`.
+    pub fn logs(mut self, tx: impl Into<LogSink>) -> Self {
+        self.logs = Some(tx.into());
         self
     }
     /// Tags the call with the job run it belongs to: the host handler sees it in each
@@ -376,7 +382,7 @@ pub(crate) struct Job {
     pub frame: Vec<u8>,
     pub deadline: Instant,
     pub timeout: Duration,
-    pub logs: Option<mpsc::UnboundedSender<LogRecord>>,
+    pub logs: Option<LogSink>,
     pub run_id: Option<Arc<str>>,
 }
 
@@ -688,7 +694,7 @@ impl Pool {
         reference: String,
         frame: Vec<u8>,
         timeout: Option<Duration>,
-        logs: Option<mpsc::UnboundedSender<LogRecord>>,
+        logs: Option<LogSink>,
         run_id: Option<Arc<str>>,
     ) -> Result<RawValue, CallError> {
         let inner = &self.inner;

@@ -17,7 +17,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 
 use crate::error::{ExitStatus, SpawnError};
@@ -289,6 +289,11 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// The longest line kept from a worker's stdout or stderr: a longer one (or output that
+/// never ends its line) is cut into pieces of this size, so that neither a piece nor the
+/// stderr tail grows with what the worker writes.
+const MAX_LINE: u64 = 16 * 1024;
+
 async fn forward_lines(
     rx: pipe::Receiver,
     stream: &'static str,
@@ -299,7 +304,11 @@ async fn forward_lines(
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }

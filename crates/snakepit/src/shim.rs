@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -15,7 +16,7 @@ pub(crate) const BOOTSTRAP: &str = "import sys; sys.path.append(sys.argv[1]); \
 from snakepit_shim.main import main; main(sys.argv[2:])";
 
 fn content_hash() -> u64 {
-    // FNV-1a: a cache key, not a security boundary (the directory is the user's own).
+    // FNV-1a names the cache directory; what is in it is checked byte for byte.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (name, text) in SHIM_FILES {
         for b in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
@@ -38,44 +39,141 @@ fn cache_root() -> PathBuf {
     std::env::temp_dir().join(format!("snakepit-{}", nix::unistd::getuid()))
 }
 
-/// Writes the shim to `<cache>/shim-<hash>/snakepit_shim/` unless it is there already,
-/// and returns `<cache>/shim-<hash>` (the directory to put on `sys.path`).
+/// Writes the shim to `<cache>/shim2-<hash>/snakepit_shim/` and returns
+/// `<cache>/shim2-<hash>` (the directory to put on `sys.path`). (`shim-<hash>`, the
+/// layout before, trusted a `.complete` marker: a supervisor of that version must not
+/// take a verified copy for one of its own, or the other way round.)
+///
+/// The code the supervisor runs is the code it wrote: a copy already there is used only
+/// if this user owns it, nobody else can write it, and each of its files equals the
+/// embedded shim byte for byte with nothing else beside them (but CPython's own
+/// `__pycache__`); anything else is replaced by a fresh copy. Directories are made
+/// 0700 and files 0600, so a worker running under another uid can neither read nor
+/// change them. (A process of the supervisor's own uid can change any file the
+/// supervisor uses, its bytecode caches included: keeping workers out of that uid is
+/// the isolation's part.)
 pub(crate) fn materialize() -> Result<PathBuf, SpawnError> {
-    let root = cache_root();
-    let dir = root.join(format!("shim-{:016x}", content_hash()));
-    if dir.join("snakepit_shim/.complete").exists() {
-        return Ok(dir);
-    }
+    materialize_in(&cache_root())
+}
+
+fn materialize_in(root: &Path) -> Result<PathBuf, SpawnError> {
+    let dir = root.join(format!("shim2-{:016x}", content_hash()));
     let err = |e: std::io::Error| SpawnError::Shim {
         dir: dir.clone(),
         reason: e.to_string(),
     };
-    fs::create_dir_all(&root).map_err(err)?;
-    let tmp = tempdir_in(&root).map_err(err)?;
-    let pkg = tmp.join("snakepit_shim");
-    fs::create_dir(&pkg).map_err(err)?;
-    for (name, text) in SHIM_FILES {
-        fs::File::create(pkg.join(name))
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(err)?;
+    private_dir(root).map_err(err)?;
+    if intact(&dir) {
+        return Ok(dir);
     }
-    fs::write(pkg.join(".complete"), b"").map_err(err)?;
-    // Another process may have won the race: its copy is identical, keep it.
+    let tmp = tempdir_in(root).map_err(err)?;
+    let pkg = tmp.join("snakepit_shim");
+    let written = fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&pkg)
+        .and_then(|()| {
+            SHIM_FILES.iter().try_for_each(|(name, text)| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(pkg.join(name))?
+                    .write_all(text.as_bytes())
+            })
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(err(e));
+    }
+    // A copy that failed the check is moved aside first (a rename cannot replace a
+    // directory that has files in it).
+    if fs::symlink_metadata(&dir).is_ok() {
+        let stale = root.join(format!(".stale-{:016x}", fastrand::u64(..)));
+        if fs::rename(&dir, &stale).is_ok() {
+            let _ = fs::remove_dir_all(&stale);
+        }
+    }
+    // Another supervisor may have won the race: use its copy if it is intact.
     if fs::rename(&tmp, &dir).is_err() {
         let _ = fs::remove_dir_all(&tmp);
-        if !dir.join("snakepit_shim/.complete").exists() {
+        if !intact(&dir) {
             return Err(err(std::io::Error::other(
-                "could not move the shim in place",
+                "could not move a verified copy of the shim in place",
             )));
         }
     }
     Ok(dir)
 }
 
+/// Makes `dir` (mode 0700) if it is missing; fails if it is not a directory of this
+/// user that only this user can write.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    if !owned_by_us(&meta, 0o022) || !meta.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory that only this user (uid {}) can write (mode {:o}); make it private (chmod 700) or set SNAKEPIT_CACHE_DIR",
+            dir.display(),
+            nix::unistd::getuid(),
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Owned by this user, and none of the permission bits of `forbidden` set.
+fn owned_by_us(meta: &fs::Metadata, forbidden: u32) -> bool {
+    meta.uid() == nix::unistd::getuid().as_raw() && meta.mode() & forbidden == 0
+}
+
+/// Whether `dir` holds exactly the embedded shim, as this process would write it.
+fn intact(dir: &Path) -> bool {
+    let private_dir =
+        |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir() && owned_by_us(&m, 0o077));
+    let pkg = dir.join("snakepit_shim");
+    if !private_dir(dir) || !private_dir(&pkg) {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(&pkg) else {
+        return false;
+    };
+    let mut seen = 0;
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return false;
+        };
+        if name == "__pycache__" {
+            // CPython's bytecode, written by the templates: nobody else may write it.
+            let ok = fs::symlink_metadata(entry.path())
+                .is_ok_and(|m| m.is_dir() && owned_by_us(&m, 0o022));
+            if !ok {
+                return false;
+            }
+            continue;
+        }
+        let Some((_, text)) = SHIM_FILES.iter().find(|(n, _)| *n == name) else {
+            return false;
+        };
+        let same = fs::symlink_metadata(entry.path())
+            .is_ok_and(|m| m.is_file() && owned_by_us(&m, 0o077) && m.len() == text.len() as u64)
+            && fs::read(entry.path()).is_ok_and(|b| b == text.as_bytes());
+        if !same {
+            return false;
+        }
+        seen += 1;
+    }
+    seen == SHIM_FILES.len()
+}
+
 fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
     for _ in 0..16 {
         let p = root.join(format!(".tmp-{:016x}", fastrand::u64(..)));
-        match fs::create_dir(&p) {
+        match fs::DirBuilder::new().mode(0o700).create(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -124,4 +222,70 @@ pub fn resolve_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
     } else {
         PathBuf::from(exe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().mode() & 0o777
+    }
+
+    fn assert_written(dir: &Path) {
+        let pkg = dir.join("snakepit_shim");
+        assert_eq!((mode(dir), mode(&pkg)), (0o700, 0o700));
+        for (name, text) in SHIM_FILES {
+            assert_eq!(fs::read_to_string(pkg.join(name)).unwrap(), *text, "{name}");
+            assert_eq!(mode(&pkg.join(name)), 0o600, "{name}");
+        }
+        assert_eq!(fs::read_dir(&pkg).unwrap().count(), SHIM_FILES.len());
+    }
+
+    #[test]
+    fn the_shim_is_written_private_and_reused_when_intact() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = materialize_in(root.path()).unwrap();
+        assert_written(&dir);
+        // CPython's bytecode beside it is fine.
+        fs::create_dir(dir.join("snakepit_shim/__pycache__")).unwrap();
+        let marker = dir.join("snakepit_shim/__pycache__/kept");
+        fs::write(&marker, b"").unwrap();
+        assert_eq!(materialize_in(root.path()).unwrap(), dir);
+        assert!(marker.exists(), "an intact copy is reused");
+    }
+
+    #[test]
+    fn a_changed_added_or_opened_up_file_makes_a_fresh_copy() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = materialize_in(root.path()).unwrap();
+        let pkg = dir.join("snakepit_shim");
+        let (victim, _) = SHIM_FILES[0];
+        let tamper: [&dyn Fn(); 4] = [
+            &|| {
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(pkg.join(victim))
+                    .unwrap();
+                f.write_all(b"\nimport os; os.system('evil')\n").unwrap();
+            },
+            &|| fs::write(pkg.join("sitecustomize.py"), b"evil").unwrap(),
+            &|| fs::set_permissions(pkg.join(victim), fs::Permissions::from_mode(0o666)).unwrap(),
+            &|| fs::remove_file(pkg.join(victim)).unwrap(),
+        ];
+        for (i, t) in tamper.iter().enumerate() {
+            t();
+            assert_eq!(materialize_in(root.path()).unwrap(), dir, "{i}");
+            assert_written(&dir);
+        }
+    }
+
+    #[test]
+    fn a_cache_root_others_can_write_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        fs::set_permissions(root.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let e = materialize_in(root.path()).unwrap_err().to_string();
+        assert!(e.contains("only this user"), "{e}");
+    }
 }

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::calllog::{log_record, now_unix, CallLog};
 use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
 use crate::error::{CallError, ExitStatus, SpawnError};
 use crate::event::{EventKind, RetireReason};
@@ -62,11 +63,21 @@ enum End {
 
 /// The call in hand, for routing the lines a worker writes to its fds.
 #[derive(Default)]
-pub(crate) struct CurrentCall(Mutex<Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>>);
+pub(crate) struct CurrentCall(Mutex<Option<Arc<CallLog>>>);
 
 impl CurrentCall {
-    pub(crate) fn set(&self, v: Option<(u64, Option<mpsc::UnboundedSender<LogRecord>>)>) {
+    pub(crate) fn set(&self, v: Option<Arc<CallLog>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    /// Logs `rec` within the budget of the call in hand (see [`crate::calllog`]);
+    /// before the worker's first call, to `tracing` only.
+    pub(crate) fn forward(&self, rec: LogRecord, pool: &str, worker: usize) {
+        let log = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match log {
+            Some(log) => log.forward(rec),
+            None => log_record(&rec, pool, worker),
+        }
     }
 }
 
@@ -91,29 +102,6 @@ pub(crate) fn spawn_slot(
             let _ = done.send(());
         })
         .map(drop)
-}
-
-pub(crate) fn log_record(rec: &LogRecord, pool: &str, worker: usize) {
-    let (logger, msg, call) = (&rec.logger, &rec.message, rec.call_id);
-    let exc = rec.exc_text.as_deref().unwrap_or("");
-    macro_rules! ev {
-        ($lvl:expr) => {
-            tracing::event!(target: "snakepit::plugin", $lvl, pool, worker, call, logger = %logger, exc, "{msg}")
-        };
-    }
-    match rec.level {
-        l if l >= 40 => ev!(tracing::Level::ERROR),
-        l if l >= 30 => ev!(tracing::Level::WARN),
-        l if l >= 20 => ev!(tracing::Level::INFO),
-        l if l >= 10 => ev!(tracing::Level::DEBUG),
-        _ => ev!(tracing::Level::TRACE),
-    }
-}
-
-fn now_unix() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn answer(reply: &mut Option<Reply>, result: Result<RawValue, CallError>) {
@@ -310,20 +298,15 @@ impl Slot {
     ) -> Result<(WorkerProcess, StdUnixStream, FrameBuffer), SpawnError> {
         let (pool, worker) = (self.cfg.name.clone(), self.id);
         let sink: FdLineSink = Arc::new(move |stream, line| {
-            let guard = current.0.lock().unwrap_or_else(|p| p.into_inner());
-            let call_id = guard.as_ref().map(|(id, _)| *id);
             let rec = LogRecord {
-                call_id,
+                call_id: None,
                 level: if stream == "stderr" { 30 } else { 20 },
                 logger: format!("fd.{stream}"),
                 message: line,
                 exc_text: None,
                 time: now_unix(),
             };
-            log_record(&rec, &pool, worker);
-            if let Some((_, Some(tx))) = guard.as_ref() {
-                let _ = tx.send(rec);
-            }
+            current.forward(rec, &pool, worker);
         });
         self.cfg.confine.worker_starting(self.id);
         let (mut proc, sock) = self.launcher.spawn(self.id, sink).await?;
@@ -464,7 +447,7 @@ impl Slot {
                     FromWorker::Result { call_id: id, .. }
                     | FromWorker::Exception { call_id: id, .. },
                 ) if id == call_id => break,
-                Ok(FromWorker::Log(rec)) => log_record(&rec, &self.cfg.name, self.id),
+                Ok(FromWorker::Log(rec)) => lease.current.forward(rec, &self.cfg.name, self.id),
                 Ok(FromWorker::HostRequest { request_id, .. }) => {
                     let refusal = ToWorker::HostReply {
                         request_id,

@@ -145,3 +145,21 @@ def ignore_cancel_idle(**ctx):
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     while True:
         time.sleep(0.05)
+
+
+def endless_stderr_line(*, mib: int = 8, **ctx):
+    """Writes `mib` MiB to fd 2 without a newline, then dies."""
+    os.write(2, b"z" * (mib << 20))
+    os._exit(3)
+
+
+def tamper_shim(*, marker: str, pool: str, **ctx):
+    """Appends code to the shim's cached copy (the attack of issue 12): code that would
+    create `marker` in the processes of pool `pool` (named on their command line) that
+    import the shim from it next. (Other tests' pools may import it meanwhile.)"""
+    import snakepit_shim.codec
+
+    path = snakepit_shim.codec.__file__
+    with open(path, "a") as f:
+        f.write(f"\nimport sys\nif {pool!r} in sys.argv: open({marker!r}, 'w').close()\n")
+    return path

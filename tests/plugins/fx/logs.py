@@ -27,3 +27,16 @@ def fd_output(*, tag: str = "x", **ctx):
     # the time the call returns in any sane implementation.
     snakepit_shim.host_request("echo", None)
     return tag
+
+
+def flood(*, seconds: float = 3.0, **ctx):
+    """Logs 4 KB records as fast as it can for `seconds`."""
+    import time
+
+    big = "x" * 4000
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        log.warning("flood %d %s", n, big)
+        n += 1
+    return n

@@ -48,3 +48,48 @@ async def die_async(*, table, customer, **ctx):
         await conn.execute(INSERT.format(table=table), c=customer, a=Decimal("1.00"))
         os.kill(os.getpid(), signal.SIGKILL)
         await asyncio.sleep(60)
+
+
+_held = []
+
+
+def _worker():
+    from snakepit_shim import host
+
+    return host._worker
+
+
+def forged_lock(*, table, call_id, **ctx):
+    """Begins a transaction claiming another call's id (the attack of issue 12), takes
+    an ACCESS EXCLUSIVE lock on `table` in it and returns without ending it."""
+    worker = _worker()
+    real = worker.call_id
+    worker.call_id = call_id
+    try:
+        conn = ctx["pools"].get("billing").begin_sync().__enter__()
+    except PermissionError as e:
+        return {"refused": str(e), "call_id": real}
+    finally:
+        worker.call_id = real
+    conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    _held.append(conn)
+    return {"refused": None, "call_id": real}
+
+
+def leaked_lock(*, table, **ctx):
+    """Begins a transaction, locks `table` ACCESS EXCLUSIVE and keeps the transaction
+    object alive after the call returns."""
+    conn = ctx["pools"].get("billing").begin_sync().__enter__()
+    conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    _held.append(conn)
+    return _worker().call_id
+
+
+def reuse_held(*, table, **ctx):
+    """Uses the transaction an earlier call left behind."""
+    conn = _held.pop()
+    try:
+        conn.execute(f"SELECT count(*) FROM {table}")
+    except Exception as e:
+        return {"type": type(e).__name__, "message": str(e)}
+    return {"type": None}
