@@ -645,7 +645,8 @@ async fn call(
             return send(stream, &Reply::Error { message }).await
         }
     };
-    let (tx, mut logs) = mpsc::unbounded_channel();
+    // Bounded: a client slower than the plugin gets records dropped and counted (calllog.rs).
+    let (tx, mut logs) = mpsc::channel(1024);
     let began = Instant::now();
     let outcome = host.submit(reference, |c| {
         let c = c.kwargs(kwargs).context(crate::call_context(ctx)).logs(tx);
