@@ -335,10 +335,14 @@ async fn a_removed_function_still_named_by_app_toml_or_jobs_toml_is_refused() {
 async fn a_long_call_in_hand_finishes_on_the_old_generation() {
     let dir = apps(TWO_WORKERS);
     let host = start(dir.path(), &python()).await;
+    let release = dir.path().join("release");
     let slow = {
         let host = host.clone();
+        let release = release.to_str().unwrap().to_owned();
         tokio::spawn(async move {
-            host.submit("reloadable:slow", |c| c.kwarg("seconds", 1.5))
+            // Held until the test has seen both generations (a timed sleep could end
+            // before a slow reload on a loaded machine).
+            host.submit("reloadable:held", |c| c.kwarg("release", release))
                 .await
                 .map(|v| v.decode().unwrap())
         })
@@ -362,6 +366,7 @@ async fn a_long_call_in_hand_finishes_on_the_old_generation() {
     let status = host.status();
     assert_eq!(status.retiring.len(), 1, "{status:#?}");
     assert_eq!(status.retiring[0].generation, 1);
+    std::fs::write(&release, "").unwrap();
     assert_eq!(slow.await.unwrap().unwrap(), Value::Int(1));
     for pid in old_pids {
         wait_gone("a worker of the retired generation", pid, RELOAD_WAIT).await;

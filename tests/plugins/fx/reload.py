@@ -17,6 +17,14 @@ def slow(*, seconds: float, **ctx):
     return VERSION
 
 
+def held(*, release: str, **ctx):
+    """Returns once `release` exists (at most a minute): a call the test ends itself."""
+    end = time.monotonic() + 60
+    while not os.path.exists(release) and time.monotonic() < end:
+        time.sleep(0.005)
+    return VERSION
+
+
 def pid(**ctx):
     return os.getpid()
 
