@@ -632,3 +632,24 @@ fn a_log_flood_does_not_grow_snakepit_call() {
         "idle {idle} KiB, flood {flood} KiB"
     );
 }
+
+/// A `[plugins.PKG]` whose package cannot be imported (a misspelt name) is a problem:
+/// otherwise its pool and its isolation would apply to nothing, and the package it
+/// means would run with the defaults. One that imports is fine.
+#[test]
+fn check_names_a_plugins_table_whose_package_does_not_import() {
+    let dir = apps();
+    std::fs::write(
+        dir.path().join("app.toml"),
+        "[plugins.demo]\nwrite = false\n\n[plugins.dmeo]\npool = \"untrusted\"\n\n[pools.untrusted]\nworkers = 1\n",
+    )
+    .unwrap();
+    let out = snakepit(dir.path(), &["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("[plugins.dmeo]") && err.contains("check the spelling"),
+        "{err}"
+    );
+    assert!(!err.contains("[plugins.demo]"), "{err}");
+}

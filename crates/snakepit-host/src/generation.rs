@@ -150,6 +150,7 @@ impl Generation {
             })
         });
         let mut found: Vec<Problem> = join_all(checks).await.into_iter().flatten().collect();
+        found.extend(self.unknown_packages().await);
         // app.toml's problems first (in entry order), then the jobs files' problems, file
         // by file (schema and template problems before the worker's).
         let jobs_start = found
@@ -166,6 +167,36 @@ impl Generation {
             reason: p.reason,
         }));
         found
+    }
+
+    /// `[plugins.PKG]` tables whose package cannot be imported: a misspelt name would
+    /// leave the real package unconfined, in the default pool, with the default grants.
+    async fn unknown_packages(&self) -> Vec<Problem> {
+        let app = &self.install.app_toml;
+        let checks = self
+            .install
+            .config
+            .plugins
+            .keys()
+            .filter(|pkg| pkg.as_str() != "*")
+            .map(|pkg| async move {
+                // A module's `__name__` is not callable: any answer but "no module" means
+                // the package imports.
+                let probe = format!("{pkg}:__name__");
+                match self.pool_for(&probe).validate(&probe, Map::new(), vec![]).await {
+                    Err(CallError::BadReference { message, .. })
+                        if message.contains("no module named") =>
+                    {
+                        Some(Problem {
+                            file: app.clone(),
+                            entry: format!("[plugins.{pkg}]"),
+                            reason: format!("no package or module {pkg:?} can be imported (from plugins/, then the interpreter's site-packages); check the spelling: these settings apply to nothing, and the package they mean runs with the defaults"),
+                        })
+                    }
+                    _ => None,
+                }
+            });
+        join_all(checks).await.into_iter().flatten().collect()
     }
 
     /// Removes the cached bytecode (`__pycache__/*.pyc`) under `plugins`, before a new

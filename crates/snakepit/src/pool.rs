@@ -838,6 +838,7 @@ impl Pool {
         }
         inner.shared.dispatch.fail_waiters();
         inner.launcher.close();
+        inner.cfg.confine.release().await;
         inner.stopped.send_replace(true);
     }
 }

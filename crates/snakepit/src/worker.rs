@@ -214,8 +214,9 @@ impl Slot {
                         .unwrap_or_else(|p| p.into_inner())
                         .lines();
                     let stopping = *phase.borrow() != Phase::Running;
+                    let reason = self.cfg.confine.death_reason(self.id);
                     if !stopping {
-                        warn!(pool = %self.cfg.name, worker = self.id, pid, %status, "worker died");
+                        warn!(pool = %self.cfg.name, worker = self.id, pid, %status, reason = reason.as_deref().unwrap_or("-"), "worker died");
                     }
                     answer(
                         &mut reply,
@@ -224,7 +225,7 @@ impl Slot {
                         } else {
                             CallError::WorkerCrashed {
                                 status,
-                                reason: self.cfg.confine.death_reason(self.id),
+                                reason,
                                 stderr: stderr.clone(),
                             }
                         }),

@@ -77,8 +77,11 @@ impl PoolCgroups {
     }
 }
 
-impl Drop for PoolCgroups {
-    fn drop(&mut self) {
+impl PoolCgroups {
+    /// Removes the pool's cgroups; true once they are all gone (a cgroup that still
+    /// holds a process, such as a template on its way out, stays until the next try).
+    pub fn remove(&self) -> bool {
+        let mut gone = true;
         for dir in &self.dirs {
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.flatten() {
@@ -87,8 +90,15 @@ impl Drop for PoolCgroups {
                     }
                 }
             }
-            let _ = std::fs::remove_dir(dir);
+            gone &= std::fs::remove_dir(dir).is_ok() || !dir.exists();
         }
+        gone
+    }
+}
+
+impl Drop for PoolCgroups {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

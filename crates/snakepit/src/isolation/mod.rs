@@ -336,7 +336,7 @@ impl Confinement {
                 }
                 _ => {
                     return Err(BuildError::Config(format!(
-                        "[isolation] user = {user:?}: there is no such user on this machine; create it (useradd --system --no-create-home {user}) or name another"
+                        "pool {name:?}: [isolation] user = {user:?}: there is no such user on this machine; create it (useradd --system --no-create-home {user}) or name another"
                     )))
                 }
             }
@@ -423,7 +423,7 @@ impl Confinement {
                     "plugins-readonly".into(),
                     "landlock",
                 );
-                if report.uid == 0 {
+                if nix::unistd::geteuid().is_root() {
                     held(
                         &mut report,
                         "tmp_size",
@@ -713,6 +713,27 @@ struct SharedShim(PathBuf);
 impl Drop for SharedShim {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Confinement {
+    /// Removes what the pool made on the machine: the TMPDIR tmpfs and their contents,
+    /// the shim's copy, the cgroups (retried for up to 2 s while the templates exit).
+    /// Called at the end of `Pool::shutdown`; dropping the pool does it too, but a
+    /// process that exits does not drop what its threads hold.
+    pub(crate) async fn release(&self) {
+        if let Some(t) = &self.tmp {
+            t.remove();
+        }
+        if let Some(s) = &self.shim {
+            let _ = std::fs::remove_dir_all(&s.0);
+        }
+        if let Some(cg) = &self.cgroups {
+            let until = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !cg.remove() && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

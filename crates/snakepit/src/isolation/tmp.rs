@@ -92,6 +92,14 @@ impl TmpRoot {
 
 impl Drop for TmpRoot {
     fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+impl TmpRoot {
+    /// Unmounts the slots' tmpfs and removes the directory (what the workers left in
+    /// them goes with it).
+    pub fn remove(&self) {
         if self.per_slot {
             let slots = std::fs::read_dir(&self.dir).map_or(0, |d| d.count());
             for slot in 0..slots {
