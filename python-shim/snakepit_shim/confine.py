@@ -206,7 +206,10 @@ class Prepared:
         elif self.tmp_root:
             tmp = os.path.join(self.tmp_root, f"w{os.getpid()}")
             self._step(lambda: _private_tmpfs(tmp, self.tmp_size),
-                       f"a private tmpfs of tmp_size at {tmp} (user and mount namespaces)")
+                       f"a private tmpfs of tmp_size at {tmp} (user and mount namespaces)",
+                       fix="user namespaces may be refused here (kernel.apparmor_restrict_"
+                       "unprivileged_userns=1 on Ubuntu, user.max_user_namespaces=0, or a"
+                       " container's seccomp profile): allow them, or run the supervisor as root")
             os.environ["TMPDIR"] = tmp
             tempfile.tempdir = None
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -224,12 +227,13 @@ class Prepared:
             for prog in self.seccomp:
                 self._step(lambda: _install(prog), "the seccomp filter")
 
-    def _step(self, fn, what: str) -> None:
+    def _step(self, fn, what: str, fix: str = "") -> None:
         try:
             fn()
         except (OSError, ConfinementError) as exc:
             if self.strict:
-                raise ConfinementError(f"{what} failed: {exc}") from None
+                raise ConfinementError(f"{what} failed: {exc}" + (f"; {fix}" if fix else "")) \
+                    from None
             sys.stderr.write(f"snakepit confine: {what} failed, going on without: {exc}\n")
 
     def _landlock(self, tmp: Optional[str]) -> None:

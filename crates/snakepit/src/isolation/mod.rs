@@ -372,7 +372,9 @@ impl Confinement {
         if let Some(n) = iso.max_processes {
             match &k.cgroup.pids {
                 Some(dir) => {
-                    cg_dirs.push(("pids", dir.clone(), vec![("pids.max", n.to_string())]));
+                    // The slot's template lives in the cgroup too: one more.
+                    let max = (n + 1).to_string();
+                    cg_dirs.push(("pids", dir.clone(), vec![("pids.max", max)]));
                     held(&mut report, "max_processes", n.to_string(), "cgroup v1 pids");
                 }
                 None => lacks(&mut report, true, format!(
@@ -654,11 +656,15 @@ impl Confinement {
     }
 
     /// Called before slot `slot`'s worker is reaped: the CPU watchdog forgets it (its
-    /// pid may be reused once it is reaped).
+    /// pid may be reused once it is reaped), and its TMPDIR goes (a tmpfs the supervisor
+    /// mounted; a worker's own goes with its namespaces).
     pub(crate) fn worker_ending(&self, slot: usize) {
         if let Some((call, pid)) = self.calls.get(slot) {
             pid.store(0, Ordering::Release);
             call.store(0, Ordering::Release);
+        }
+        if let Some(t) = &self.tmp {
+            t.gone(slot);
         }
     }
 

@@ -80,6 +80,13 @@ impl TmpRoot {
     }
 
     /// An empty tmpfs for the slot's next worker.
+    /// The slot's worker is gone: so is what it wrote.
+    pub fn gone(&self, slot: usize) {
+        if self.per_slot {
+            self.unmount(slot);
+        }
+    }
+
     pub fn fresh(&self, slot: usize) {
         if self.per_slot {
             self.unmount(slot);
