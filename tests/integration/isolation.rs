@@ -68,6 +68,23 @@ async fn pids(pool: &Pool) -> (u32, u32) {
     )
 }
 
+/// Another worker of a pool than `pid`.
+fn sibling_of(pool: &Pool, pid: u32) -> u32 {
+    pool.status()
+        .slots
+        .iter()
+        .filter_map(|s| s.pid)
+        .find(|&p| p != pid)
+        .expect("two workers")
+}
+
+fn sigkill(pid: u32) -> nix::Result<()> {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+}
+
 fn everything(tmp_size: u64) -> Isolation {
     Isolation {
         memory_limit: Some(256 << 20),
@@ -125,13 +142,7 @@ async fn the_baseline_keeps_workers_from_the_supervisor_and_each_other() {
     let b = builder().name("other").build().await.unwrap();
     let (a_pid, forkserver) = pids(&a).await;
     let (b_pid, _) = pids(&b).await;
-    let sibling = a
-        .status()
-        .slots
-        .iter()
-        .filter_map(|s| s.pid)
-        .find(|&p| p != a_pid)
-        .expect("two workers");
+    let sibling = sibling_of(&a, a_pid);
 
     let env = call(&a, "parent_pid", json!({})).await.unwrap();
     assert!(
@@ -169,11 +180,7 @@ async fn the_baseline_keeps_workers_from_the_supervisor_and_each_other() {
     let _ = attack(&a, "daemon", json!({"pid_file": pid_file})).await;
     let daemon = read_pid_file(&pid_file, Duration::from_secs(10)).await;
     assert!(!process_gone(daemon));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(worker).unwrap();
     wait_gone(
         "the daemon of a killed worker",
         daemon,
@@ -302,13 +309,7 @@ async fn without_confinement_the_attacks_succeed() {
         .await
         .unwrap();
     let (worker, forkserver) = pids(&pool).await;
-    let sibling = pool
-        .status()
-        .slots
-        .iter()
-        .filter_map(|s| s.pid)
-        .find(|&p| p != worker)
-        .expect("two workers");
+    let sibling = sibling_of(&pool, worker);
     let (reached, detail) =
         attack(&pool, "read_environ", json!({"pid": me, "marker": "PATH="})).await;
     assert!(reached, "the supervisor's environ: {detail}");
@@ -338,17 +339,10 @@ async fn without_confinement_the_attacks_succeed() {
     let (worker, _) = pids(&pool).await;
     let _ = attack(&pool, "daemon", json!({"pid_file": pid_file})).await;
     let daemon = read_pid_file(&pid_file, Duration::from_secs(10)).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(worker as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    sigkill(worker).unwrap();
     wait_gone("the killed worker", worker, Duration::from_secs(10)).await;
     let survived = !process_gone(daemon);
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(daemon as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
+    let _ = sigkill(daemon);
     assert!(survived, "an unconfined daemon survives its worker");
     pool.shutdown(Duration::from_secs(5)).await;
 }
