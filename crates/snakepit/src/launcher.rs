@@ -12,7 +12,7 @@
 //! process group of every child before it exits, and whatever they left behind (it is a
 //! child subreaper), so that not even a plugin's daemons outlive the supervisor.
 //!
-//! Every worker is forked, so every worker is confined the same way (`isolation.rs`): a
+//! Every worker is forked, so every worker is confined the same way (`isolation/`): a
 //! pool of fresh interpreters starts a template per worker, which serves that worker
 //! alone and goes with it. A pool whose limits need cgroups starts a template per worker
 //! *slot*, placed in the slot's cgroups once: its workers are born there. Moving each new

@@ -76,11 +76,12 @@ pub(crate) struct Spawned {
     pub stderr: Option<OwnedFd>,
 }
 
-/// Starts `python -c BOOTSTRAP <shimdir> <mode> <args>` in its own process group, with
+/// Starts `python -c BOOTSTRAP <shimdir> <mode> <args>` in a session of its own, with
 /// the environment reduced to the allowlist, its socket on fd 3, `pdeathsig` as its
 /// parent-death signal, in `slot`'s cgroups if given, and confined as a helper (no
-/// capabilities, no_new_privs, signals scoped: `isolation.rs`). Must be called from a thread that outlives the process: the
-/// parent-death signal fires when the forking *thread* exits.
+/// capabilities, no_new_privs, signals scoped: `isolation/kernel.rs`). Must be called
+/// from a thread that outlives the process: the parent-death signal fires when the
+/// forking *thread* exits.
 pub(crate) fn exec_shim(
     cfg: &PoolConfig,
     mode: &str,
