@@ -42,6 +42,7 @@ _unpack_len = protocol._LEN.unpack_from
 _pack_len = protocol._LEN.pack
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
 _Call = protocol.Call
+_HostReply = protocol.HostReply
 _GIL = getattr(sys, "_is_gil_enabled", lambda: True)()  # solo mode relies on the GIL
 
 
@@ -334,6 +335,80 @@ class Channel:
         finally:
             self._leave(on_main)
 
+    def round_trip(
+        self, body: bytes, request_id: int, on_cancel: Callable[[], None]
+    ) -> Any:
+        """Main thread, holding the reader token (the caller took it with
+        ``reader.acquire(False)``): send a HOST_REQUEST and read until its HOST_REPLY,
+        which is returned, routing whatever else comes meanwhile. The token is handed back
+        whatever happens.
+
+        This is a sync host request's fast path (see ``host.request``): as only the
+        token's holder reads, the reply needs no pending slot, no condition variable and
+        no second thread: one ``send`` and one ``recv_into``, like a raw ping-pong.
+        ``on_cancel`` is called when a read brought something else than the reply and
+        the call in hand may have been cancelled; it raises to give the request up (its
+        reply, when it comes, is dropped as stale)."""
+        self.io_depth += 1
+        try:
+            try:
+                with self.write_lock:
+                    if len(body) < 65536:
+                        self.sock.sendall(_pack_len(len(body)) + body)
+                    else:
+                        self._send_large(_pack_len(len(body)), body)
+                return self._read_reply(request_id, on_cancel)
+            finally:
+                self.reader.release()
+                if self.waiters:
+                    with self.lock:
+                        self.cond.notify_all()
+        finally:
+            self.io_depth -= 1
+            if self.io_depth == 0 and self.signal_pending:
+                self.signal_pending = False
+                self.on_deferred_signal()
+
+    def _read_reply(self, request_id: int, on_cancel: Callable[[], None]) -> Any:
+        if self.rend == 0 and self.big is None:
+            # Nothing buffered: one recv_into, which most often brings just the reply.
+            # Anything else is left in the buffer for the loop below to cut and route.
+            try:
+                k = self.sock.recv_into(self.rview)
+            except OSError:
+                k = -1  # the loop below reads again and reports it
+            if k > 4 and k == 4 + _unpack_len(self.rbuf, 0)[0] and k - 4 <= self.frame_limit:
+                try:
+                    if self.parse_bytes:
+                        msg = self.parse(bytes(self.rview[4:k]))
+                    else:
+                        msg = self.parse(self.rview[4:k])
+                except protocol.ProtocolError:
+                    msg = None
+                if type(msg) is _HostReply and msg.request_id == request_id:
+                    return msg
+            if k > 0:
+                self.rend = k
+        while True:
+            if self.failure is not None:
+                raise self.failure
+            if self.eof:
+                raise EOFError("the supervisor closed the channel")
+            bodies: List[Union[bytes, bytearray]] = []
+            eof = False
+            error: Optional[BaseException] = None
+            try:
+                eof = self._recv_frames(bodies, True)
+            except protocol.ProtocolError as exc:
+                error = exc
+            except (EOFError, OSError):
+                eof = True
+            with self.lock:
+                reply = self._dispatch(bodies, eof, error, True, request_id)
+            if reply is not None:
+                return reply
+            on_cancel()
+
     def _lead_unlocked(self, on_main: bool) -> None:
         """As the reader (token held, state lock not held): read at least one frame, then
         route what came and hand the token back."""
@@ -474,13 +549,19 @@ class Channel:
         eof: bool,
         error: Optional[BaseException],
         on_main: bool,
-    ) -> None:
-        """Route frames read by the reader (state lock held)."""
+        keep: Optional[int] = None,
+    ) -> Any:
+        """Route frames read by the reader (state lock held). The HOST_REPLY to request
+        ``keep``, if one came, is returned instead of routed."""
+        found = None
         try:
             for body in bodies:
                 msg = self.parse(body)
-                if type(msg) is _Call:
+                kind = type(msg)
+                if kind is _Call:
                     self.inbox.append(msg)
+                elif kind is _HostReply and msg.request_id == keep:
+                    found = msg
                 else:
                     self.route(msg, on_main)
         except protocol.ProtocolError as exc:
@@ -490,3 +571,4 @@ class Channel:
         if eof and not self.eof:
             self.eof = True
             self.on_eof(on_main)
+        return found

@@ -812,13 +812,37 @@ _LEAVES = frozenset(
 )
 
 
-def _fits_wire_rules(value: Any) -> bool:
+def _fits_wire_rules(value: Any, depth: int = 0) -> bool:
     """What the C packer does not check: every map key a str, no int above INT64_MAX
-    (below INT64_MIN it raises by itself). Walks the tree without encoding anything."""
-    leaves = _LEAVES
+    (below INT64_MIN it raises by itself). Walks the tree without encoding anything:
+    recursively near the top (the common values: a map of keyword arguments, a message's
+    array), with an explicit stack below 32 levels."""
     t = type(value)
-    if t in leaves:
+    if t in _LEAVES:
         return True
+    if t is dict:
+        items: Any = value.values()
+        for k in value:
+            if type(k) is not str:
+                return False
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return _fits_tree(value)
+    for v in items:
+        t = type(v)
+        if t in _LEAVES:
+            continue
+        if t is int:
+            if v > INT64_MAX:
+                return False
+        elif not (_fits_wire_rules(v, depth + 1) if depth < 32 else _fits_tree(v)):
+            return False
+    return True
+
+
+def _fits_tree(value: Any) -> bool:
+    leaves = _LEAVES
     join = "".join
     stack = [value]
     pop = stack.pop

@@ -91,6 +91,20 @@ def cancelling() -> bool:
 def request(method: str, payload: Any = None) -> Any:
     """Send a host request and wait for its reply (sync; any thread)."""
     worker = _current()
+    channel = worker.channel
+    if threading.get_ident() == channel.main_ident:
+        # The fast path: the main thread asks and, holding the reader's token, reads its
+        # own reply (when another thread or the event loop holds the token, the general
+        # path below waits for the reader to route the reply to a pending slot).
+        request_id = next(worker.request_ids)
+        body = protocol.build_host_request(
+            request_id, worker.call_id, method, payload, worker.codec
+        )
+        if channel.reader.acquire(False):
+            reply = channel.round_trip(body, request_id, worker.check_cancelled_on_main)
+            if reply.ok:
+                return reply.value
+            raise _host_error(reply.value)
     slot = _SyncSlot()
     request_id = worker.new_request(slot)
     try:

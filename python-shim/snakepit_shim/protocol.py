@@ -267,7 +267,11 @@ def build_log(
 def build_host_request(
     request_id: int, call_id: Optional[int], method: str, payload: Any, codec: Codec
 ) -> bytes:
-    return (
+    try:  # one trip through the codec for the whole message (a host request's hot path)
+        return codec.encode([HOST_REQUEST, request_id, call_id, method, payload])
+    except _codec.EncodeError:
+        pass
+    return (  # the envelope by hand, so that the error names the payload's bad part
         b"\x95\x13"
         + _int(request_id)
         + _opt_int(call_id)
@@ -439,6 +443,9 @@ def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
                 and type(context) is dict
             ):
                 return _new_tuple(Call, (call_id, reference, kwargs, context))
+        elif type(msg) is list and len(msg) == 4 and msg[0] == HOST_REPLY:
+            if type(msg[1]) is int and msg[2] is True:  # a host request's successful reply
+                return _new_tuple(HostReply, (msg[1], True, msg[3]))
         return check_message(msg)
 
     return parse_other
@@ -455,6 +462,9 @@ def check_message(msg: Any) -> Message:
             and type(context) is dict
         ):
             return Call(call_id, reference, kwargs, context)
+    if type(msg) is list and len(msg) == 4 and msg[0] == HOST_REPLY and msg[2] is True:
+        if type(msg[1]) is int:  # the host request's hot path: a successful reply
+            return _new_tuple(HostReply, (msg[1], True, msg[3]))
     if type(msg) is not list or not msg or type(msg[0]) is not int:
         raise ProtocolError(f"frame is not a [type, ...] array: {_preview(msg)}")
     shape = _SHAPES.get(msg[0])

@@ -314,6 +314,25 @@ def test_host_requests(shared_worker, reference, expected):
     assert all(r[2] == msg[1] for r in shared_worker.host_requests)
 
 
+def test_a_sync_request_reads_past_other_frames_to_its_reply(shared_worker):
+    # The main thread's fast path reads its own reply: frames that come first in the same
+    # read (a stale CANCEL, a reply nobody waits for) are routed, and the reply found.
+    shared_worker.auto_echo = False
+    try:
+        call_id = shared_worker.start_call("hosty:sync_echo", {"x": 7})
+        req = shared_worker.recv_until((protocol.HOST_REQUEST,))
+        frames = [
+            protocol.build_cancel(call_id - 1),
+            protocol.build_host_reply(req[1] + 1000, True, "nobody's", CODEC),
+            protocol.build_host_reply(req[1], True, req[4], CODEC),
+        ]
+        shared_worker.sock.sendall(b"".join(protocol.frame(f) for f in frames))
+        msg = shared_worker.recv_until((RESULT, EXCEPTION))
+    finally:
+        shared_worker.auto_echo = True
+    assert msg == [RESULT, call_id, {"x": 7}]
+
+
 def test_several_async_requests_are_in_flight_at_once(shared_worker):
     shared_worker.auto_echo = False
     try:

@@ -268,12 +268,19 @@ fn send(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Reads what the socket has into the frame buffer's spare capacity (no zeroing).
-pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
+/// Makes room for a read in the frame buffer; the bytes a read may bring.
+fn read_space(buf: &mut FrameBuffer) -> usize {
     let space = buf.read_space();
     if space.capacity() - space.len() < 4096 {
         space.reserve(64 * 1024);
     }
+    space.capacity() - space.len()
+}
+
+/// Reads what the socket has into the frame buffer's spare capacity (no zeroing).
+pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
+    read_space(buf);
+    let space = buf.read_space();
     let chunk = space.chunk_mut();
     // SAFETY: recv writes at most chunk.len() bytes into the chunk; we then advance by
     // exactly the number of bytes it wrote.
@@ -492,13 +499,23 @@ impl<'a> Wire<'a> {
                 }
                 Err(_) => return Err(WireError::Closed),
             };
-            match guard.try_io(|_| recv_into(fd, buf)) {
+            let mut offered = 0;
+            let got = guard.try_io(|_| {
+                offered = read_space(buf);
+                recv_into(fd, buf)
+            });
+            match got {
                 Ok(Ok(0)) => {
                     return Err(match buf.check_eof() {
                         Ok(()) => WireError::Closed,
                         Err(e) => WireError::Violation(e.to_string()),
                     })
                 }
+                // A read that did not fill the space offered emptied the socket: forget
+                // the readiness now rather than learn it from one more `recv` (EAGAIN)
+                // next time. An event that came after this guard's is kept (tokio
+                // compares the readiness tick).
+                Ok(Ok(n)) if n < offered => guard.clear_ready(),
                 Ok(Ok(_)) | Err(_) => {}
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(_)) => return Err(WireError::Closed),
