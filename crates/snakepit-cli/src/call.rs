@@ -112,6 +112,7 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| apps.build_error(e))?;
+    crate::timing::mark("pool start");
     // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
     // in a "N log lines dropped" line, instead of growing this process.
     let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
@@ -128,9 +129,11 @@ pub async fn run(
         }
     });
     let result = pool.submit(call).await;
+    crate::timing::mark("call");
     pool.shutdown(Duration::from_secs(2)).await;
     drop(pool);
     let _ = printer.await;
+    crate::timing::mark("shutdown");
     match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
         Ok(json) => {
             println!("{json}");

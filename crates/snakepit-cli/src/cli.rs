@@ -132,7 +132,11 @@ pub enum Command {
 pub use snakepit_host::parse_duration;
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {
-    let load = || crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref());
+    let load = || {
+        let apps = crate::apps::Apps::load(args.apps.as_deref(), args.python.as_deref());
+        crate::timing::mark("config");
+        apps
+    };
     // The clients of a running serve read no TOML file (the serve does): an app.toml that
     // the serve refused to reload must not keep `status` from saying why.
     let dir = || match &args.apps {

@@ -12,6 +12,7 @@ mod remote;
 mod run;
 mod runs;
 mod serve;
+mod timing;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ pub use error::CliError;
 
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
+    timing::start();
     let args = cli::Args::parse();
     let serving = matches!(args.command, cli::Command::Serve { .. });
     init_tracing(args.verbose, args.quiet, serving);
@@ -34,6 +36,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    timing::mark("runtime");
     match rt.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {

@@ -86,9 +86,12 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
         ));
     };
     job.params_with(&opts.params).map_err(CliError::Usage)?;
+    crate::timing::mark("jobs");
     let state = open_state(&apps).await?;
+    crate::timing::mark("state database");
     let audit = AuditLog::attach(&apps.connectors, &state);
     let host = Arc::new(Host::start_checked(apps).await?);
+    crate::timing::mark("pools started and validated");
     let clock = Arc::new(SystemClock);
     let runner = Runner::new(host.clone(), state.clone(), clock.clone());
     let req = RunRequest {
@@ -111,8 +114,10 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
     let result = runner.run(&jobs, req, Some(events), halt_rx).await;
     let _ = printer.await;
     signals.abort();
+    crate::timing::mark("run");
     host.shutdown(SHUTDOWN).await;
     audit.flush().await;
+    crate::timing::mark("shutdown");
     let (id, status) = result.map_err(|e| match e {
         RunError::State(e) => state_error(e),
         e => CliError::Usage(e.to_string()),

@@ -271,8 +271,13 @@ impl Host {
 
     /// [`Host::start`], then [`Host::check`]: an install with problems does not open.
     pub async fn start_checked(install: Install) -> Result<Host, HostError> {
+        let began = std::time::Instant::now();
         let host = Host::start(install).await?;
+        let started = began.elapsed();
         let problems = host.check().await;
+        // The split of `run`'s start-up (see the CLI's `-vv`).
+        tracing::debug!(target: "snakepit::timing", pools_ms = format!("{:.1}", started.as_secs_f64() * 1e3),
+            validation_ms = format!("{:.1}", (began.elapsed() - started).as_secs_f64() * 1e3), "pools started, references validated");
         if problems.is_empty() {
             return Ok(host);
         }

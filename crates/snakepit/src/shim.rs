@@ -17,13 +17,21 @@ from snakepit_shim.main import main; main(sys.argv[2:])";
 
 fn content_hash() -> u64 {
     // FNV-1a names the cache directory; what is in it is checked byte for byte.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (name, text) in SHIM_FILES {
-        for b in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    SHIM_FILES.iter().fold(FNV_OFFSET, |h, (name, text)| {
+        let h = fnv1a(h, name.as_bytes());
+        let h = fnv1a(h, &[0]);
+        let h = fnv1a(h, text.as_bytes());
+        fnv1a(h, &[0])
+    })
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of `bytes`, continuing from `h`.
+fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn cache_root() -> PathBuf {
@@ -186,7 +194,79 @@ fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
 /// shell shim costing tens of milliseconds per start) and to check its version. The
 /// probe runs site-packages' `.pth` files: it is confined like a fork-server, with the
 /// workers' default environment.
+///
+/// The answer for an interpreter binary (an ELF file, the usual `/usr/bin/python3` or a
+/// venv's `bin/python`) is kept in the cache directory, keyed by the path given and the
+/// identity of the file it leads to (device, inode, size, modification time), so that
+/// the next start pays no probe (≈ 30 ms); a script (a pyenv shim, whose answer depends
+/// on the environment and the working directory) is probed every time.
 pub fn resolve_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
+    let root = cache_root();
+    let cached = binary_key(python).map(|key| {
+        let file = root.join(format!("python-{:016x}", fnv1a(FNV_OFFSET, key.as_bytes())));
+        (key, file)
+    });
+    if let Some((key, file)) = &cached {
+        if let Some(exe) = fs::read_to_string(file)
+            .ok()
+            .and_then(|t| Some(t.strip_prefix(key.as_str())?.strip_prefix('\n')?.to_owned()))
+        {
+            return Ok(PathBuf::from(exe));
+        }
+    }
+    let exe = probe_interpreter(python)?;
+    if let (Some((key, file)), Some(exe_text)) = (&cached, exe.to_str()) {
+        // Best effort: a cache that cannot be written costs the probe next time.
+        let _ =
+            private_dir(&root).and_then(|()| write_private(file, &format!("{key}\n{exe_text}")));
+    }
+    Ok(exe)
+}
+
+/// What identifies the interpreter binary `python` leads to (through PATH for a bare
+/// name, through symlinks), or `None` if it is not one.
+fn binary_key(python: &Path) -> Option<String> {
+    let path = if python.components().count() == 1 {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join(python))
+            .find(|p| p.is_file())?
+    } else {
+        std::path::absolute(python).ok()?
+    };
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut fs::File::open(&path).ok()?, &mut magic).ok()?;
+    if magic != *b"\x7fELF" {
+        return None;
+    }
+    let m = fs::metadata(&path).ok()?;
+    let text = path.to_str()?;
+    Some(format!(
+        "{text}\0{}:{}:{}:{}.{}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    ))
+}
+
+/// Writes `text` to `file` (mode 0600) by renaming a finished temporary file over it.
+fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = file.with_extension(format!("tmp-{:016x}", fastrand::u64(..)));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .and_then(|()| fs::rename(&tmp, file));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn probe_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
     let (mut cmd, _ruleset) = crate::isolation::helper_command(python, crate::pool::DEFAULT_ENV);
     let out = cmd
         .args([
