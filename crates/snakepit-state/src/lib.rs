@@ -18,6 +18,10 @@
 //! owner still holds. [`State::open_as`] gives a state its own owner identity (several
 //! nodes in one process, in tests).
 //!
+//! The audit log (module `audit`) is written in batches ([`State::insert_audit`]); a
+//! run's record sums its calls up per package, connector and target ([`CallSummary`])
+//! and [`State::calls`] lists them a page at a time, keyed by the audit row id.
+//!
 //! Every write happens when the thing it records happens (a run queued, started,
 //! finished; a step's attempt started and ended; a batch of log lines), so a supervisor
 //! killed mid-run loses at most the log lines of its last unflushed batch. Each run
