@@ -603,8 +603,29 @@ async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
 
     audit.flush().await;
     let rec = store.state.run(&id).await.unwrap().unwrap();
-    let calls: Vec<(&str, &str, Option<i64>, &str)> = rec
+    let summary: Vec<(&str, &str, i64, Option<i64>, i64)> = rec
         .connector_calls
+        .iter()
+        .map(|c| {
+            (
+                c.package.as_str(),
+                c.target.as_str(),
+                c.calls,
+                c.rows,
+                c.errors,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("fx", "drafts-for-period", 1, Some(2), 0),
+            ("fx", "issue-invoice:write", 2, Some(2), 0),
+        ]
+    );
+    let page = store.state.calls(&id, None, 2).await.unwrap().unwrap();
+    let calls: Vec<(&str, &str, Option<i64>, &str)> = page
+        .calls
         .iter()
         .map(|c| {
             (
@@ -620,12 +641,21 @@ async fn a_job_step_uses_a_connector_and_its_calls_carry_the_run_id() {
         [
             ("fx", "drafts-for-period", Some(2), "ok"),
             ("fx", "issue-invoice:write", Some(1), "ok"),
-            ("fx", "issue-invoice:write", Some(1), "ok"),
         ]
     );
-    assert!(rec
-        .connector_calls
+    assert_eq!(page.total, 3);
+    let rest = store
+        .state
+        .calls(&id, page.next_after, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rest.calls.len(), 1);
+    assert_eq!(rest.next_after, None);
+    assert!(page
+        .calls
         .iter()
+        .chain(&rest.calls)
         .all(|c| c.run_id.as_deref() == Some(id.as_str())));
     assert_eq!(store.state.audit(10).await.unwrap().len(), 3);
     host.shutdown(Duration::from_secs(2)).await;

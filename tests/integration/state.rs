@@ -1,5 +1,6 @@
 //! The run history itself on SQLite and PostgreSQL: reopening (migrations run once),
-//! listing by job with a limit, finding a run by an id prefix, the audit log.
+//! listing by job with a limit, finding a run by an id prefix, the audit log, a run's
+//! connector calls summed up and paged.
 
 use serde_json::json;
 use snakepit_state::{AuditEntry, NewRun, Owner, RunFilter, RunStatus, Trigger};
@@ -88,7 +89,7 @@ async fn history(backend: Backend) {
     assert!(state.run("nope").await.unwrap().is_none());
 
     state
-        .insert_audit(&AuditEntry {
+        .insert_audit(&[AuditEntry {
             time: at("2026-06-01T02:00:02Z"),
             package: "billing",
             call_id: 7,
@@ -98,7 +99,7 @@ async fn history(backend: Backend) {
             rows: Some(3),
             duration_us: 1500,
             outcome: "ok",
-        })
+        }])
         .await
         .unwrap();
     let audit = state.audit(10).await.unwrap();
@@ -127,6 +128,119 @@ async fn the_history_lists_finds_and_audits_sqlite() {
 #[tokio::test]
 async fn the_history_lists_finds_and_audits_postgres() {
     history(Backend::Postgres).await;
+}
+
+/// 2,500 calls of a run over three targets (and one call of another run, and a row
+/// of dropped records): the summary per target (counts, rows, errors, nearest-rank
+/// p50/p99 over known durations) in first-call order, and pages of 1,000 in order.
+async fn calls_summed_up_and_paged(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(backend, dir.path()).await;
+    let state = &store.state;
+    let run = "20260601-020000-aaaaaa";
+    assert!(state.insert_run(&new_run(run, "x", 0)).await.unwrap());
+    let t = at("2026-06-01T02:00:02Z");
+    let call =
+        |target: &'static str, rows: Option<u64>, duration_us: u64, outcome: &'static str| {
+            AuditEntry {
+                time: t,
+                package: "billing",
+                call_id: 7,
+                run_id: Some(run),
+                connector: "db",
+                target,
+                rows,
+                duration_us,
+                outcome,
+            }
+        };
+    let mut entries = vec![call("first", Some(3), 10, "ok")];
+    // "write": durations 1..=2000 µs in a shuffled order, every 100th denied.
+    for i in 0..2000u64 {
+        let d = (i * 7919) % 2000 + 1;
+        let outcome = if i % 100 == 0 { "denied" } else { "ok" };
+        let rows = (outcome == "ok").then_some(1);
+        entries.push(call("write", rows, d, outcome));
+    }
+    // "api": 499 calls of 5 µs, no rows, and transactions: committed is no error.
+    entries.extend((0..499).map(|_| call("api", None, 5, "http 503")));
+    entries.push(call("transaction", Some(2), 40, "committed"));
+    entries.push(AuditEntry::dropped(t, Some(run), 42));
+    entries.push(AuditEntry {
+        run_id: Some("another-run"),
+        ..call("first", Some(1), 1, "ok")
+    });
+    state.insert_audit(&entries).await.unwrap();
+
+    let rec = state.run(run).await.unwrap().unwrap();
+    let s = &rec.connector_calls;
+    let targets: Vec<&str> = s.iter().map(|c| c.target.as_str()).collect();
+    assert_eq!(targets, ["first", "write", "api", "transaction"]);
+    let w = &s[1];
+    assert_eq!(
+        (w.package.as_str(), w.connector.as_str()),
+        ("billing", "db")
+    );
+    assert_eq!((w.calls, w.rows, w.errors), (2000, Some(1980), 20));
+    assert_eq!(w.total_us, 2000 * 2001 / 2);
+    assert_eq!((w.p50_us, w.p99_us), (1000, 1980));
+    assert_eq!(
+        (s[0].calls, s[0].rows, s[0].p50_us, s[0].p99_us),
+        (1, Some(3), 10, 10)
+    );
+    assert_eq!((s[2].calls, s[2].rows, s[2].errors), (499, None, 499));
+    assert_eq!((s[2].p50_us, s[2].p99_us, s[2].total_us), (5, 5, 2495));
+    assert_eq!((s[3].errors, s[3].rows), (0, Some(2)));
+    assert_eq!(rec.connector_calls_dropped, 42);
+
+    let mut after = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = state.calls(&run[..12], after, 1000).await.unwrap().unwrap();
+        pages += 1;
+        assert_eq!((page.run_id.as_str(), page.total), (run, 2502));
+        seen.extend(page.calls.iter().map(|c| (c.id, c.target.clone())));
+        match page.next_after {
+            Some(n) => {
+                assert_eq!(page.calls.len(), 1000);
+                after = Some(n);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen.len(),
+        2502,
+        "every row of the run, the dropped one too"
+    );
+    assert!(seen.windows(2).all(|p| p[0].0 < p[1].0));
+    assert_eq!(seen[0].1, "first");
+    assert_eq!(seen[2501].1, "audit records dropped");
+    // A page past the end is empty; a run with no calls has an empty summary.
+    let end = state
+        .calls(run, Some(seen[2501].0), 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(end.calls.is_empty() && end.next_after.is_none());
+    assert!(state.insert_run(&new_run("r-quiet", "y", 1)).await.unwrap());
+    let quiet = state.run("r-quiet").await.unwrap().unwrap();
+    assert!(quiet.connector_calls.is_empty());
+    assert_eq!(quiet.connector_calls_dropped, 0);
+    assert!(state.calls("nope", None, 10).await.unwrap().is_none());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_runs_calls_are_summed_up_and_paged_sqlite() {
+    calls_summed_up_and_paged(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_runs_calls_are_summed_up_and_paged_postgres() {
+    calls_summed_up_and_paged(Backend::Postgres).await;
 }
 
 #[tokio::test]

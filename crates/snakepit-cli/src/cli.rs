@@ -218,8 +218,14 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             crate::run::run(load()?, opts).await
         }
         Command::Runs { show, job, limit } => match show {
-            Some(crate::runs::RunsCommand::Show { id }) => {
-                crate::runs::show(load()?, &id, args.json).await
+            Some(crate::runs::RunsCommand::Show {
+                id,
+                calls,
+                limit,
+                after,
+            }) => {
+                let page = calls.then_some(crate::runs::CallsPage { limit, after });
+                crate::runs::show(load()?, &id, page, args.json).await
             }
             None => crate::runs::list(load()?, job, limit, args.json).await,
         },

@@ -1,12 +1,14 @@
-//! `snakepit runs` (the run history, newest first) and `snakepit runs show ID` (one
-//! run: its steps, their results and errors with tracebacks, and its log stream).
-//! Opening the history marks the runs of a supervisor that died `interrupted`.
+//! `snakepit runs` (the run history, newest first), `snakepit runs show ID` (one run:
+//! its steps, their results and errors with tracebacks, its log stream and a summary of
+//! its connector calls) and `snakepit runs show ID --calls` (each connector call, a page
+//! at a time). Opening the history marks the runs of a supervisor that died
+//! `interrupted`.
 
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use snakepit_state::{level_name, RunFilter, RunRecord};
+use snakepit_state::{level_name, AuditRow, CallPage, RunFilter, RunRecord};
 
 use crate::apps::Apps;
 use crate::error::CliError;
@@ -18,6 +20,16 @@ pub enum RunsCommand {
     Show {
         /// The run id, or a prefix of it that names one run.
         id: String,
+        /// List the run's connector calls instead, oldest first, a page at a time.
+        #[arg(long)]
+        calls: bool,
+        /// Calls per page (with --calls).
+        #[arg(long, default_value_t = 100, value_name = "N", requires = "calls",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Start after this call: the `next_after` of the previous page (with --calls).
+        #[arg(long, value_name = "CALL", requires = "calls")]
+        after: Option<i64>,
     },
 }
 
@@ -36,6 +48,32 @@ fn seconds(d: std::time::Duration) -> String {
         1000..=59_999 => format!("{:.1}s", d.as_secs_f64()),
         _ => format!("{}m {}s", d.as_secs() / 60, d.as_secs() % 60),
     }
+}
+
+/// A duration given in µs: `85µs`, `1.2ms`, then as [`seconds`].
+fn micros(us: i64) -> String {
+    match us.max(0) {
+        us @ 0..=999 => format!("{us}µs"),
+        us @ 1000..=999_999 => format!("{:.1}ms", us as f64 / 1000.0),
+        us => seconds(std::time::Duration::from_micros(us as u64)),
+    }
+}
+
+/// `rows` as lines of left-aligned columns, `indent` before each.
+fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> Vec<String> {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            format!("{indent}{}", cells.join("  ").trim_end())
+        })
+        .collect()
 }
 
 /// The run table (or, with `--json`, the runs as a JSON list).
@@ -85,35 +123,105 @@ pub async fn list(
             r.duration(now).map(seconds).unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out(cells.join("  ").trim_end());
+    for line in table(&rows, "") {
+        out(&line);
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One run in full (or, with `--json`, its record).
-pub async fn show(apps: Apps, id: &str, as_json: bool) -> Result<ExitCode, CliError> {
+/// A page of `runs show ID --calls`: at most `limit` calls after the call `after`.
+#[derive(Debug, Clone, Copy)]
+pub struct CallsPage {
+    pub limit: u32,
+    pub after: Option<i64>,
+}
+
+/// One run in full (or, with `--json`, its record); with `calls`, a page of its
+/// connector calls instead.
+pub async fn show(
+    apps: Apps,
+    id: &str,
+    calls: Option<CallsPage>,
+    as_json: bool,
+) -> Result<ExitCode, CliError> {
     let state = open_state(&apps).await?;
-    let Some(record) = state.run(id).await.map_err(state_error)? else {
-        return Err(CliError::Usage(format!(
+    let missing = || {
+        CliError::Usage(format!(
             "no run {id:?} in {}; `snakepit runs` lists the runs",
             state.url()
-        )));
+        ))
     };
+    if let Some(page) = calls {
+        let found = state.calls(id, page.after, page.limit).await;
+        let after = page.after;
+        let page = found.map_err(state_error)?.ok_or_else(missing)?;
+        out(&if as_json {
+            json(&page)?
+        } else {
+            render_calls(&page, after)
+        });
+        return Ok(ExitCode::SUCCESS);
+    }
+    let record = state
+        .run(id)
+        .await
+        .map_err(state_error)?
+        .ok_or_else(missing)?;
     if as_json {
         out(&json(&record)?);
     } else {
         out(render(&record, Utc::now()).trim_end());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How a page that starts after `after` is introduced.
+fn page_start(after: Option<i64>) -> String {
+    match after {
+        Some(a) => format!("after call #{a}"),
+        None => "from the first".to_owned(),
+    }
+}
+
+/// One connector call on one line.
+fn call_line(c: &AuditRow) -> String {
+    let rows = match c.row_count {
+        Some(1) => ", 1 row".to_owned(),
+        Some(n) => format!(", {n} rows"),
+        None => String::new(),
+    };
+    format!(
+        "#{} {} {} → {}.{} — {}{rows}, {}",
+        c.id,
+        c.time.format("%H:%M:%S%.3f"),
+        c.package,
+        c.connector,
+        c.target,
+        c.outcome,
+        micros(c.duration_us)
+    )
+}
+
+/// A page of a run's connector calls for a person, with the command for the next.
+pub fn render_calls(page: &CallPage, after: Option<i64>) -> String {
+    let start = page_start(after);
+    let mut text = format!(
+        "connector calls of run {} ({} in all; {} shown, {start})\n",
+        page.run_id,
+        page.total,
+        page.calls.len()
+    );
+    for c in &page.calls {
+        text.push_str(&format!("  {}\n", call_line(c)));
+    }
+    match page.next_after {
+        Some(next) => text.push_str(&format!(
+            "next page: snakepit runs show {} --calls --after {next}",
+            page.run_id
+        )),
+        None => text.push_str("(last page)"),
+    }
+    text
 }
 
 /// A run record for a person.
@@ -169,22 +277,45 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
             }
         }
     }
-    if !rec.connector_calls.is_empty() {
-        out.push_str("\nconnector calls\n");
+    if !rec.connector_calls.is_empty() || rec.connector_calls_dropped > 0 {
+        let calls: i64 = rec.connector_calls.iter().map(|c| c.calls).sum();
+        out.push_str(&format!(
+            "\nconnector calls ({calls}; each: snakepit runs show {} --calls)\n",
+            r.id
+        ));
+        let mut rows = vec![[
+            "PACKAGE",
+            "CONNECTOR",
+            "TARGET",
+            "CALLS",
+            "ROWS",
+            "ERRORS",
+            "TOTAL",
+            "P50",
+            "P99",
+        ]
+        .map(str::to_owned)];
         for c in &rec.connector_calls {
-            let rows = match c.row_count {
-                Some(1) => ", 1 row".to_owned(),
-                Some(n) => format!(", {n} rows"),
-                None => String::new(),
-            };
-            let took = seconds(std::time::Duration::from_micros(c.duration_us.max(0) as u64));
+            rows.push([
+                c.package.clone(),
+                c.connector.clone(),
+                c.target.clone(),
+                c.calls.to_string(),
+                c.rows.map_or_else(|| "-".to_owned(), |n| n.to_string()),
+                c.errors.to_string(),
+                micros(c.total_us),
+                micros(c.p50_us),
+                micros(c.p99_us),
+            ]);
+        }
+        for line in table(&rows, "  ") {
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if rec.connector_calls_dropped > 0 {
             out.push_str(&format!(
-                "  {} {} → {}.{} — {}{rows}, {took}\n",
-                c.time.format("%H:%M:%S%.3f"),
-                c.package,
-                c.connector,
-                c.target,
-                c.outcome
+                "  and {} calls not recorded: the history did not keep up with them\n",
+                rec.connector_calls_dropped
             ));
         }
     }

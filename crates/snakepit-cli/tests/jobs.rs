@@ -183,6 +183,133 @@ fn runs_lists_the_history_and_shows_one_run() {
     assert!(text(&out.stderr).contains("no run \"nope\""));
 }
 
+/// A run that makes 250 connector calls: its record sums them up per target (the
+/// calls themselves are not in it), and `runs show ID --calls` pages through them.
+#[test]
+fn a_run_record_sums_up_connector_calls_and_runs_show_calls_pages_through_them() {
+    let dir = install(None);
+    std::fs::write(
+        dir.path().join("connectors.toml"),
+        "[sql.billing]\nurl = \"sqlite://billing.db?mode=rwc\"\n[sql.billing.queries]\none = \"SELECT 1 AS x WHERE :id > 0\"\n",
+    )
+    .unwrap();
+    let mut jobs = std::fs::read_to_string(dir.path().join("jobs.toml")).unwrap();
+    jobs.push_str("\n[[jobs]]\nname = \"lookups\"\n[[jobs.steps]]\nname = \"lookups\"\ntype = \"python\"\ncallable = \"fx.jobsteps:lookups\"\nkwargs = { n = 250 }\n");
+    std::fs::write(dir.path().join("jobs.toml"), jobs).unwrap();
+
+    let out = snakepit(dir.path(), &["run", "lookups", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.len() < 4096, "{} bytes", out.stdout.len());
+    let rec = json(&out);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let calls = rec["connector_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{rec}");
+    let (one, missing) = (&calls[0], &calls[1]);
+    assert_eq!(
+        (&one["package"], &one["connector"], &one["target"]),
+        (&"fx".into(), &"billing".into(), &"one".into())
+    );
+    assert_eq!(
+        (&one["calls"], &one["rows"], &one["errors"]),
+        (&250.into(), &250.into(), &0.into())
+    );
+    let (p50, p99, total) = (
+        one["p50_us"].as_i64().unwrap(),
+        one["p99_us"].as_i64().unwrap(),
+        one["total_us"].as_i64().unwrap(),
+    );
+    assert!(0 < p50 && p50 <= p99 && p99 <= total, "{one}");
+    assert_eq!(
+        (&missing["target"], &missing["calls"], &missing["errors"]),
+        (&"missing".into(), &1.into(), &1.into())
+    );
+    assert_eq!(missing["rows"], serde_json::Value::Null);
+    assert_eq!(rec["connector_calls_dropped"], 0);
+
+    let shown = text(&snakepit(dir.path(), &["runs", "show", &id]).stdout);
+    for part in [
+        format!("connector calls (251; each: snakepit runs show {id} --calls)"),
+        "PACKAGE  CONNECTOR  TARGET   CALLS  ROWS  ERRORS".to_owned(),
+        "fx       billing    one      250    250   0".to_owned(),
+        "fx       billing    missing  1      -     1".to_owned(),
+    ] {
+        assert!(shown.contains(&part), "{part:?} not in:\n{shown}");
+    }
+
+    // Pages of 100 in JSON, each naming the next, until the last.
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    let mut pages = 0;
+    loop {
+        let mut args = vec![
+            "runs",
+            "show",
+            &id[..19],
+            "--calls",
+            "--limit",
+            "100",
+            "--json",
+        ];
+        let cursor = after.map(|a| a.to_string());
+        if let Some(c) = &cursor {
+            args.extend(["--after", c]);
+        }
+        let page = json(&snakepit(dir.path(), &args));
+        pages += 1;
+        assert_eq!(page["run_id"], id.as_str());
+        assert_eq!(page["total"], 251);
+        let calls = page["calls"].as_array().unwrap();
+        seen.extend(calls.iter().map(|c| {
+            (
+                c["id"].as_i64().unwrap(),
+                c["target"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match page["next_after"].as_i64() {
+            Some(next) => {
+                assert_eq!(calls.len(), 100);
+                assert_eq!(Some(next), calls.last().and_then(|c| c["id"].as_i64()));
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 251);
+    assert!(
+        seen.windows(2).all(|w| w[0].0 < w[1].0),
+        "oldest first, no repeats"
+    );
+    assert_eq!(seen.last().unwrap().1, "missing");
+
+    // The same for a person: the page and the command for the next one.
+    let second = seen[99].0.to_string();
+    let out = snakepit(
+        dir.path(),
+        &[
+            "runs", "show", &id, "--calls", "--limit", "100", "--after", &second,
+        ],
+    );
+    let page = text(&out.stdout);
+    assert!(
+        page.contains(&format!(
+            "connector calls of run {id} (251 in all; 100 shown, after call #{second})"
+        )),
+        "{page}"
+    );
+    assert!(page.contains(" fx → billing.one — ok, 1 row, "), "{page}");
+    assert!(
+        page.contains(&format!(
+            "next page: snakepit runs show {id} --calls --after {}",
+            seen[199].0
+        )),
+        "{page}"
+    );
+
+    let out = snakepit(dir.path(), &["runs", "show", &id, "--limit", "5"]);
+    assert_eq!(out.status.code(), Some(2), "--limit needs --calls");
+}
+
 /// Starts `run hang`, SIGKILLs the CLI once the step is running, and checks that the
 /// next start shows the run interrupted.
 fn killed_mid_step(state: Option<&str>) {

@@ -23,7 +23,8 @@
 //! A step that fails after its retries fails the run; later steps are `skipped`.
 //!
 //! [`AuditLog::attach`] keeps the connectors' audit records (each tagged with the run
-//! id of the call that made it) in the same database, table `audit`.
+//! id of the call that made it) in the same database, table `audit`: a bounded queue
+//! and one writer that writes what is queued in one transaction, in order.
 //!
 //! All time goes through the [`Clock`] trait: [`SystemClock`] in production,
 //! [`ManualClock`] in tests of backoff and scheduling.

@@ -18,6 +18,10 @@
 //! owner still holds. [`State::open_as`] gives a state its own owner identity (several
 //! nodes in one process, in tests).
 //!
+//! The audit log (module `audit`) is written in batches ([`State::insert_audit`]); a
+//! run's record sums its calls up per package, connector and target ([`CallSummary`])
+//! and [`State::calls`] lists them a page at a time, keyed by the audit row id.
+//!
 //! Every write happens when the thing it records happens (a run queued, started,
 //! finished; a step's attempt started and ended; a batch of log lines), so a supervisor
 //! killed mid-run loses at most the log lines of its last unflushed batch. Each run
@@ -50,6 +54,7 @@ use serde::Serialize;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+pub use audit::{AuditEntry, AuditRow, CallPage, CallSummary};
 pub use owner::Owner;
 
 /// The state url when `[runtime] state` is not set, relative to the apps dir.
@@ -356,8 +361,12 @@ pub struct RunRecord {
     pub run: Run,
     pub steps: Vec<Step>,
     pub logs: Vec<LogLine>,
-    /// The connector calls its steps made, from the audit log.
-    pub connector_calls: Vec<AuditRow>,
+    /// The connector calls its steps made, from the audit log: one entry per package,
+    /// connector and target (`snakepit runs show ID --calls` lists each call).
+    pub connector_calls: Vec<CallSummary>,
+    /// Audit records of this run that the history did not keep up with (counted, not
+    /// written; 0 normally).
+    pub connector_calls_dropped: u64,
 }
 
 /// Which runs to list: the latest `limit` (at least 1), of `job` or of all jobs.
@@ -387,24 +396,6 @@ pub struct StepEnd {
     pub error: Option<StepError>,
 }
 
-/// One connector call for the audit log (never parameter values).
-#[derive(Debug, Clone)]
-pub struct AuditEntry<'a> {
-    pub time: DateTime<Utc>,
-    /// The plugin package that made the call.
-    pub package: &'a str,
-    pub call_id: u64,
-    pub run_id: Option<&'a str>,
-    pub connector: &'a str,
-    /// The query or endpoint name.
-    pub target: &'a str,
-    /// Rows returned or affected, when that is known.
-    pub rows: Option<u64>,
-    pub duration_us: u64,
-    /// "ok", "denied", "error: ...".
-    pub outcome: &'a str,
-}
-
 #[derive(Clone)]
 enum Db {
     Sqlite(SqlitePool),
@@ -420,6 +411,8 @@ macro_rules! with_db {
         }
     };
 }
+
+mod audit;
 
 /// The run history and audit log of an install. Cheap to clone.
 #[derive(Clone)]
@@ -977,8 +970,8 @@ impl State {
         Ok(rows.into_iter().map(Run::from).collect())
     }
 
-    /// A run with its steps and logs, by its id or a prefix of it that names one run.
-    pub async fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
+    /// The run named by `id` or a prefix of it that names one run.
+    async fn find_run(&self, id: &str) -> Result<Option<Run>, StateError> {
         let found: Vec<RunRow> = with_db!(self, p => {
             sqlx::query_as(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, length($1)) = $1 \
@@ -988,19 +981,24 @@ impl State {
             .fetch_all(p)
             .await?
         });
-        let run = match found.len() {
-            0 => return Ok(None),
-            1 => found.into_iter().next().map(Run::from),
-            _ if found[0].id == id => found.into_iter().next().map(Run::from),
-            _ => {
-                return Err(StateError::Ambiguous {
-                    prefix: id.to_owned(),
-                    matches: found.into_iter().map(|r| r.id).collect(),
-                })
-            }
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.into_iter().next().map(Run::from)),
+            _ if found[0].id == id => Ok(found.into_iter().next().map(Run::from)),
+            _ => Err(StateError::Ambiguous {
+                prefix: id.to_owned(),
+                matches: found.into_iter().map(|r| r.id).collect(),
+            }),
+        }
+    }
+
+    /// A run with its steps, logs and the summary of its connector calls, by its id or
+    /// a prefix of it that names one run.
+    pub async fn run(&self, id: &str) -> Result<Option<RunRecord>, StateError> {
+        let Some(run) = self.find_run(id).await? else {
+            return Ok(None);
         };
-        let Some(run) = run else { return Ok(None) };
-        let (steps, logs, connector_calls): (Vec<StepRow>, Vec<LogLine>, Vec<AuditRow>) = with_db!(self, p => {
+        let (steps, logs): (Vec<StepRow>, Vec<LogLine>) = with_db!(self, p => {
             let steps = sqlx::query_as::<_, StepRow>(
                 "SELECT position, name, status, attempts, result, error_type, error_message, \
                  error_traceback, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
@@ -1015,19 +1013,15 @@ impl State {
             .bind(&run.id)
             .fetch_all(p)
             .await?;
-            let calls = sqlx::query_as::<_, AuditRow>(&format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit WHERE run_id = $1 ORDER BY id"
-            ))
-            .bind(&run.id)
-            .fetch_all(p)
-            .await?;
-            (steps, logs, calls)
+            (steps, logs)
         });
+        let (connector_calls, connector_calls_dropped) = self.call_summary(&run.id).await?;
         Ok(Some(RunRecord {
             run,
             steps: steps.into_iter().map(Step::from).collect(),
             logs,
             connector_calls,
+            connector_calls_dropped,
         }))
     }
 
@@ -1073,42 +1067,6 @@ impl State {
         Ok(n == 1)
     }
 
-    /// Appends one connector call to the audit log.
-    pub async fn insert_audit(&self, e: &AuditEntry<'_>) -> Result<(), StateError> {
-        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        with_db!(self, p => {
-            sqlx::query(
-                "INSERT INTO audit (time, package, call_id, run_id, connector, target, row_count, \
-                 duration_us, outcome) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            )
-            .bind(e.time)
-            .bind(e.package)
-            .bind(int(e.call_id))
-            .bind(e.run_id)
-            .bind(e.connector)
-            .bind(e.target)
-            .bind(e.rows.map(int))
-            .bind(int(e.duration_us))
-            .bind(e.outcome)
-            .execute(p)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// The audit log, newest first.
-    pub async fn audit(&self, limit: u32) -> Result<Vec<AuditRow>, StateError> {
-        let rows = with_db!(self, p => {
-            sqlx::query_as::<_, AuditRow>(&format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT $1"
-            ))
-            .bind(i64::from(limit))
-            .fetch_all(p)
-            .await?
-        });
-        Ok(rows)
-    }
-
     /// Closes the database connections.
     pub async fn close(&self) {
         with_db!(self, p => p.close().await);
@@ -1141,24 +1099,6 @@ impl Recovered {
 pub struct ClaimedRun {
     pub run: Run,
     pub step_attempts: Vec<i64>,
-}
-
-/// The columns of [`AuditRow`].
-const AUDIT_COLUMNS: &str =
-    "time, package, call_id, run_id, connector, target, row_count, duration_us, outcome";
-
-/// One row of the audit log as read back.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AuditRow {
-    pub time: DateTime<Utc>,
-    pub package: String,
-    pub call_id: i64,
-    pub run_id: Option<String>,
-    pub connector: String,
-    pub target: String,
-    pub row_count: Option<i64>,
-    pub duration_us: i64,
-    pub outcome: String,
 }
 
 /// How many times a claim is tried again after it lost a race for a job.

@@ -86,3 +86,16 @@ def reissue(*, period: str, dry_run: bool = False, **ctx) -> dict:
     for draft in drafts:
         billing.run("issue-invoice:write", id=draft["id"])
     return {"rows_affected": len(drafts)}
+
+
+def lookups(*, n: int, **ctx) -> dict:
+    """Runs the named query "one" n times, then a query that does not exist once (an
+    audited failure): a run with many connector calls."""
+    billing = ctx["connectors"].sql("billing")
+    for i in range(n):
+        billing.run("one", id=i + 1)
+    try:
+        billing.run("missing")
+    except Exception as e:  # noqa: BLE001 - the failure is the point
+        return {"calls": n, "failed": type(e).__name__}
+    return {"calls": n, "failed": None}
