@@ -73,6 +73,8 @@
 mod audit;
 mod clock;
 mod jobset;
+mod observe;
+mod report;
 mod runner;
 mod scheduler;
 mod template;
@@ -80,6 +82,8 @@ mod template;
 pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use jobset::{JobDef, JobSet, StepDef};
+pub use observe::RunObserver;
+pub use report::job_reports;
 pub use runner::{
     backoff_delay, retryable, step_error, Halt, HaltSignal, QueuedRun, RunError, RunEvent,
     RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
