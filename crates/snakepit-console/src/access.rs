@@ -207,7 +207,9 @@ pub async fn guard(State(access): State<Access>, req: Request<Body>, next: Next)
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // `same-origin`, not `no-referrer`: with the latter a browser sends `Origin: null`
+        // on the login form, and the CSRF check could not tell it from another site.
+        (header::REFERRER_POLICY, "same-origin"),
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",

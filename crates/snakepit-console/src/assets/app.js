@@ -15,7 +15,7 @@ function h(tag, attrs, ...children) {
     else if (k === "class") el.className = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -61,6 +61,11 @@ function table(headers, rows) {
         return h("th", { class: cls }, label);
       }))),
       h("tbody", {}, rows)));
+}
+
+// Replaces the page's content; lists are flattened, nulls left out.
+function show(...nodes) {
+  main.replaceChildren(...nodes.flat(Infinity).filter((n) => n !== null && n !== undefined && n !== false));
 }
 
 function fail(e) {
@@ -123,7 +128,7 @@ async function runsPage() {
     next.set("after", data.next);
     pager.append(h("button", { class: "secondary", onclick: () => { location.hash = "#/runs?" + next; } }, "Older »"));
   }
-  main.replaceChildren(
+  show(
     h("h1", {}, "Runs"),
     form,
     data.runs.length
@@ -178,7 +183,7 @@ async function runPage(id) {
     h("dt", {}, "Finished"), h("dd", {}, time(r.finished_at) + " (" + duration(r.started_at, r.finished_at) + ")"),
     h("dt", {}, "Params"), h("dd", {}, Object.keys(r.params || {}).join(", ") || "none"),
     r.error ? [h("dt", {}, "Error"), h("dd", { class: "error" }, r.error)] : []);
-  const steps = r.steps.map((s) => [
+  const steps = r.steps.map((s) =>
     h("tr", {},
       h("td", { class: "num" }, s.position + 1),
       h("td", {}, s.name),
@@ -189,12 +194,11 @@ async function runPage(id) {
         s.result !== null && s.result !== undefined ? h("pre", {}, JSON.stringify(s.result, null, 2)) : null,
         s.error ? h("div", {},
           h("div", { class: "error" }, s.error.type + ": " + s.error.message),
-          s.error.traceback ? h("pre", {}, s.error.traceback) : null) : null)),
-  ]);
+          s.error.traceback ? h("pre", {}, s.error.traceback) : null) : null)));
   const calls = summary(r.connectors || r.connector_calls);
   const log = h("div", { id: "log" });
   const live = h("span", { id: "live" });
-  main.replaceChildren(
+  show(
     h("h1", {}, "Run ", h("span", { class: "mono" }, r.id)),
     h("div", { class: "card" }, facts),
     h("h2", {}, "Steps"),
@@ -282,7 +286,7 @@ async function jobsPage() {
       } }, "Run now")));
     return row;
   });
-  main.replaceChildren(
+  show(
     h("h1", {}, "Jobs"),
     jobs.length ? table(["Job", "Schedule", "Next tick (UTC)", "Last run", ["Steps", "hide-narrow"], ""], rows)
       : h("p", { class: "muted" }, "No jobs.toml defines a job."));
@@ -324,7 +328,7 @@ async function poolsPage() {
         " (generation " + c.generation + ", pid " + (c.pid === null ? "-" : c.pid) + "): " + c.what),
       c.stderr.length ? h("pre", {}, c.stderr.join("\n")) : null));
   const open = new Set([...main.querySelectorAll("details[open]")].map((d) => d.closest("[data-pool]").dataset.pool));
-  main.replaceChildren(
+  show(
     h("h1", {}, "Pools and workers"),
     h("p", {}, "Generation " + s.generation + " serving since " + time(s.since) + ". Serve pid " + s.pid + ", up " + Math.round(s.uptime_secs) + " s."),
     s.pools.map(poolCard),
@@ -353,7 +357,7 @@ async function reloadPage(outcome) {
       await reloadPage({ reply: "error", message: e.message });
     }
   } }, "Reload");
-  main.replaceChildren(
+  show(
     h("h1", {}, "Reload"),
     outcome ? h("div", { class: "notice" + (outcome.reply === "reloaded" ? "" : " bad"), id: "reload-outcome" },
       outcome.reply === "reloaded" ? "Generation " + outcome.generation + " serves."
@@ -382,7 +386,7 @@ async function connectorsPage() {
     h("td", { class: "num" }, (a.max_us / 1000).toFixed(2))));
   const pick = h("select", { onchange: (ev) => { location.hash = "#/connectors?hours=" + ev.target.value; } },
     [1, 24, 168, 720].map((n) => h("option", { value: n, selected: String(n) === hours }, n === 1 ? "last hour" : n === 24 ? "last day" : n === 168 ? "last week" : "last 30 days")));
-  main.replaceChildren(
+  show(
     h("h1", {}, "Connector activity"),
     h("h2", {}, "Connectors"),
     d.connectors.length ? table(["Name", "Kind", "URL"], d.connectors.map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.kind), h("td", { class: "mono wrap" }, c.url))))
@@ -414,7 +418,7 @@ async function route() {
     else if (page === "pools") { await poolsPage(); timer = setInterval(() => poolsPage().catch(fail), 2000); }
     else if (page === "reload") await reloadPage();
     else if (page === "connectors") await connectorsPage();
-    else main.replaceChildren(h("p", {}, "No such page."));
+    else show(h("p", {}, "No such page."));
   } catch (e) { fail(e); }
 }
 
