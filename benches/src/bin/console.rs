@@ -87,7 +87,13 @@ async fn fill_history(db: &std::path::Path, n: usize) {
         .unwrap();
     let mut tx = conn.begin().await.unwrap();
     let now = Utc::now();
-    let statuses = ["succeeded", "succeeded", "succeeded", "failed", "interrupted"];
+    let statuses = [
+        "succeeded",
+        "succeeded",
+        "succeeded",
+        "failed",
+        "interrupted",
+    ];
     for i in 0..n {
         let at: DateTime<Utc> = now - chrono::Duration::minutes(i as i64 + 10);
         let end = at + chrono::Duration::seconds(3);
@@ -286,7 +292,10 @@ async fn main() {
         scraper.abort();
     }
     let streamed = streamed.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(streamed > 0, "the live log streamed nothing: the job did not run");
+    assert!(
+        streamed > 0,
+        "the live log streamed nothing: the job did not run"
+    );
     // 4. One observation of a call, alone.
     const N: u32 = 1_000_000;
     let began = Instant::now();

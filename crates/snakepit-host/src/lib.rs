@@ -15,6 +15,10 @@
 //! finishes its calls; no call fails because of a reload. [`Watcher`] reloads on a pip
 //! upgrade or an edit under `plugins/`; [`control`] is the control socket of
 //! `snakepit serve`; [`Host::status`] reports pools, workers and the last reload.
+//! [`Host::events`] merges the worker events of every generation's pools, and
+//! [`Host::observe_calls`] tells a [`CallObserver`] of each call as it ends: what the
+//! web console's metrics and crash list read. [`Install::http`] resolves `[runtime]
+//! http` and `http_token`.
 //!
 //! # Example
 //!

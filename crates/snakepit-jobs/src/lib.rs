@@ -25,6 +25,13 @@
 //! [`AuditLog::attach`] keeps the connectors' audit records (each tagged with the run
 //! id of the call that made it) in the same database, table `audit`.
 //!
+//! A run queued with [`Runner::enqueue_for_any_node`] (the web console's "Run now") is
+//! owned by no one, like a scheduled run, and claimed by whichever node's scheduler
+//! looks next ([`Scheduler::wake`] makes this node's look at once), with the params it
+//! was queued with. A [`RunObserver`] ([`Scheduler::observe`]) is told of each claim
+//! (with the lag behind its due time) and each run's end: the console's metrics.
+//! [`job_reports`] is what `snakepit jobs`, `status` and the console show of the jobs.
+//!
 //! All time goes through the [`Clock`] trait: [`SystemClock`] in production,
 //! [`ManualClock`] in tests of backoff and scheduling.
 //!
