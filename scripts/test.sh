@@ -14,6 +14,17 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpac
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
 fi
 
+echo "== headless Chromium for the web console's browser tests"
+# Debian's packages; the browser tests fail (not skip) without them when CI is set.
+if ! command -v chromedriver >/dev/null 2>&1 || ! { command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; }; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "chromium and chromedriver are missing: apt-get install chromium chromium-driver (as root)" >&2
+    fi
+fi
+
 echo "== database servers"
 bash scripts/services.sh
 

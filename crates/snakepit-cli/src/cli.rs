@@ -98,9 +98,17 @@ pub enum Command {
         /// stopped.
         #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
         graceful_timeout: Duration,
+        /// Serve the web console, /metrics, /healthz and /readyz on ADDR, e.g.
+        /// 127.0.0.1:8650 (default: [runtime] http; an address other than loopback needs
+        /// [runtime] http_token).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
-    /// The running serve's pools, workers, generation and last reload.
+    /// The running serve's pools, workers, generation, last reload, and jobs with their
+    /// next ticks.
     Status,
+    /// The install's jobs: schedule, next tick, last run (with --json, a list).
+    Jobs,
     /// Ask the running serve to reload: 0 once the new generation serves, 1 with the
     /// problems (the previous generation keeps serving).
     Reload,
@@ -204,7 +212,11 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         Command::Dispatch { event, payload } => {
             crate::host_cmds::dispatch(load()?, &event, payload.as_deref(), args.json).await
         }
-        Command::Serve { graceful_timeout } => crate::serve::run(load()?, graceful_timeout).await,
+        Command::Serve {
+            graceful_timeout,
+            http,
+        } => crate::serve::run(load()?, graceful_timeout, http.as_deref()).await,
+        Command::Jobs => crate::jobs::list(load()?, args.json).await,
         Command::Status => crate::remote::status(&dir()?, args.json).await,
         Command::Reload => crate::remote::reload(&dir()?, args.json).await,
         Command::Run { job, params, user } => {

@@ -8,10 +8,12 @@ mod call;
 mod cli;
 mod error;
 mod host_cmds;
+mod jobs;
 mod remote;
 mod run;
 mod runs;
 mod serve;
+mod table;
 mod timing;
 
 use std::process::ExitCode;
@@ -50,7 +52,10 @@ fn init_tracing(verbose: u8, quiet: bool, serving: bool) {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         // A serve reports its reloads (and their problems) and dying workers.
-        (false, 0) if serving => "warn,snakepit_host=info",
+        // And each run's start and end, and the web console's address and actions.
+        (false, 0) if serving => {
+            "warn,snakepit_host=info,snakepit_jobs::runner=info,snakepit_console=info"
+        }
         // The outcome of a call is reported on its own; supervisor warnings (a worker
         // died, was recycled) are for -v.
         (false, 0) => "error",

@@ -418,3 +418,57 @@ fn the_serve_refuses_its_own_workers_on_the_control_socket() {
     );
     assert_eq!(serve.stop().status.code(), Some(0));
 }
+
+#[test]
+fn a_console_beyond_loopback_without_a_token_is_refused_before_anything_starts() {
+    let dir = apps("[runtime]\nworkers = 1\n");
+    let out = snakepit(dir.path(), &["serve", "--http", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("app.toml")
+            && err.contains("--http 0.0.0.0:0 is not a loopback address")
+            && err.contains("http_token"),
+        "{err}"
+    );
+    // Nothing was started: no serve lock was taken.
+    assert!(!dir.path().join(".snakepit/serve.lock").exists());
+}
+
+#[test]
+fn jobs_lists_schedule_next_tick_and_last_run_and_status_shows_them() {
+    let dir = apps("[runtime]\nworkers = 1\n");
+    std::fs::write(
+        dir.path().join("jobs.toml"),
+        "[[jobs]]\nname = \"greet\"\nschedule = \"0 2 1 * *\"\nparams = { name = \"ada\" }\n[[jobs.steps]]\nname = \"s\"\ntype = \"python\"\ncallable = \"demo.calls:hello\"\nkwargs = { name = \"${params.name}\" }\n",
+    )
+    .unwrap();
+    let out = snakepit(dir.path(), &["jobs", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(jobs[0]["name"], "greet");
+    assert_eq!(jobs[0]["schedule"], "0 2 1 * *");
+    assert!(jobs[0]["next_tick"]
+        .as_str()
+        .unwrap()
+        .ends_with("T02:00:00Z"));
+    assert_eq!(jobs[0]["last_run"], serde_json::Value::Null);
+    assert_eq!(jobs[0]["params"], serde_json::json!(["name"]));
+    let run = snakepit(dir.path(), &["run", "greet"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let table = text(&snakepit(dir.path(), &["jobs"]).stdout);
+    assert!(table.starts_with("JOB"), "{table}");
+    assert!(
+        table.contains("greet") && table.contains("succeeded"),
+        "{table}"
+    );
+    let serve = Serve::start(dir.path());
+    let status = text(&snakepit(dir.path(), &["status"]).stdout);
+    assert!(
+        status.contains("jobs\n  greet: \"0 2 1 * *\" (UTC); next ")
+            && status.contains("succeeded (manual"),
+        "{status}"
+    );
+    assert_eq!(status_json(dir.path())["jobs"][0]["name"], "greet");
+    assert!(serve.stop().status.success());
+}

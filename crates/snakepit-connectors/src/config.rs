@@ -402,7 +402,9 @@ pub(crate) fn key(k: &str) -> String {
 }
 
 /// Fills `${VAR}`s from `env`; returns the text and the variables used (name, value).
-fn expand_vars(
+/// An error is a sentence that reads after the setting's name (and masks a URL's
+/// password): `uses ${CRM_TOKEN}, which is not set in the supervisor's environment; …`.
+pub fn expand_vars(
     s: &str,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<(String, Vec<(String, String)>), String> {

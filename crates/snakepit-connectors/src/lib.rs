@@ -66,8 +66,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use audit::{AuditRecord, AuditSink, Outcome};
 pub use config::{
-    mask_url, ApiConfig, Backend, ConnectorsConfig, Endpoint, LoadError, PathPart, Secret,
-    SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    expand_vars, mask_url, ApiConfig, Backend, ConnectorsConfig, Endpoint, LoadError, PathPart,
+    Secret, SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use grants::{Grant, Grants};
 pub use params::{Dialect, NamedSql};
@@ -236,6 +236,16 @@ impl Connectors {
     /// set before.
     pub fn set_audit_sink(&self, sink: impl AuditSink) {
         *self.inner.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(sink));
+    }
+
+    /// The sink set last, to wrap: a second consumer of the records (metrics) calls it
+    /// and sets itself.
+    pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
+        self.inner
+            .sink
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The number of transactions open now (held by calls that have not ended).

@@ -56,6 +56,12 @@ pub struct RuntimeTable {
     pub state: Option<String>,
     /// The IANA time zone of cron schedules and job templates (default UTC).
     pub timezone: Option<String>,
+    /// Where `snakepit serve` serves the web console, `/metrics`, `/healthz` and
+    /// `/readyz` (see [`Install::http`]).
+    pub http: Option<String>,
+    /// The token the console asks for, usually `"${VAR}"`; needed for any address
+    /// other than loopback.
+    pub http_token: Option<String>,
 }
 
 impl RuntimeTable {
@@ -70,6 +76,27 @@ impl RuntimeTable {
         }
     }
 }
+
+/// Where the web console listens and the token it asks for: `[runtime] http` and
+/// `http_token`, resolved (see [`Install::http`]). `Debug` does not show the token.
+#[derive(Clone)]
+pub struct HttpSettings {
+    pub addr: std::net::SocketAddr,
+    /// Required of every request when set; always set for a non-loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+/// The shortest console token accepted.
+pub const MIN_HTTP_TOKEN: usize = 16;
 
 /// The settings of a pool: `[runtime]` for "default", `[pools.NAME]` for the others.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -179,6 +206,20 @@ pub struct PluginGrants {
     pub write: Option<bool>,
     pub raw_pools: Option<Vec<String>>,
     pub pool: Option<String>,
+}
+
+/// `host:port` as a socket address: an IP, or a name that resolves (`localhost`).
+fn resolve_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address ({e})"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
@@ -368,6 +409,49 @@ impl Install {
         })
     }
 
+    /// Where the web console listens: `flag` (`serve --http ADDR`), else `[runtime] http`,
+    /// else nowhere (None). Its token is `[runtime] http_token` with its `${VAR}`s filled
+    /// from the environment. An address other than loopback without a token, a token
+    /// shorter than [`MIN_HTTP_TOKEN`] or a `${VAR}` that is not set is an error naming
+    /// the setting and the fix.
+    pub fn http(&self, flag: Option<&str>) -> Result<Option<HttpSettings>, HostError> {
+        let config = |reason: String| HostError::Config {
+            file: self.app_toml.clone(),
+            reason,
+        };
+        let runtime = &self.config.runtime;
+        let (text, what) = match (flag, &runtime.http) {
+            (Some(f), _) => (f, format!("--http {f}")),
+            (None, Some(h)) => (h.as_str(), format!("[runtime] http = {h:?}")),
+            (None, None) => return Ok(None),
+        };
+        let addr = resolve_addr(text).map_err(|e| {
+            config(format!(
+                "{what}: {e}; give an address and port, e.g. \"127.0.0.1:8650\""
+            ))
+        })?;
+        let token = match &runtime.http_token {
+            None => None,
+            Some(t) => {
+                let (token, _) = snakepit_connectors::expand_vars(t, &|v| std::env::var(v).ok())
+                    .map_err(|e| config(format!("[runtime] http_token {e}")))?;
+                if token.chars().count() < MIN_HTTP_TOKEN {
+                    return Err(config(format!(
+                        "[runtime] http_token is {} characters long; a console token needs at least {MIN_HTTP_TOKEN} (e.g. `openssl rand -hex 32`)",
+                        token.chars().count()
+                    )));
+                }
+                Some(token)
+            }
+        };
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(config(format!(
+                "{what} is not a loopback address, and [runtime] http_token is not set: anyone who reaches it could run jobs; set http_token = \"${{SNAKEPIT_HTTP_TOKEN}}\" in [runtime] (and the variable in the environment), or serve on 127.0.0.1"
+            )));
+        }
+        Ok(Some(HttpSettings { addr, token }))
+    }
+
     /// The `[runtime]` pool settings (those of the "default" pool).
     pub fn runtime(&self) -> PoolSettings {
         self.config.runtime.pool()
@@ -376,6 +460,16 @@ impl Install {
     /// The pool that runs `reference`'s package and its settings: `[plugins.PKG] pool`,
     /// else `[plugins."*"] pool`, else "default" (whose settings are `[runtime]`'s).
     pub fn pool_for(&self, reference: &str) -> (&str, PoolSettings) {
+        let name = self.pool_name(reference);
+        match self.config.pools.get(name) {
+            Some(s) => (name, s.clone()),
+            None => ("default", self.runtime()),
+        }
+    }
+
+    /// The name of the pool that runs `reference`'s package (see [`Install::pool_for`]),
+    /// without its settings.
+    pub fn pool_name(&self, reference: &str) -> &str {
         let module = reference.split(':').next().unwrap_or(reference);
         let package = module.split('.').next().unwrap_or(module);
         let plugins = &self.config.plugins;
@@ -384,9 +478,9 @@ impl Install {
             .and_then(|g| g.pool.as_deref())
             .or_else(|| plugins.get("*").and_then(|g| g.pool.as_deref()))
             .unwrap_or("default");
-        match self.config.pools.get(name) {
-            Some(s) => (name, s.clone()),
-            None => ("default", self.runtime()),
+        match self.config.pools.get_key_value(name) {
+            Some((name, _)) => name,
+            None => "default",
         }
     }
 

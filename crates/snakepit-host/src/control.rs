@@ -184,6 +184,9 @@ pub struct ServeStatus {
     pub watching: Vec<PathBuf>,
     #[serde(flatten)]
     pub host: HostStatus,
+    /// The install's jobs: schedule, next tick, latest run.
+    #[serde(default)]
+    pub jobs: Vec<crate::JobReport>,
 }
 
 impl std::fmt::Display for ServeStatus {
@@ -203,7 +206,14 @@ impl std::fmt::Display for ServeStatus {
         } else {
             writeln!(f, "not watching ([runtime] watch = false)")?;
         }
-        write!(f, "{}", self.host)
+        write!(f, "{}", self.host)?;
+        if !self.jobs.is_empty() {
+            writeln!(f, "jobs")?;
+            for j in &self.jobs {
+                writeln!(f, "  {j}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -334,10 +344,48 @@ pub struct ControlServer {
 }
 
 /// What `status` reports of the serve besides its host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeInfo {
     pub started: SystemTime,
     pub watching: Option<Vec<PathBuf>>,
+    /// The install's jobs as they stand (the scheduler's), when it has a scheduler.
+    pub jobs: Option<JobsReporter>,
+}
+
+/// Reports the jobs of a serve (see [`ServeInfo::jobs`]).
+pub type JobsReporter = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<crate::JobReport>> + Send>>
+        + Send
+        + Sync,
+>;
+
+impl std::fmt::Debug for ServeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeInfo")
+            .field("started", &self.started)
+            .field("watching", &self.watching)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeInfo {
+    /// The serve's state now: `snakepit status --json`, and the web console's.
+    pub async fn status(&self, host: &Host) -> ServeStatus {
+        let jobs = match &self.jobs {
+            Some(report) => report().await,
+            None => Vec::new(),
+        };
+        ServeStatus {
+            pid: std::process::id(),
+            started: format_time(self.started),
+            uptime_secs: (self.started.elapsed().unwrap_or_default().as_secs_f64() * 10.0).round()
+                / 10.0,
+            watch: self.watching.is_some(),
+            watching: self.watching.clone().unwrap_or_default(),
+            host: host.status(),
+            jobs,
+        }
+    }
 }
 
 /// A control socket bound, with the serve lock taken, before the host starts: a second
@@ -567,16 +615,7 @@ async fn serve_connection(
         };
         let sent = match request {
             Request::Status => {
-                let status = ServeStatus {
-                    pid: std::process::id(),
-                    started: format_time(info.started),
-                    uptime_secs: (info.started.elapsed().unwrap_or_default().as_secs_f64() * 10.0)
-                        .round()
-                        / 10.0,
-                    watch: info.watching.is_some(),
-                    watching: info.watching.clone().unwrap_or_default(),
-                    host: host.status(),
-                };
+                let status = info.status(&host).await;
                 send(
                     &mut stream,
                     &Reply::Status {

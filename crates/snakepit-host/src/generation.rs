@@ -61,9 +61,34 @@ impl Generation {
         })
     }
 
+    /// Sends its pools' worker events to `to` (see [`crate::Host::events`]), until the
+    /// pools are gone.
+    pub(crate) fn forward_events(
+        &self,
+        to: &tokio::sync::broadcast::Sender<snakepit::WorkerEvent>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        for pool in self.pools.values() {
+            let (mut rx, to) = (pool.events(), to.clone());
+            tokio::spawn(async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => {
+                            let _ = to.send(event);
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::debug!(missed = n, "worker events: a forwarder fell behind")
+                        }
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+    }
+
     /// The pool that runs `reference`'s package.
     pub(crate) fn pool_for(&self, reference: &str) -> &Pool {
-        &self.pools[self.install.pool_for(reference).0]
+        &self.pools[self.install.pool_name(reference)]
     }
 
     /// Validates, in a worker, every reference app.toml and the jobs.toml files name, and

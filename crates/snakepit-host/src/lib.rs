@@ -15,6 +15,10 @@
 //! finishes its calls; no call fails because of a reload. [`Watcher`] reloads on a pip
 //! upgrade or an edit under `plugins/`; [`control`] is the control socket of
 //! `snakepit serve`; [`Host::status`] reports pools, workers and the last reload.
+//! [`Host::events`] merges the worker events of every generation's pools, and
+//! [`Host::observe_calls`] tells a [`CallObserver`] of each call as it ends: what the
+//! web console's metrics and crash list read. [`Install::http`] resolves `[runtime]
+//! http` and `http_token`.
 //!
 //! # Example
 //!
@@ -67,17 +71,18 @@ mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
-use snakepit::{Call, CallError, Map, Pool, RawValue, Value};
+use snakepit::{Call, CallError, Map, Pool, RawValue, Value, WorkerEvent};
+use tokio::sync::broadcast;
 
 use generation::Generation;
 
 pub use config::{
-    parse_app_toml, parse_duration, parse_size, AppToml, Auth, Install, Isolation, PluginGrants,
-    PoolSettings, RuntimeTable,
+    parse_app_toml, parse_duration, parse_size, AppToml, Auth, HttpSettings, Install, Isolation,
+    PluginGrants, PoolSettings, RuntimeTable, MIN_HTTP_TOKEN,
 };
 pub use jobs::{
     check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
@@ -86,8 +91,8 @@ pub use jobs::{
 /// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
 pub use snakepit_connectors as connectors;
 pub use status::{
-    format_time, EnforcedReport, HostStatus, IsolationReport, LandlockReport, PoolReport,
-    ReloadReport, RetiringStatus, WorkerReport,
+    format_time, EnforcedReport, HostStatus, IsolationReport, JobReport, LandlockReport, LastRun,
+    PoolReport, ReloadReport, RetiringStatus, WorkerReport,
 };
 pub use watch::{site_packages, Watcher, DEFAULT_QUIET};
 
@@ -102,6 +107,14 @@ pub fn call_context(mut context: Map) -> Map {
         }
     }
     context
+}
+
+/// Told of every call a [`Host`] makes, as it ends (see [`Host::observe_calls`]). Called
+/// on the caller's task: do not block.
+pub trait CallObserver: Send + Sync + 'static {
+    /// A call in pool `pool` ended after `took`: `outcome` is `ok` or the error's
+    /// [`CallError::kind`].
+    fn call_ended(&self, pool: &str, outcome: &str, took: Duration);
 }
 
 /// The context keys the password validator receives (SPEC §2).
@@ -224,6 +237,9 @@ pub struct Host {
     log: Mutex<ReloadLog>,
     /// Called with each new generation's install before it takes calls.
     on_generation: Mutex<Vec<GenerationHook>>,
+    /// The worker events of every generation's pools (see [`Host::events`]).
+    events: broadcast::Sender<WorkerEvent>,
+    calls: OnceLock<Arc<dyn CallObserver>>,
 }
 
 /// See [`Host::on_new_generation`].
@@ -294,6 +310,8 @@ impl Host {
         // Install::load records an interpreter given explicitly as coming from "--python".
         let python = (install.python_from == "--python").then(|| install.python.clone());
         let generation = Generation::start(install, 1).await?;
+        let events = broadcast::channel(1024).0;
+        generation.forward_events(&events);
         Ok(Host {
             dir,
             python,
@@ -303,7 +321,25 @@ impl Host {
             retiring: Mutex::new(Vec::new()),
             log: Mutex::new(ReloadLog::default()),
             on_generation: Mutex::new(Vec::new()),
+            events,
+            calls: OnceLock::new(),
         })
+    }
+
+    /// The worker events (ready, exited with its stderr tail, retired, backoff) of every
+    /// pool of the serving generation and of each one a reload starts. A receiver that
+    /// falls more than 1024 events behind loses the oldest (`Lagged`).
+    pub fn events(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells `observer` of every call the host makes from now on (once per host: a
+    /// second observer is refused and returned).
+    pub fn observe_calls(
+        &self,
+        observer: Arc<dyn CallObserver>,
+    ) -> Result<(), Arc<dyn CallObserver>> {
+        self.calls.set(observer)
     }
 
     fn current(&self) -> Arc<Generation> {
@@ -383,7 +419,20 @@ impl Host {
         call: Call,
     ) -> Result<RawValue, CallError> {
         loop {
-            match generation.pool_for(reference).submit_ref(&call).await {
+            let began = Instant::now();
+            let result = generation.pool_for(reference).submit_ref(&call).await;
+            if let Some(o) = self.calls.get() {
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                o.call_ended(
+                    generation.install.pool_name(reference),
+                    outcome,
+                    began.elapsed(),
+                );
+            }
+            match result {
                 Err(CallError::ShutDown) => {
                     let current = self.current();
                     if current.number == generation.number {
@@ -449,6 +498,7 @@ impl Host {
         };
         let result = match outcome {
             Ok(generation) => {
+                generation.forward_events(&self.events);
                 let hooks = lock(&self.on_generation).clone();
                 for hook in hooks {
                     hook(&generation.install);

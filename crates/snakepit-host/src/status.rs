@@ -30,6 +30,53 @@ pub struct HostStatus {
     pub last_reload: Option<ReloadReport>,
 }
 
+/// A job of the install, as `snakepit jobs`, `snakepit status` and the web console show
+/// it. Its params are named, never their values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobReport {
+    pub name: String,
+    /// The cron expression; None for a job that only runs when asked.
+    pub schedule: Option<String>,
+    /// The time zone of the schedule (`[runtime] timezone`).
+    pub timezone: String,
+    /// The next cron tick (RFC 3339, UTC).
+    pub next_tick: Option<String>,
+    /// The names of its params.
+    pub params: Vec<String>,
+    /// The names of its steps, in order.
+    pub steps: Vec<String>,
+    /// Its latest run in the history.
+    pub last_run: Option<LastRun>,
+}
+
+/// The latest run of a job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastRun {
+    pub id: String,
+    pub trigger: String,
+    pub status: String,
+    /// When it was queued (RFC 3339, UTC).
+    pub queued_at: String,
+    /// When it ended, if it did.
+    pub finished_at: Option<String>,
+}
+
+impl fmt::Display for JobReport {
+    /// One line: name, schedule, next tick, last run.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let schedule = match &self.schedule {
+            Some(s) => format!("{s:?} ({})", self.timezone),
+            None => "no schedule".to_owned(),
+        };
+        let next = self.next_tick.as_deref().unwrap_or("-");
+        let last = match &self.last_run {
+            Some(r) => format!("{} {} ({}, {})", r.id, r.status, r.trigger, r.queued_at),
+            None => "never run".to_owned(),
+        };
+        write!(f, "{}: {schedule}; next {next}; last {last}", self.name)
+    }
+}
+
 /// A replaced generation that has calls in hand.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RetiringStatus {

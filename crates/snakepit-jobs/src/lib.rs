@@ -26,6 +26,13 @@
 //! id of the call that made it) in the same database, table `audit`: a bounded queue
 //! and one writer that writes what is queued in one transaction, in order.
 //!
+//! A run queued with [`Runner::enqueue_for_any_node`] (the web console's "Run now") is
+//! owned by no one, like a scheduled run, and claimed by whichever node's scheduler
+//! looks next ([`Scheduler::wake`] makes this node's look at once), with the params it
+//! was queued with. A [`RunObserver`] ([`Scheduler::observe`]) is told of each claim
+//! (with the lag behind its due time) and each run's end: the console's metrics.
+//! [`job_reports`] is what `snakepit jobs`, `status` and the console show of the jobs.
+//!
 //! All time goes through the [`Clock`] trait: [`SystemClock`] in production,
 //! [`ManualClock`] in tests of backoff and scheduling.
 //!
@@ -74,6 +81,8 @@
 mod audit;
 mod clock;
 mod jobset;
+mod observe;
+mod report;
 mod runner;
 mod scheduler;
 mod template;
@@ -81,6 +90,8 @@ mod template;
 pub use audit::AuditLog;
 pub use clock::{Clock, ManualClock, Sleep, SystemClock};
 pub use jobset::{JobDef, JobSet, StepDef};
+pub use observe::RunObserver;
+pub use report::job_reports;
 pub use runner::{
     backoff_delay, retryable, step_error, Halt, HaltSignal, QueuedRun, RunError, RunEvent,
     RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::jobset::{JobDef, JobSet, StepDef};
+use crate::observe::RunObserver;
 use crate::template::TemplateContext;
 
 /// The first retry delay; exponential backoff doubles it per attempt.
@@ -244,6 +245,7 @@ pub struct Runner {
     state: State,
     clock: Arc<dyn Clock>,
     renew_every: Duration,
+    observer: Option<Arc<dyn RunObserver>>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -271,7 +273,14 @@ impl Runner {
             state,
             clock,
             renew_every: LEASE_RENEW,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` of every run this runner claims and ends.
+    pub fn observe(mut self, observer: Arc<dyn RunObserver>) -> Runner {
+        self.observer = Some(observer);
+        self
     }
 
     /// How often the leases of running runs are renewed, in real time (default
@@ -294,6 +303,30 @@ impl Runner {
         jobs: &JobSet,
         req: RunRequest,
     ) -> Result<Option<QueuedRun>, RunError> {
+        self.record(jobs, req, false).await
+    }
+
+    /// Records a run of `req.job` as queued and owned by no one: whichever node's
+    /// scheduler looks next claims and executes it ([`Runner::claim`], with the params
+    /// recorded here). Returns the run's id.
+    pub async fn enqueue_for_any_node(
+        &self,
+        jobs: &JobSet,
+        req: RunRequest,
+    ) -> Result<String, RunError> {
+        let (job, tick) = (req.job.clone(), req.scheduled_for);
+        match self.record(jobs, req, true).await? {
+            Some(run) => Ok(run.id),
+            None => Err(RunError::Duplicate { job, tick }),
+        }
+    }
+
+    async fn record(
+        &self,
+        jobs: &JobSet,
+        req: RunRequest,
+        any_node: bool,
+    ) -> Result<Option<QueuedRun>, RunError> {
         let Some(job) = jobs.get(&req.job) else {
             return Err(RunError::UnknownJob {
                 job: req.job,
@@ -313,7 +346,12 @@ impl Runner {
             queued_at: now,
             steps: job.steps.iter().map(|s| s.name.clone()).collect(),
         };
-        if !self.state.insert_run(&new).await? {
+        let inserted = if any_node {
+            self.state.queue_run(&new).await?
+        } else {
+            self.state.insert_run(&new).await?
+        };
+        if !inserted {
             return Ok(None);
         }
         Ok(Some(QueuedRun {
@@ -356,11 +394,20 @@ impl Runner {
                 "manual" => Trigger::Manual,
                 _ => Trigger::Schedule,
             };
+            if let Some(o) = &self.observer {
+                let lag = (now - run.scheduled_for).to_std().unwrap_or_default();
+                o.run_claimed(&run.job, trigger, lag);
+            }
+            // The params recorded when it was queued (a manual run's overrides).
+            let params = match Value::from_json(&run.params) {
+                Value::Map(m) => m,
+                _ => job.params.clone(),
+            };
             return Ok(Some(QueuedRun {
                 id: run.id,
                 job: job.clone(),
                 trigger,
-                params: job.params.clone(),
+                params,
                 scheduled_for: run.scheduled_for,
                 session_user: run.session_user,
                 timezone: jobs.timezone,
@@ -412,8 +459,9 @@ impl Runner {
         };
         let id = run.id.as_str();
         let job = &run.job;
+        let began = std::time::Instant::now();
         self.state.start_run(id, self.clock.now()).await?;
-        tracing::info!(run_id = id, job = %job.name, "run started");
+        tracing::info!(run_id = id, job = %job.name, trigger = run.trigger.as_str(), "run started");
         emit(RunEvent::Started {
             run_id: run.id.clone(),
             job: job.name.clone(),
@@ -445,7 +493,18 @@ impl Runner {
         self.state
             .finish_run(id, status, error.as_deref(), self.clock.now())
             .await?;
-        tracing::info!(run_id = id, job = %job.name, status = status.as_str(), "run ended");
+        let took = began.elapsed();
+        tracing::info!(
+            run_id = id,
+            job = %job.name,
+            trigger = run.trigger.as_str(),
+            status = status.as_str(),
+            duration_ms = took.as_millis() as u64,
+            "run ended"
+        );
+        if let Some(o) = &self.observer {
+            o.run_ended(&job.name, run.trigger, status, took);
+        }
         emit(RunEvent::Finished { status, error });
         Ok(status)
     }

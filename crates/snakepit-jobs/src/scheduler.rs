@@ -45,6 +45,8 @@ pub struct Scheduler {
     clock: Arc<dyn Clock>,
     jobs: watch::Sender<Arc<JobSet>>,
     grace: Duration,
+    /// [`Scheduler::wake`]: look at the state now.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -69,7 +71,30 @@ impl Scheduler {
             clock,
             jobs: watch::channel(Arc::new(jobs)).0,
             grace: Duration::from_secs(30),
+            wake: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tells `observer` of every run this scheduler claims and ends (see
+    /// [`crate::RunObserver`]).
+    pub fn observe(mut self, observer: Arc<dyn crate::RunObserver>) -> Scheduler {
+        self.runner = self.runner.observe(observer);
+        self
+    }
+
+    /// The jobs it fires now.
+    pub fn jobs(&self) -> Arc<JobSet> {
+        self.jobs.borrow().clone()
+    }
+
+    /// The runner of its runs (the same run history, clock and observer).
+    pub fn runner(&self) -> &Runner {
+        &self.runner
+    }
+
+    /// Makes the running loop look at the state now (a run was queued for any node).
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// How long [`Scheduler::run`] waits, once stopped, for runs in flight to finish
@@ -186,6 +211,7 @@ impl Scheduler {
                 () = self.clock.sleep(wait) => {}
                 Some(done) = runs.join_next() => finished(done),
                 _ = jobs_changed.changed() => {}
+                () = self.wake.notified() => {}
             }
         }
         let drained = tokio::time::timeout(self.grace, async {

@@ -413,6 +413,9 @@ macro_rules! with_db {
 }
 
 mod audit;
+// After `with_db!`, which it uses.
+mod browse;
+pub use browse::{ConnectorActivity, NumberedLine, RunQuery};
 
 /// The run history and audit log of an install. Cheap to clone.
 #[derive(Clone)]
@@ -748,11 +751,22 @@ impl State {
     /// by no one, for a node to claim ([`State::claim_run`]). Returns false, recording
     /// nothing, when a scheduled run of the same job at the same tick exists already.
     pub async fn insert_run(&self, run: &NewRun) -> Result<bool, StateError> {
-        let lease = run.queued_at + LEASE;
         let owner = match run.trigger {
             Trigger::Manual => self.owner.to_string(),
             Trigger::Schedule => String::new(),
         };
+        self.insert_run_owned(run, owner).await
+    }
+
+    /// Records a new run (`queued`) owned by no one, whatever its trigger: any node's
+    /// scheduler claims it ([`State::claim_run`]), as it does a scheduled run. A manual
+    /// run queued for the cluster (the web console's "Run now" on PostgreSQL).
+    pub async fn queue_run(&self, run: &NewRun) -> Result<bool, StateError> {
+        self.insert_run_owned(run, String::new()).await
+    }
+
+    async fn insert_run_owned(&self, run: &NewRun, owner: String) -> Result<bool, StateError> {
+        let lease = run.queued_at + LEASE;
         let params = run.params.to_string();
         let inserted = with_db!(self, p => {
             let mut tx = p.begin().await?;
