@@ -84,6 +84,7 @@ pub async fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let pool = builder
         .queue_limit(concurrency.max(1024))
+        .pin_workers(true)
         .build()
         .await
         .map_err(|e| apps.build_error(e))?;
@@ -108,8 +109,11 @@ pub async fn run(
     // Each caller runs on an OS thread of its own with a single-threaded runtime: the
     // caller then waits on its worker's socket directly, one wakeup per call (see the
     // dispatch notes in ARCHITECTURE.md); a shared multi-threaded runtime adds hand-offs.
+    // Caller i is pinned to the CPU of worker i, which the pool hands it first: a call
+    // then wakes nobody on another CPU (docs/benchmarks.md, "CPU placement").
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency.max(1) {
+    for i in 0..concurrency.max(1) {
+        let cpu = pool.worker_cpu(i);
         let (pool, next, kwargs, bar, reference) = (
             pool.clone(),
             next.clone(),
@@ -119,6 +123,13 @@ pub async fn run(
         );
         let calls = opts.calls;
         tasks.push(std::thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                let mut set = nix::sched::CpuSet::new();
+                if set.set(cpu).is_ok() {
+                    // Best effort: a refused pin leaves the thread where it was.
+                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                }
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;

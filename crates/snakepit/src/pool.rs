@@ -48,9 +48,17 @@ pub(crate) struct PoolConfig {
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
     pub confine: Arc<Confinement>,
+    /// `pin_workers`: the CPU each slot's worker is pinned to (slot i: the i-th allowed
+    /// CPU, round robin); empty when workers float.
+    pub cpus: Vec<usize>,
 }
 
 impl PoolConfig {
+    /// The CPU slot `slot`'s worker is pinned to, if the pool pins its workers.
+    pub(crate) fn cpu_of(&self, slot: usize) -> Option<usize> {
+        (!self.cpus.is_empty()).then(|| self.cpus[slot % self.cpus.len()])
+    }
+
     /// The shim's command-line options for one worker (after the mode word).
     pub(crate) fn worker_args(&self, worker_id: usize, generation: u64) -> Vec<OsString> {
         let mut args: Vec<OsString> = vec![
@@ -98,6 +106,7 @@ pub struct PoolBuilder {
     generation: u64,
     launch: LaunchMode,
     isolation: Option<Isolation>,
+    pin_workers: bool,
 }
 
 impl Default for PoolBuilder {
@@ -120,7 +129,19 @@ impl Default for PoolBuilder {
             generation: 0,
             launch: LaunchMode::ForkServer,
             isolation: Some(Isolation::default()),
+            pin_workers: false,
         }
+    }
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -211,6 +232,18 @@ impl PoolBuilder {
         self.generation = g;
         self
     }
+    /// Pin each worker to one CPU (slot i to the i-th CPU this process may use, round
+    /// robin), and hand a caller the idle worker on the CPU it runs on when there is one.
+    /// A caller thread pinned to a worker's CPU then talks to it without crossing CPUs:
+    /// on a VM, where waking a thread on another CPU costs ≈ 60 µs against ≈ 9 µs on the
+    /// same one, this is the difference between the two modes of `docs/benchmarks.md`
+    /// ("CPU placement"). Off by default: with more busy workers than CPUs, or callers
+    /// that float, fixed placement can only lose to the scheduler's. `snakepit bench`
+    /// turns it on, with one caller thread pinned per worker.
+    pub fn pin_workers(mut self, yes: bool) -> Self {
+        self.pin_workers = yes;
+        self
+    }
     /// Start each worker as a fresh interpreter (`exec`) instead of forking it from the
     /// pool's template process (the default: ≈ 20× faster to start, a fraction of the
     /// memory). Fresh interpreters suit a single call, or plugins that cannot bear a fork.
@@ -297,6 +330,11 @@ impl PoolBuilder {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             confine,
+            cpus: if self.pin_workers {
+                allowed_cpus()
+            } else {
+                Vec::new()
+            },
         });
         Pool::start(cfg, self.launch).await
     }
@@ -753,6 +791,12 @@ impl Pool {
     /// Subscribes to worker lifecycle events (from now on).
     pub fn events(&self) -> broadcast::Receiver<WorkerEvent> {
         self.inner.shared.events.subscribe()
+    }
+
+    /// The CPU worker slot `slot` is pinned to (`PoolBuilder::pin_workers`): a caller
+    /// thread pinned there talks to that worker without crossing CPUs.
+    pub fn worker_cpu(&self, slot: usize) -> Option<usize> {
+        self.inner.cfg.cpu_of(slot)
     }
 
     /// The pool's health right now, with each worker's state, pid, calls, resident size

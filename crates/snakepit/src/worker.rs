@@ -104,6 +104,17 @@ pub(crate) fn spawn_slot(
         .map(drop)
 }
 
+/// Pins process `pid` (its threads to come included) to `cpu`; false if refused.
+fn pin(pid: nix::unistd::Pid, cpu: usize) -> bool {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| sched_setaffinity(pid, &set))
+        .map_err(|e| tracing::debug!(pid = pid.as_raw(), cpu, error = %e, "cannot pin the worker"));
+    pinned.is_ok()
+}
+
 fn answer(reply: &mut Option<Reply>, result: Result<RawValue, CallError>) {
     if let Some(r) = reply.take() {
         let _ = r.send(result);
@@ -177,9 +188,11 @@ impl Slot {
             self.shared.live.fetch_add(1, Ordering::AcqRel);
             self.shared.slots[self.id].ready(pid);
             let span = tracing::info_span!("worker", pool = %self.cfg.name, worker = self.id, generation = self.cfg.generation, pid);
+            let cpu = self.cfg.cpu_of(self.id).filter(|&c| pin(proc.pid, c));
             let lease = Lease {
                 reg: None,
                 slot: self.id,
+                cpu,
                 pid: proc.pid,
                 sock,
                 buf,
