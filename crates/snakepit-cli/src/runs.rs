@@ -59,23 +59,6 @@ fn micros(us: i64) -> String {
     }
 }
 
-/// `rows` as lines of left-aligned columns, `indent` before each.
-fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> Vec<String> {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    rows.iter()
-        .map(|row| {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{indent}{}", cells.join("  ").trim_end())
-        })
-        .collect()
-}
-
 /// The run table (or, with `--json`, the runs as a JSON list).
 pub async fn list(
     apps: Apps,
@@ -123,9 +106,7 @@ pub async fn list(
             r.duration(now).map(seconds).unwrap_or_else(|| "-".into()),
         ]);
     }
-    for line in table(&rows, "") {
-        out(&line);
-    }
+    crate::table::print(&rows);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -308,7 +289,7 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
                 micros(c.p99_us),
             ]);
         }
-        for line in table(&rows, "  ") {
+        for line in crate::table::lines(&rows, "  ") {
             out.push_str(&line);
             out.push('\n');
         }

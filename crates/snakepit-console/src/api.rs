@@ -199,6 +199,36 @@ pub async fn run(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> ApiRes
     Ok(no_store(record))
 }
 
+/// The connector calls one page lists when it does not say (as `runs show --calls`).
+pub const CALLS_PAGE: u32 = 100;
+/// The most connector calls one page lists.
+pub const MAX_CALLS_PAGE: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct CallsParams {
+    /// The `next_after` of the previous page.
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/runs/{id}/calls?after=&limit=`: a page of the run's connector calls, oldest
+/// first, as `snakepit runs show ID --calls --json` prints it: `{"run_id", "total",
+/// "calls", "next_after"}` (pass `next_after` as `after` for the next page).
+pub async fn calls(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(p): Query<CallsParams>,
+) -> ApiResult {
+    let limit = p.limit.unwrap_or(CALLS_PAGE).clamp(1, MAX_CALLS_PAGE);
+    let Some(page) = s.state.calls(&id, p.after, limit).await? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no run {id:?} in the history"),
+        ));
+    };
+    Ok(no_store(to_json(&page)?))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LogParams {
     after: Option<i64>,

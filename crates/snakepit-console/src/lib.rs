@@ -19,8 +19,8 @@
 //!   connectors' audit records, the runner's runs) and by the worker event stream that
 //!   [`crashes`] reads; the gauges are read from `Host::status` at scrape time.
 //! - The page (`assets/`): one HTML document whose script routes by `#/runs`,
-//!   `#/runs/ID`, `#/jobs`, `#/pools`, `#/reload`, `#/connectors` and renders what the
-//!   API returns.
+//!   `#/runs/ID`, `#/runs/ID/calls`, `#/jobs`, `#/pools`, `#/reload`, `#/connectors`
+//!   and renders what the API returns.
 //!
 //! # Example
 //!
@@ -196,6 +196,7 @@ fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{id}", get(api::run))
         .route("/api/runs/{id}/log", get(api::log))
+        .route("/api/runs/{id}/calls", get(api::calls))
         .route("/api/jobs", get(api::jobs))
         .route("/api/jobs/{name}/run", post(api::run_now))
         .route("/api/reload", post(api::reload))

@@ -146,20 +146,39 @@ function refreshRuns() {
 
 // ---- One run --------------------------------------------------------------------------
 
-function summary(calls) {
-  // The connector calls of the run, summed per connector and target.
-  const by = new Map();
-  for (const c of calls || []) {
-    const key = c.connector + "\u0000" + c.target;
-    const s = by.get(key) || { connector: c.connector, target: c.target, calls: 0, errors: 0, us: 0, rows: 0 };
-    s.calls += c.calls || 1;
-    const bad = /^(denied|vetoed|failed|http )/.test(c.outcome || "");
-    s.errors += c.errors !== undefined ? c.errors : bad ? 1 : 0;
-    s.us += c.total_us !== undefined ? c.total_us : c.duration_us || 0;
-    s.rows += c.row_count || c.rows || 0;
-    by.set(key, s);
-  }
-  return [...by.values()];
+// A duration given in µs, as the CLI prints it: 85µs, 1.2ms, 3.4s, 2m 5s.
+function micros(us) {
+  us = Math.max(0, us || 0);
+  if (us < 1000) return us + "µs";
+  if (us < 1000000) return (us / 1000).toFixed(1) + "ms";
+  if (us < 60000000) return (us / 1000000).toFixed(1) + "s";
+  const s = Math.floor(us / 1000000);
+  return Math.floor(s / 60) + "m " + (s % 60) + "s";
+}
+
+const count = (n) => (n === null || n === undefined ? "-" : n);
+
+// The run record's connector_calls: one summary per package, connector and target, as
+// the history computed it (calls, rows, errors, total, p50, p99), shown as they are.
+function callSummary(r) {
+  const list = r.connector_calls || [];
+  const dropped = r.connector_calls_dropped || 0;
+  const calls = list.reduce((n, c) => n + c.calls, 0);
+  const rows = list.map((c) => h("tr", { "data-target": c.package + "/" + c.connector + "/" + c.target },
+    h("td", {}, c.package), h("td", {}, c.connector), h("td", {}, c.target),
+    h("td", { class: "num" }, c.calls), h("td", { class: "num" }, count(c.rows)),
+    h("td", { class: "num" + (c.errors ? " error" : "") }, c.errors),
+    h("td", { class: "num" }, micros(c.total_us)),
+    h("td", { class: "num" }, micros(c.p50_us)), h("td", { class: "num" }, micros(c.p99_us))));
+  return h("div", { id: "connector-calls" },
+    h("h2", {}, "Connector calls ", h("span", { class: "muted" }, "(" + calls + ")"),
+      list.length ? [" ", h("a", { id: "each-call", href: "#/runs/" + encodeURIComponent(r.id) + "/calls" }, "each call »")] : null),
+    list.length
+      ? table(["Package", "Connector", "Target", ["Calls", "num"], ["Rows", "num"], ["Errors", "num"], ["Total", "num"], ["p50", "num"], ["p99", "num"]], rows)
+      : h("p", { class: "muted" }, "No connector calls."),
+    dropped > 0
+      ? h("p", { class: "notice bad", id: "calls-dropped" }, "And " + dropped + " calls not recorded: the history did not keep up with them.")
+      : null);
 }
 
 function logLine(l) {
@@ -195,7 +214,6 @@ async function runPage(id) {
         s.error ? h("div", {},
           h("div", { class: "error" }, s.error.type + ": " + s.error.message),
           s.error.traceback ? h("pre", {}, s.error.traceback) : null) : null)));
-  const calls = summary(r.connectors || r.connector_calls);
   const log = h("div", { id: "log" });
   const live = h("span", { id: "live" });
   show(
@@ -203,16 +221,45 @@ async function runPage(id) {
     h("div", { class: "card" }, facts),
     h("h2", {}, "Steps"),
     table([["#", "num"], "Step", "Status", ["Attempts", "num"], ["Took", "num"], "Result or error"], steps),
-    h("h2", {}, "Connector calls"),
-    calls.length
-      ? table(["Connector", "Target", ["Calls", "num"], ["Errors", "num"], ["Rows", "num"], ["Total ms", "num"]],
-        calls.map((c) => h("tr", {}, h("td", {}, c.connector), h("td", {}, c.target),
-          h("td", { class: "num" }, c.calls), h("td", { class: "num" }, c.errors),
-          h("td", { class: "num" }, c.rows), h("td", { class: "num" }, (c.us / 1000).toFixed(1)))))
-      : h("p", { class: "muted" }, "No connector calls."),
+    callSummary(r),
     h("h2", {}, "Log ", live),
     log);
   follow(r.id, log, live, r.status);
+}
+
+// A page of the run's connector calls, oldest first (GET /api/runs/ID/calls, as
+// `snakepit runs show ID --calls`), with its own pager.
+async function callsPage(id) {
+  const after = query().get("after");
+  const params = new URLSearchParams({ limit: "100" });
+  if (after) params.set("after", after);
+  const p = await api("/api/runs/" + encodeURIComponent(id) + "/calls?" + params);
+  const base = "#/runs/" + encodeURIComponent(p.run_id) + "/calls";
+  const rows = p.calls.map((c) => c.outcome === "dropped"
+    // The row that stands for records the history did not keep up with.
+    ? h("tr", { "data-call": c.id },
+      h("td", { class: "num mono" }, c.id),
+      h("td", { class: "hide-narrow" }, time(c.time).slice(11)),
+      h("td", { colspan: 6, class: "error" }, c.row_count + " calls not recorded: the history did not keep up with them"))
+    : h("tr", { "data-call": c.id },
+    h("td", { class: "num mono" }, c.id),
+    h("td", { class: "hide-narrow" }, time(c.time).slice(11)),
+    h("td", {}, c.package), h("td", {}, c.connector), h("td", {}, c.target),
+    h("td", { class: c.outcome === "ok" || c.outcome === "committed" ? "" : "error" }, c.outcome),
+    h("td", { class: "num" }, count(c.row_count)),
+    h("td", { class: "num" }, micros(c.duration_us))));
+  const pager = h("div", { class: "pager" });
+  if (after) pager.append(h("button", { class: "secondary", onclick: () => { location.hash = base; } }, "« First"));
+  if (p.next_after !== null && p.next_after !== undefined) {
+    pager.append(h("button", { class: "secondary", id: "calls-next", onclick: () => { location.hash = base + "?after=" + p.next_after; } }, "Next »"));
+  }
+  show(
+    h("h1", {}, "Connector calls of run ", h("a", { href: "#/runs/" + encodeURIComponent(p.run_id), class: "mono" }, p.run_id)),
+    h("p", { id: "calls-total" }, p.total + " in all; " + p.calls.length + " shown, " + (after ? "after call #" + after : "from the first") + "."),
+    rows.length
+      ? table([["#", "num"], ["Time (UTC)", "hide-narrow"], "Package", "Connector", "Target", "Outcome", ["Rows", "num"], ["Took", "num"]], rows)
+      : h("p", { class: "muted" }, "No connector calls."),
+    pager);
 }
 
 function follow(id, log, live, shown) {
@@ -412,7 +459,8 @@ async function route() {
   const page = parts[0] || "runs";
   for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.page === page);
   try {
-    if (page === "runs" && parts[1]) await runPage(decodeURIComponent(parts[1]));
+    if (page === "runs" && parts[1] && parts[2] === "calls") await callsPage(decodeURIComponent(parts[1]));
+    else if (page === "runs" && parts[1]) await runPage(decodeURIComponent(parts[1]));
     else if (page === "runs") { await runsPage(); if (!query().get("after")) timer = setInterval(refreshRuns, 5000); }
     else if (page === "jobs") await jobsPage();
     else if (page === "pools") { await poolsPage(); timer = setInterval(() => poolsPage().catch(fail), 2000); }

@@ -7,7 +7,7 @@ use reqwest::{header, Client, StatusCode};
 use serde_json::{json, Value};
 use snakepit::{Map, Value as PyValue};
 use snakepit_host::Install;
-use snakepit_state::{NewRun, RunStatus, Trigger};
+use snakepit_state::{AuditEntry, NewRun, RunStatus, Trigger};
 
 use crate::fixture::{
     python, wait_until, write_install, Served, SECRET_PARAM, SECRET_URL_PASSWORD,
@@ -129,6 +129,119 @@ async fn run_now_runs_the_job_and_its_log_streams_in_while_it_runs() {
     ] {
         assert!(metrics.contains(expected), "{expected} not in\n{metrics}");
     }
+    s.stop().await;
+}
+
+/// A run record's connector calls summed per package, connector and target, as the run
+/// page gets them: `[(package, connector, target, calls, rows, errors)]`.
+fn summary(run: &Value) -> Vec<(String, String, String, i64, Option<i64>, i64)> {
+    run["connector_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["package"].as_str().unwrap().to_owned(),
+                c["connector"].as_str().unwrap().to_owned(),
+                c["target"].as_str().unwrap().to_owned(),
+                c["calls"].as_i64().unwrap(),
+                c["rows"].as_i64(),
+                c["errors"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_runs_connector_calls_come_summed_and_each_call_a_page_at_a_time() {
+    let s = Served::start("127.0.0.1:0", None).await;
+    let c = client();
+    let r = run_now(&c, &s.url, "queries", json!({})).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let body: Value = r.json().await.unwrap();
+    let id = body["run_id"].as_str().unwrap().to_owned();
+    let run_url = format!("{}/api/runs/{id}", s.url);
+    wait_until("the run and its four calls", || async {
+        let run = get_json(&c, &run_url).await;
+        run["status"] == "succeeded" && summary(&run).iter().map(|g| g.3).sum::<i64>() == 4
+    })
+    .await;
+    // The record's summary as the history computed it: one entry per target, in the
+    // order of their first calls, with its counts, sums and percentiles.
+    let run = get_json(&c, &run_url).await;
+    let s3 = |v: &str| v.to_owned();
+    assert_eq!(
+        summary(&run),
+        [
+            (s3("demo"), s3("data"), s3("one"), 3, Some(3), 0),
+            (s3("demo"), s3("crm"), s3("ping"), 1, None, 1),
+        ]
+    );
+    let one = &run["connector_calls"][0];
+    let (total, p50, p99) = (
+        one["total_us"].as_i64().unwrap(),
+        one["p50_us"].as_i64().unwrap(),
+        one["p99_us"].as_i64().unwrap(),
+    );
+    assert!(p50 <= p99 && p99 <= total, "{one}");
+    assert_eq!(run["connector_calls_dropped"], 0);
+    // Each call, two a page, as `snakepit runs show ID --calls --json` prints them.
+    let mut seen = Vec::new();
+    let mut after: Option<i64> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = format!("{}/api/runs/{id}/calls?limit=2", s.url);
+        if let Some(a) = after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let page = get_json(&c, &url).await;
+        let expected = s.state.calls(&id, after, 2).await.unwrap().unwrap();
+        assert_eq!(
+            page,
+            serde_json::to_value(&expected).unwrap(),
+            "the CLI's page"
+        );
+        assert_eq!(page["run_id"], id.as_str());
+        assert_eq!(page["total"], 4);
+        pages += 1;
+        for call in page["calls"].as_array().unwrap() {
+            seen.push((
+                call["connector"].as_str().unwrap().to_owned(),
+                call["target"].as_str().unwrap().to_owned(),
+                call["outcome"].as_str().unwrap().to_owned(),
+            ));
+        }
+        match page["next_after"].as_i64() {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(seen[..3]
+        .iter()
+        .all(|(c, t, o)| (c.as_str(), t.as_str(), o.as_str()) == ("data", "one", "ok")));
+    assert_eq!((seen[3].0.as_str(), seen[3].1.as_str()), ("crm", "ping"));
+    assert_ne!(seen[3].2, "ok");
+    // Records the history could not keep up with are counted apart.
+    let dropped = AuditEntry::dropped(chrono::Utc::now(), Some(&id), 5);
+    s.state.insert_audit(&[dropped]).await.unwrap();
+    let run = get_json(&c, &run_url).await;
+    assert_eq!(run["connector_calls_dropped"], 5);
+    assert_eq!(summary(&run).len(), 2);
+    // Unknown runs and bad pages are said.
+    let r = c
+        .get(format!("{}/api/runs/nope/calls", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = c
+        .get(format!("{}/api/runs/{id}/calls?after=x", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     s.stop().await;
 }
 

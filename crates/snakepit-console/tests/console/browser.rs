@@ -144,6 +144,20 @@ async fn wait_text(c: &Client, css: &str, text: &str) -> String {
     }
 }
 
+/// The cells of the run page's connector-call summary row of `target`
+/// (`package/connector/target`).
+async fn cells(c: &Client, target: &str) -> Vec<String> {
+    let row = c
+        .find(Locator::Css(&format!("tr[data-target=\"{target}\"]")))
+        .await
+        .unwrap();
+    let mut cells = Vec::new();
+    for td in row.find_all(Locator::Css("td")).await.unwrap() {
+        cells.push(td.text().await.unwrap());
+    }
+    cells
+}
+
 async fn screenshot(c: &Client, name: &str) {
     let Some(dir) = std::env::var_os("SNAKEPIT_CONSOLE_SCREENSHOTS") else {
         return;
@@ -214,6 +228,75 @@ async fn the_pages_in_chromium() {
         .unwrap()
         .trim_start_matches("/runs/")
         .to_owned();
+    // A run with connector calls: its page shows their summary per target as the
+    // history computed it, and pages through each call.
+    c.goto(&format!("{}/#/jobs", s.url)).await.unwrap();
+    wait_text(&c, "main", "queries").await;
+    let row = c
+        .find(Locator::Css("tr[data-job=\"queries\"]"))
+        .await
+        .unwrap();
+    row.find(Locator::Css("button.run-now"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css(".runform button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#run-status", "succeeded").await;
+    let queries_id = c
+        .current_url()
+        .await
+        .unwrap()
+        .fragment()
+        .unwrap()
+        .trim_start_matches("/runs/")
+        .to_owned();
+    // The page shows what the history held when it read the record: read it again once
+    // the audit writer has written all four calls.
+    wait_until("the run's four calls in the history", || async {
+        let rec = s.state.run(&queries_id).await.unwrap().unwrap();
+        rec.connector_calls.iter().map(|g| g.calls).sum::<i64>() == 4
+    })
+    .await;
+    c.refresh().await.unwrap();
+    wait_text(&c, "#connector-calls h2", "(4)").await;
+    // Package, connector, target, calls, rows, errors (then total, p50, p99).
+    let one = cells(&c, "demo/data/one").await;
+    assert_eq!(one[..6], ["demo", "data", "one", "3", "3", "0"], "{one:?}");
+    assert!(one[6..].iter().all(|t| t.ends_with('s')), "{one:?}");
+    let ping = cells(&c, "demo/crm/ping").await;
+    assert_eq!(
+        ping[..6],
+        ["demo", "crm", "ping", "1", "-", "1"],
+        "{ping:?}"
+    );
+    assert!(c.find(Locator::Css("#calls-dropped")).await.is_err());
+    // Calls the history did not keep up with are said.
+    let dropped = snakepit_state::AuditEntry::dropped(chrono::Utc::now(), Some(&queries_id), 7);
+    s.state.insert_audit(&[dropped]).await.unwrap();
+    c.refresh().await.unwrap();
+    wait_text(&c, "#calls-dropped", "And 7 calls not recorded").await;
+    // Each call, from the link.
+    c.find(Locator::Css("#each-call"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#calls-total", "5 in all; 5 shown, from the first").await;
+    let listed = c.find_all(Locator::Css("tr[data-call]")).await.unwrap();
+    assert_eq!(listed.len(), 5);
+    wait_text(&c, "main", "7 calls not recorded").await;
+    assert!(
+        c.find(Locator::Css("#calls-next")).await.is_err(),
+        "one page"
+    );
     // The run is in the list.
     c.goto(&format!("{}/#/runs", s.url)).await.unwrap();
     wait_text(&c, "main", &run_id).await;

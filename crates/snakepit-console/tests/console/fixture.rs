@@ -34,6 +34,16 @@ def query(**ctx):
     rows = ctx["connectors"].sql("data").run("one")
     return {"rows": len(rows)}
 
+def queries(**ctx):
+    data = ctx["connectors"].sql("data")
+    for _ in range(3):
+        data.run("one")
+    try:
+        ctx["connectors"].api("crm").call_sync("ping")
+    except Exception as e:
+        log.info("crm unreachable: %s", type(e).__name__)
+    return {"queries": 3}
+
 def crash(**ctx):
     # Past the shim's capture of sys.stderr: the worker's own stderr.
     os.write(2, b"crash-marker: going down\n")
@@ -89,6 +99,13 @@ name = "query"
 name = "select"
 type = "python"
 callable = "demo.steps:query"
+
+[[jobs]]
+name = "queries"
+[[jobs.steps]]
+name = "select"
+type = "python"
+callable = "demo.steps:queries"
 "#,
             gate = gate.display().to_string()
         ),
