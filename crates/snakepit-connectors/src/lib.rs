@@ -4,8 +4,14 @@
 //! [`Connectors`] is a [`HostHandler`]: give it to every pool
 //! ([`PoolBuilder::shared_host_handler`]) and the workers' `ctx["connectors"]` and
 //! `ctx["pools"]` objects reach it with the host methods of `PROTOCOL.md` (`sql.run`,
-//! `api.call`, `tx.begin`, `tx.execute`, `tx.commit`, `tx.rollback`). Connection URLs,
-//! passwords and tokens stay here: a worker only ever sends names and parameters.
+//! `sql.run_many`, `api.call`, `tx.begin`, `tx.execute`, `tx.commit`, `tx.rollback`).
+//! Connection URLs, passwords and tokens stay here: a worker only ever sends names and
+//! parameters.
+//!
+//! `sql.run_many` runs a named query once per parameter set, all in one transaction:
+//! checked against the grants like `sql.run`, offered to the hooks once, audited as one
+//! call with the total row count; a failing set rolls the whole batch back and its
+//! index is in the error.
 //!
 //! Every call is checked against the calling package's [`Grants`] (the package is the
 //! first dotted part of the call's reference), audited ([`AuditRecord`] to `tracing`
@@ -20,6 +26,14 @@
 //! their home: requests that arrive on it run inline; requests from another runtime
 //! (a caller on a runtime of its own) run on the home runtime. Keep that runtime alive
 //! as long as the connectors.
+//!
+//! PostgreSQL and MySQL/MariaDB are served with sqlx. SQLite is served with `rusqlite`
+//! (sharing sqlx's `libsqlite3-sys`), and a SQLite statement runs right inside the
+//! handler's future, on the runtime thread that polls it: for a worker's request, the
+//! thread that read the request, with no hop to another thread (the future is ready on
+//! its first poll). A long SQLite statement holds that thread for as long as it runs;
+//! a statement that finds the database locked waits for it on tokio's blocking pool
+//! instead (see `sqlite.rs`).
 //!
 //! # Example
 //!
