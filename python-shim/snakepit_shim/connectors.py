@@ -6,6 +6,8 @@ checked against the plugin's grants and audited there::
 
     rows = ctx["connectors"].sql("billing").run("drafts-for-period", period="2026-05")
     rows = await ctx["connectors"].sql("billing").run_async("drafts-for-period", period=p)
+    done = ctx["connectors"].sql("billing").run_many("issue-invoice:write",
+                                                     [{"id": 1}, {"id": 2}])
     body = await ctx["connectors"].api("crm").call("get-customer", id=42)
     body = ctx["connectors"].api("crm").call_sync("get-customer", id=42)
 
@@ -32,7 +34,7 @@ no state) in the context of every call whose context has the keys ``connectors``
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from . import host
 from .errors import CallCancelled, ConnectorError, HostError
@@ -105,8 +107,35 @@ class SqlConnector:
         """:meth:`run` from async code."""
         return await _request_async("sql.run", self._payload(query, params))
 
+    def run_many(self, query: str, param_sets: Iterable[Mapping[str, Any]], /) -> Any:
+        """Run the named query once per dict of ``param_sets``, all in one host request
+        and one transaction (all or nothing: a failing set rolls every set back, and
+        the error names its index). A write query gives ``{"rows_affected": total}``, a
+        read query one list of row dicts per set. Audited as one call. Sync; any
+        thread."""
+        return _request("sql.run_many", self._many_payload(query, param_sets))
+
+    async def run_many_async(self, query: str, param_sets: Iterable[Mapping[str, Any]], /) -> Any:
+        """:meth:`run_many` from async code."""
+        return await _request_async("sql.run_many", self._many_payload(query, param_sets))
+
     def _payload(self, query: str, params: Dict[str, Any]) -> Dict[str, Any]:
         return {"connector": self.name, "query": _name("query", query), "params": params}
+
+    def _many_payload(self, query: str, param_sets: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+        if isinstance(param_sets, (str, bytes, Mapping)):
+            raise TypeError(
+                "run_many() takes a list of parameter dicts (one per run), not a"
+                f" {type(param_sets).__name__}"
+            )
+        sets = []
+        for i, params in enumerate(param_sets):
+            if not isinstance(params, Mapping):
+                raise TypeError(
+                    f"run_many(): parameter set {i} is a {type(params).__name__}, not a dict"
+                )
+            sets.append(dict(params))
+        return {"connector": self.name, "query": _name("query", query), "params": sets}
 
     def __repr__(self) -> str:
         return f"SqlConnector({self.name!r})"

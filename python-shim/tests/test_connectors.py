@@ -108,6 +108,25 @@ def sql_raises(connectors, connector, query):
     return connectors.sql(connector).run(query)
 
 
+def sql_many(connectors, query, sets):
+    return connectors.sql("billing").run_many(query, sets)
+
+
+async def sql_many_async(connectors, query, sets):
+    return await connectors.sql("billing").run_many_async(query, sets)
+
+
+def sql_many_generator(connectors, n):
+    return connectors.sql("billing").run_many("issue-invoice:write", ({"id": i} for i in range(n)))
+
+
+def sql_many_refused(connectors, sets):
+    try:
+        connectors.sql("billing").run_many("issue-invoice:write", sets)
+    except TypeError as exc:
+        return str(exc)
+
+
 def bad_names(connectors):
     out = []
     for make in (lambda: connectors.sql(None), lambda: connectors.api(""),
@@ -314,7 +333,8 @@ class FakeConnectors:
         self.fail: set = set()  # method names that refuse
 
     def install(self, methods: Dict[str, Any]) -> None:
-        for name in ("sql.run", "api.call", "tx.begin", "tx.execute", "tx.commit", "tx.rollback"):
+        for name in ("sql.run", "sql.run_many", "api.call", "tx.begin", "tx.execute", "tx.commit",
+                     "tx.rollback"):
             methods[name] = functools.partial(self.handle, name)
 
     def methods(self) -> List[str]:
@@ -336,6 +356,11 @@ class FakeConnectors:
         if p["query"].endswith(":write"):
             return {"rows_affected": len(p["params"])}
         raise Refused("ConnectorError", f"sql connector {p['connector']!r} has no query {p['query']!r}")
+
+    def sql_run_many(self, p: Dict[str, Any]) -> Any:
+        if p["query"].endswith(":write"):
+            return {"rows_affected": len(p["params"])}
+        return [[params] for params in p["params"]]
 
     def api_call(self, p: Dict[str, Any]) -> Any:
         endpoint, params = p["endpoint"], p["params"]
@@ -466,6 +491,33 @@ def test_sql_run(sup, reference):
 def test_sql_run_concurrently(sup, reference, expected):
     assert value(sup.call(reference, {"n": 4}, CONTEXT)) == expected
     assert sup.fake.methods() == ["sql.run"] * 4
+
+
+@pytest.mark.parametrize("reference", ["conny:sql_many", "conny:sql_many_async"])
+def test_sql_run_many_sends_every_set_in_one_request(sup, reference):
+    sets = [{"id": 1}, {"id": 2, "at": datetime.date(2026, 5, 1)}]
+    write = sup.call(reference, {"query": "issue-invoice:write", "sets": sets}, CONTEXT)
+    assert value(write) == {"rows_affected": 2}
+    read = sup.call(reference, {"query": "echo", "sets": sets}, CONTEXT)
+    assert value(read) == [[{"id": 1}], [{"id": 2, "at": datetime.date(2026, 5, 1)}]]
+    assert sup.fake.seen == [
+        ("sql.run_many", {"connector": "billing", "query": "issue-invoice:write", "params": sets}),
+        ("sql.run_many", {"connector": "billing", "query": "echo", "params": sets}),
+    ]
+
+
+def test_sql_run_many_takes_any_iterable_of_dicts(sup):
+    assert value(sup.call("conny:sql_many_generator", {"n": 3}, CONTEXT)) == {"rows_affected": 3}
+    assert sup.fake.seen[0][1]["params"] == [{"id": 0}, {"id": 1}, {"id": 2}]
+
+
+@pytest.mark.parametrize("sets,expected", [
+    ({"id": 1}, "run_many() takes a list of parameter dicts (one per run), not a dict"),
+    ([{"id": 1}, 2], "run_many(): parameter set 1 is a int, not a dict"),
+])
+def test_sql_run_many_refuses_what_is_not_a_list_of_dicts(sup, sets, expected):
+    assert value(sup.call("conny:sql_many_refused", {"sets": sets}, CONTEXT)) == expected
+    assert sup.fake.seen == []
 
 
 def test_parameters_and_rows_keep_their_types(sup):

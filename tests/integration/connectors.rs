@@ -100,6 +100,7 @@ max_connections = 3
 [sql.billing.queries]
 drafts-for-period = "SELECT id, customer, amount FROM {t} WHERE status = 'draft' AND period = :period ORDER BY id"
 "issue-invoice:write" = "UPDATE {t} SET status = 'issued' WHERE id = :id"
+"add-invoice:write" = "INSERT INTO {t} (id, customer, amount, status, period) VALUES (:id, :customer, 1, 'draft', '2026-06')"
 forbidden-report = "SELECT count(*) AS n FROM {t}"
 two-params = "SELECT id FROM {t} WHERE period = :period AND customer = :customer"
 "put-types:write" = "INSERT INTO {t}_types (i, f, s, b, d, dt, dtz, day, flag, n) VALUES (:i, :f, :s, :b, :d, :dt, :dtz, :day, :flag, :n)"
@@ -331,6 +332,154 @@ async fn billing_example_runs_unchanged_on_postgres() {
 #[tokio::test]
 async fn billing_example_runs_unchanged_on_mariadb() {
     billing_example(Server::MariaDb).await
+}
+
+// ---------------------------------------------------------------------------- run_many
+
+/// `run_many`: every parameter set in one request and one transaction, audited as one
+/// call with its total row count; a failing set rolls the whole batch back and is named.
+async fn run_many(db: Server) {
+    let apps = Apps::new(db, None);
+    apps.setup().await;
+    let host = apps.open().await;
+    let (audit, sink) = records();
+    host.install().connectors.set_audit_sink(sink);
+    let ints = |ids: &[i64]| Value::List(ids.iter().map(|i| Value::Int(*i)).collect());
+
+    // Reads: one list of rows per set.
+    let periods = Value::List(vec![s("2026-05"), s("2026-04"), s("1999-01")]);
+    let got = call(&host, "billing.batch:drafts", vec![("periods", periods)])
+        .await
+        .unwrap();
+    let Value::List(per_set) = &got else {
+        panic!("{got}")
+    };
+    let lens: Vec<usize> = per_set
+        .iter()
+        .map(|rows| match rows {
+            Value::List(r) => r.len(),
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(lens, [3, 1, 0], "{db:?}");
+
+    // Writes: the total.
+    let got = call(&host, "billing.batch:issue", vec![("ids", ints(&[1, 2]))])
+        .await
+        .unwrap();
+    assert_eq!(got, Value::map([("rows_affected", Value::Int(2))]));
+    assert_eq!(apps.count("status = 'issued'").await, 3);
+
+    // A set the database refuses (a duplicate key) rolls back the sets before it.
+    let add = |id: i64| Value::map([("id", Value::Int(id)), ("customer", s("zed"))]);
+    let attempt = |query: &str, sets: Vec<Value>| {
+        let kwargs = vec![("query", s(query)), ("sets", Value::List(sets))];
+        call(&host, "billing.batch:attempt", kwargs)
+    };
+    let got = attempt("add-invoice:write", vec![add(100), add(101), add(100)])
+        .await
+        .unwrap();
+    assert_eq!(got.get("type"), Some(&s("ConnectorError")), "{got}");
+    let msg = got.get("message").and_then(Value::as_str).unwrap();
+    assert!(
+        msg.starts_with("connector \"billing\", query \"add-invoice:write\", parameter set 2: ")
+            && msg.ends_with(" (the whole batch was rolled back)"),
+        "{db:?}: {msg}"
+    );
+    assert_eq!(apps.count("period = '2026-06'").await, 0, "{db:?}");
+
+    // A set with a missing parameter is refused before anything runs.
+    let got = attempt(
+        "issue-invoice:write",
+        vec![
+            Value::map([("id", Value::Int(3))]),
+            Value::map([("di", Value::Int(3))]),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got.get("message"),
+        Some(&s("connector \"billing\", query \"issue-invoice:write\", parameter set 1: missing parameter :id (it takes :id)"))
+    );
+    // An unbindable value fails its set in the database's transaction: rolled back too.
+    let got = attempt(
+        "issue-invoice:write",
+        vec![
+            Value::map([("id", Value::Int(3))]),
+            Value::map([("id", Value::List(vec![]))]),
+        ],
+    )
+    .await
+    .unwrap();
+    let msg = got.get("message").and_then(Value::as_str).unwrap();
+    assert!(
+        msg.contains("parameter set 1: parameter :id is a list"),
+        "{db:?}: {msg}"
+    );
+    assert_eq!(
+        apps.count("status = 'issued'").await,
+        3,
+        "{db:?}: set 0 was rolled back"
+    );
+
+    // An empty batch does nothing, and succeeds.
+    let got = call(&host, "billing.batch:issue", vec![("ids", ints(&[]))])
+        .await
+        .unwrap();
+    assert_eq!(got, Value::map([("rows_affected", Value::Int(0))]));
+
+    // Checked against the grants like run: reports may not write.
+    let e = call(&host, "reports:write_many", vec![("ids", ints(&[3]))])
+        .await
+        .unwrap_err();
+    match e {
+        CallError::Raised(e) => assert_eq!(
+            (e.type_name.as_str(), e.message.as_str()),
+            ("PermissionError", "package \"reports\" may not run write query \"issue-invoice:write\" of connector \"billing\": set write = true in [plugins.reports] in app.toml")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(apps.count("status = 'issued'").await, 3);
+
+    // One audit record per batch, with its total row count.
+    let records: Vec<(String, String, Option<u64>, Outcome)> = audit
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.package.clone(), r.target.clone(), r.rows, r.outcome))
+        .collect();
+    let r = |p: &str, t: &str, rows, o| (p.to_owned(), t.to_owned(), rows, o);
+    assert_eq!(
+        records,
+        [
+            r("billing", "drafts-for-period", Some(4), Outcome::Ok),
+            r("billing", "issue-invoice:write", Some(2), Outcome::Ok),
+            r("billing", "add-invoice:write", None, Outcome::Failed),
+            r("billing", "issue-invoice:write", None, Outcome::Failed),
+            r("billing", "issue-invoice:write", None, Outcome::Failed),
+            r("billing", "issue-invoice:write", Some(0), Outcome::Ok),
+            r("reports", "issue-invoice:write", None, Outcome::Denied),
+        ],
+        "{db:?}"
+    );
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
+
+#[tokio::test]
+async fn run_many_is_one_transaction_on_sqlite() {
+    run_many(Server::Sqlite).await
+}
+
+#[tokio::test]
+async fn run_many_is_one_transaction_on_postgres() {
+    run_many(Server::Postgres).await
+}
+
+#[tokio::test]
+async fn run_many_is_one_transaction_on_mariadb() {
+    run_many(Server::MariaDb).await
 }
 
 // ------------------------------------------------------------------------ typed values

@@ -68,6 +68,14 @@ pub(crate) fn from_decimal(d: Decimal) -> Value {
     Value::Decimal(d.to_string())
 }
 
+/// Why `v` (a list or a dict) cannot be a SQL parameter.
+pub(crate) fn unbindable(v: &Value) -> String {
+    format!(
+        "is a {}, which SQL cannot take (pass None, bool, int, float, str, bytes, Decimal, date or datetime)",
+        v.type_name()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

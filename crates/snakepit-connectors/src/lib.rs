@@ -4,8 +4,14 @@
 //! [`Connectors`] is a [`HostHandler`]: give it to every pool
 //! ([`PoolBuilder::shared_host_handler`]) and the workers' `ctx["connectors"]` and
 //! `ctx["pools"]` objects reach it with the host methods of `PROTOCOL.md` (`sql.run`,
-//! `api.call`, `tx.begin`, `tx.execute`, `tx.commit`, `tx.rollback`). Connection URLs,
-//! passwords and tokens stay here: a worker only ever sends names and parameters.
+//! `sql.run_many`, `api.call`, `tx.begin`, `tx.execute`, `tx.commit`, `tx.rollback`).
+//! Connection URLs, passwords and tokens stay here: a worker only ever sends names and
+//! parameters.
+//!
+//! `sql.run_many` runs a named query once per parameter set, all in one transaction:
+//! checked against the grants like `sql.run`, offered to the hooks once, audited as one
+//! call with the total row count; a failing set rolls the whole batch back and its
+//! index is in the error.
 //!
 //! Every call is checked against the calling package's [`Grants`] (the package is the
 //! first dotted part of the call's reference), audited ([`AuditRecord`] to `tracing`
@@ -20,6 +26,14 @@
 //! their home: requests that arrive on it run inline; requests from another runtime
 //! (a caller on a runtime of its own) run on the home runtime. Keep that runtime alive
 //! as long as the connectors.
+//!
+//! PostgreSQL and MySQL/MariaDB are served with sqlx. SQLite is served with `rusqlite`
+//! (sharing sqlx's `libsqlite3-sys`), and a SQLite statement runs right inside the
+//! handler's future, on the runtime thread that polls it: for a worker's request, the
+//! thread that read the request, with no hop to another thread (the future is ready on
+//! its first poll). A long SQLite statement holds that thread for as long as it runs;
+//! a statement that finds the database locked waits for it on tokio's blocking pool
+//! instead (see `sqlite.rs`).
 //!
 //! # Example
 //!
@@ -50,6 +64,7 @@ mod convert;
 mod grants;
 mod params;
 mod sql;
+mod sqlite;
 mod toml_diag;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,7 +89,7 @@ pub use params::{Dialect, NamedSql};
 pub use toml_diag::{line_col, parse_duration, toml_error};
 
 use api::{ApiClient, CallFailure};
-use sql::{Mode, Output, SqlError, SqlPool};
+use sql::{BatchError, Mode, SqlError, SqlPool, TxCmd};
 
 /// The event whose hooks see every named query before it runs.
 pub const BEFORE_QUERY: &str = "connector.before_query";
@@ -132,16 +147,6 @@ struct Tx {
     cmds: mpsc::UnboundedSender<TxCmd>,
     /// How its SQL's `:name` parameters are rewritten.
     dialect: Dialect,
-}
-
-enum TxCmd {
-    Execute {
-        sql: NamedSql,
-        params: Vec<(String, Value)>,
-        reply: oneshot::Sender<Result<Output, SqlError>>,
-    },
-    Commit(oneshot::Sender<Result<(), SqlError>>),
-    Rollback(oneshot::Sender<Result<(), SqlError>>),
 }
 
 impl std::fmt::Debug for Connectors {
@@ -278,11 +283,7 @@ impl Connectors {
                         reason: this.inner.config.scrub(&why),
                     })),
                     Err(e) => {
-                        let mut why = format!(
-                            "cannot connect to {}: {}",
-                            cfg.url.masked(),
-                            SqlError::Db(e)
-                        );
+                        let mut why = format!("cannot connect to {}: {e}", cfg.url.masked());
                         if why.ends_with("unable to open database file") {
                             why.push_str(
                                 " (does the file exist? create it, or add ?mode=rwc to the url to let snakepit create it)",
@@ -374,7 +375,8 @@ impl Connectors {
             run_id: req.run_id.clone(),
         };
         match req.method.as_str() {
-            "sql.run" => self.sql_run(&who, &payload).await,
+            "sql.run" => self.sql_run(&who, &payload, false).await,
+            "sql.run_many" => self.sql_run(&who, &payload, true).await,
             "api.call" => self.api_call(&who, &payload).await,
             "tx.begin" => self.tx_begin(&who, &payload).await,
             "tx.execute" => self.tx_execute(&who, &payload).await,
@@ -387,11 +389,23 @@ impl Connectors {
         }
     }
 
-    /// A named query: grants, parameters, hooks, then the database.
-    async fn sql_run(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
-        let connector = str_field(payload, "sql.run", "connector")?;
-        let query = str_field(payload, "sql.run", "query")?;
-        let params = map_field(payload, "sql.run", "params")?;
+    /// A named query, `sql.run` (one parameter set, autocommit) or `sql.run_many` (a
+    /// list of them, in one transaction): grants, parameters, hooks, then the database.
+    /// Either is one audited call.
+    async fn sql_run(
+        &self,
+        who: &Caller,
+        payload: &Value,
+        many: bool,
+    ) -> Result<Value, HostFailure> {
+        let method = if many { "sql.run_many" } else { "sql.run" };
+        let connector = str_field(payload, method, "connector")?;
+        let query = str_field(payload, method, "query")?;
+        let sets = if many {
+            list_of_maps(payload, method, "params")?
+        } else {
+            vec![map_field(payload, method, "params")?]
+        };
         let start = (SystemTime::now(), Instant::now());
         let Some(cfg) = self.inner.config.sql.get(connector) else {
             return Err(connector_error(self.unknown("SQL", connector)));
@@ -420,56 +434,70 @@ impl Connectors {
                 config::key(&who.package)
             ));
         }
-        let values = match named.bind_values(&params) {
-            Ok(v) => v.into_iter().cloned().collect::<Vec<Value>>(),
-            Err(why) => {
-                self.audit(who, connector, query, None, start, Outcome::Failed);
-                return Err(connector_error(format!(
-                    "connector {connector:?}, query {query:?}: {why}"
-                )));
-            }
+        // Where a message names the parameter set at fault (run_many).
+        let at = |set: Option<usize>| match set {
+            Some(i) if many => format!(", parameter set {i}"),
+            _ => String::new(),
         };
+        let mut values = Vec::with_capacity(sets.len());
+        for (i, set) in sets.iter().enumerate() {
+            match named.bind_values(set) {
+                Ok(v) => values.push(v.into_iter().cloned().collect::<Vec<Value>>()),
+                Err(why) => {
+                    self.audit(who, connector, query, None, start, Outcome::Failed);
+                    return Err(connector_error(format!(
+                        "connector {connector:?}, query {query:?}{}: {why}",
+                        at(Some(i))
+                    )));
+                }
+            }
+        }
         if let Err(veto) = self.before_query(connector, query, &who.package).await {
             self.audit(who, connector, query, None, start, Outcome::Vetoed);
             return Err(veto);
         }
-        let pool = self.inner.sql[connector].clone();
-        let (name, sql, names) = (query.to_owned(), named.sql.clone(), named.params.clone());
         let mode = if write { Mode::Write } else { Mode::Read };
-        let res = self
-            .on_home(async move {
-                let refs: Vec<&Value> = values.iter().collect();
-                sql::run_named(&pool, &name, &sql, &refs, &names, mode).await
+        let res = if values.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let (this, name, q) = (self.clone(), connector.to_owned(), query.to_owned());
+            self.on_home(async move {
+                let pool = &this.inner.sql[&name];
+                let named = &this.inner.config.sql[&name].queries[&q];
+                sql::run_named(pool, named, values, mode, many).await
             })
-            .await?;
+            .await?
+        };
         match res {
-            Ok(out) => {
-                self.audit(
-                    who,
-                    connector,
-                    query,
-                    Some(out.affected),
-                    start,
-                    Outcome::Ok,
-                );
+            Ok(outs) => {
+                let rows = outs.iter().map(|o| o.affected).sum::<u64>();
+                self.audit(who, connector, query, Some(rows), start, Outcome::Ok);
                 Ok(if write {
-                    Value::map([("rows_affected", Value::Int(out.affected as i64))])
+                    Value::map([("rows_affected", Value::Int(rows as i64))])
+                } else if many {
+                    Value::List(outs.into_iter().map(|o| Value::List(o.rows)).collect())
                 } else {
-                    Value::List(out.rows)
+                    Value::List(outs.into_iter().flat_map(|o| o.rows).collect())
                 })
             }
-            Err(e) => {
+            Err(BatchError { set, error }) => {
                 self.audit(who, connector, query, None, start, Outcome::Failed);
-                let why = match e {
-                    SqlError::Db(sqlx::Error::PoolTimedOut) => format!(
+                let why = match error {
+                    SqlError::PoolTimedOut => format!(
                         "no connection to {} within {:?} (is the server up? `snakepit check` tells why)",
                         cfg.url.masked(),
                         sql::ACQUIRE_TIMEOUT
                     ),
                     e => e.to_string(),
                 };
+                let rolled_back = if many && set.is_some() {
+                    " (the whole batch was rolled back)"
+                } else {
+                    ""
+                };
                 Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}, query {query:?}: {why}"
+                    "connector {connector:?}, query {query:?}{}: {why}{rolled_back}",
+                    at(set)
                 ))))
             }
         }
@@ -612,7 +640,7 @@ impl Connectors {
         let dialect = self.inner.config.sql[&connector].backend.dialect();
         self.on_home(async move {
             tokio::spawn(async move {
-                let (rows, outcome) = transaction(&pool, rx, began_tx).await;
+                let (rows, outcome) = sql::transaction(&pool, rx, began_tx).await;
                 this.audit(&owner, &name, "transaction", rows, start, outcome);
             });
         })
@@ -734,59 +762,6 @@ impl Connectors {
     }
 }
 
-/// Runs one transaction on its own task until it is committed, rolled back, or its
-/// channel closes (the call ended: rolled back). Returns the rows affected and how it
-/// ended.
-async fn transaction(
-    pool: &SqlPool,
-    mut rx: mpsc::UnboundedReceiver<TxCmd>,
-    began: oneshot::Sender<Result<(), SqlError>>,
-) -> (Option<u64>, Outcome) {
-    sql::with_backend!(pool, lazy, DB => {
-        let mut tx = match lazy.pool().begin().await {
-            Ok(tx) => tx,
-            Err(e) => {
-                let _ = began.send(Err(SqlError::Db(e)));
-                return (None, Outcome::Failed);
-            }
-        };
-        if began.send(Ok(())).is_err() {
-            let _ = tx.rollback().await;
-            return (None, Outcome::RolledBack);
-        }
-        let mut rows = 0;
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                TxCmd::Execute { sql, params, reply } => {
-                    let res = match sql.bind_values(&params) {
-                        Err(why) => Err(SqlError::Param(why)),
-                        Ok(values) => match <DB as sql::Db>::info(&mut *tx, &sql.sql).await {
-                            Err(e) => Err(SqlError::Db(e)),
-                            Ok(info) => sql::execute::<DB>(&mut *tx, &sql.sql, &values, &sql.params, &info, Mode::Any).await,
-                        },
-                    };
-                    if let Ok(out) = &res {
-                        rows += out.affected;
-                    }
-                    let _ = reply.send(res);
-                }
-                TxCmd::Commit(reply) => {
-                    let res = tx.commit().await.map_err(SqlError::Db);
-                    let outcome = if res.is_ok() { Outcome::Committed } else { Outcome::Failed };
-                    let _ = reply.send(res);
-                    return (Some(rows), outcome);
-                }
-                TxCmd::Rollback(reply) => {
-                    let _ = reply.send(tx.rollback().await.map_err(SqlError::Db));
-                    return (Some(rows), Outcome::RolledBack);
-                }
-            }
-        }
-        let _ = tx.rollback().await;
-        (Some(rows), Outcome::RolledBack)
-    })
-}
-
 impl HostHandler for Connectors {
     fn handle(&self, req: HostRequest) -> HostFuture {
         Box::pin(self.clone().serve(req))
@@ -814,6 +789,30 @@ fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str,
         .get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| connector_error(format!("{method}: the payload has no str {key:?}")))
+}
+
+/// `key`, a list of dicts (`sql.run_many`'s parameter sets).
+fn list_of_maps(
+    payload: &Value,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Vec<(String, Value)>>, HostFailure> {
+    let Some(Value::List(items)) = payload.get(key) else {
+        return Err(connector_error(format!(
+            "{method}: the payload has no list {key:?} (one dict of parameters per run)"
+        )));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::Map(m) => Ok(m.clone()),
+            other => Err(connector_error(format!(
+                "{method}: {key}[{i}] is a {}, not a dict",
+                other.type_name()
+            ))),
+        })
+        .collect()
 }
 
 fn map_field(
@@ -849,7 +848,7 @@ mod tests {
     }
 
     async fn sqlite_connectors(dir: &std::path::Path) -> Connectors {
-        let toml = "[sql.billing]\nurl = \"sqlite://b.db?mode=rwc\"\n[sql.billing.queries]\ncount = \"SELECT count(*) AS n FROM t\"\n";
+        let toml = "[sql.billing]\nurl = \"sqlite://b.db?mode=rwc\"\n[sql.billing.queries]\ncount = \"SELECT count(*) AS n FROM t\"\n\"add:write\" = \"INSERT INTO t (x) VALUES (:x)\"\n";
         let cfg =
             ConnectorsConfig::parse(toml, &dir.join("connectors.toml"), dir, |_| None).unwrap();
         let mut m = BTreeMap::new();
@@ -930,6 +929,64 @@ mod tests {
         let p = Value::map([("tx", tx.get("tx").cloned().unwrap())]);
         c.handle(request(9, "tx.commit", p)).await.unwrap();
         let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
+        assert_eq!(count(&c).await, want);
+    }
+
+    fn add(x: i64) -> HostRequest {
+        let p = Value::map([
+            ("connector", Value::from("billing")),
+            ("query", Value::from("add:write")),
+            ("params", Value::map([("x", Value::Int(x))])),
+        ]);
+        request(5, "sql.run", p)
+    }
+
+    /// A SQLite query runs inside the handler's future: ready on its first poll, on the
+    /// thread that polls it (this test's runtime has only that one).
+    #[tokio::test]
+    async fn a_sqlite_query_is_done_on_the_first_poll() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let done = c.handle(add(1)).now_or_never();
+        let want = Value::map([("rows_affected", Value::Int(1))]);
+        assert_eq!(done.map(Result::unwrap), Some(want));
+        let rows = c
+            .handle(request(
+                5,
+                "sql.run",
+                Value::map([
+                    ("connector", Value::from("billing")),
+                    ("query", Value::from("count")),
+                ]),
+            ))
+            .now_or_never();
+        let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
+        assert_eq!(rows.map(Result::unwrap), Some(want));
+    }
+
+    /// A statement that finds the database locked waits for the lock (the busy timeout)
+    /// off the runtime thread: the thread stays free, and the statement runs once the
+    /// lock is released. Run inline, it would either fail at once (no busy timeout) or
+    /// hold this test's only runtime thread until the timeout and fail.
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_waited_for_off_the_runtime_thread() {
+        use futures_util::FutureExt;
+        let dir = tempfile::tempdir().unwrap();
+        let c = sqlite_connectors(dir.path()).await;
+        let other = rusqlite::Connection::open(dir.path().join("b.db")).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (x) VALUES (7)")
+            .unwrap();
+        let mut write = c.handle(add(1));
+        assert!(
+            (&mut write).now_or_never().is_none(),
+            "the write did not wait for the lock"
+        );
+        other.execute_batch("COMMIT").unwrap();
+        let want = Value::map([("rows_affected", Value::Int(1))]);
+        assert_eq!(write.await.unwrap(), want);
+        let want = Value::List(vec![Value::map([("n", Value::Int(2))])]);
         assert_eq!(count(&c).await, want);
     }
 

@@ -21,6 +21,9 @@ pub struct NamedSql {
     pub sql: String,
     /// The parameter of each placeholder, in binding order.
     pub params: Vec<String>,
+    /// Whether it may be several statements: a `;` outside literals and comments is
+    /// followed by more SQL (a trigger's body counts too).
+    pub several: bool,
 }
 
 pub(crate) fn is_identifier(s: &str) -> bool {
@@ -37,6 +40,7 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<NamedSql, String> {
     let mut params: Vec<String> = Vec::new();
     let mut copied = 0; // text[..copied] is in `sql`
     let mut i = 0;
+    let (mut after_semicolon, mut several) = (false, false);
     // Index just past the closing `close` from `from`, honouring `''` (by re-entry) and,
     // when `backslash`, `\x` escapes.
     let skip_to = |from: usize, close: u8, backslash: bool| -> Option<usize> {
@@ -56,6 +60,13 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<NamedSql, String> {
     while i < b.len() {
         let c = b[i];
         let next = b.get(i + 1).copied();
+        let comment = (c == b'-' && next == Some(b'-'))
+            || (c == b'/' && next == Some(b'*'))
+            || (c == b'#' && dialect == Dialect::MySql);
+        if after_semicolon && !c.is_ascii_whitespace() && c != b';' && !comment {
+            several = true;
+        }
+        after_semicolon |= c == b';';
         match c {
             b'\'' => {
                 let e_string = dialect == Dialect::Postgres
@@ -147,6 +158,7 @@ pub fn parse(text: &str, dialect: Dialect) -> Result<NamedSql, String> {
         text: text.to_owned(),
         sql,
         params,
+        several,
     })
 }
 
@@ -231,6 +243,18 @@ mod tests {
         assert_eq!(s.sql, "SELECT a FROM t WHERE p = ? AND id = ? OR p2 = ?");
         assert_eq!(s.params, ["period", "id", "period"]);
         assert_eq!(s.names(), ["period", "id"]);
+        assert!(!s.several);
+    }
+
+    #[test]
+    fn several_statements_are_told_from_one() {
+        let one = |q: &str| !parse(q, Dialect::Sqlite).unwrap().several;
+        assert!(one("UPDATE t SET a = ';' WHERE b = :b;  -- done; really\n"));
+        assert!(one("SELECT 1; /* ; */ ;"));
+        assert!(!one("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"));
+        assert!(!one(
+            "CREATE TRIGGER g AFTER INSERT ON t BEGIN SELECT 1; END"
+        ));
     }
 
     #[test]

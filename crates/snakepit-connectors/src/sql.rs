@@ -1,27 +1,31 @@
-//! SQL connectors: one typed sqlx pool per connector (SQLite, PostgreSQL, MySQL/MariaDB),
-//! created at first use, so that loading needs no server. Parameters are bound with
-//! the type the value has (PostgreSQL: the type the statement wants); rows come back
-//! as maps of wire values that keep their types.
+//! SQL connectors: one pool per connector, created at first use, so that loading needs
+//! no server: sqlx for PostgreSQL and MySQL/MariaDB, `rusqlite` for SQLite (see
+//! [`crate::sqlite`]: a SQLite statement runs where the request is read). Parameters
+//! are bound with the type the value has (PostgreSQL: the type the statement wants);
+//! rows come back as maps of wire values that keep their types.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::TryStreamExt;
 use rust_decimal::Decimal;
 use snakepit::Value;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgRow, PgTypeInfo, Postgres};
-use sqlx::sqlite::{Sqlite, SqliteConnectOptions, SqliteRow};
 use sqlx::{
     Arguments, Column, Connection, Database, Either, Executor, IntoArguments, Row, Statement,
     TypeInfo, ValueRef,
 };
+use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::Outcome;
 use crate::config::{Backend, SqlConfig};
 use crate::convert;
+use crate::params::NamedSql;
+use crate::sqlite::SqlitePool;
 
 /// How long acquiring a connection may take (connecting included).
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,35 +55,72 @@ pub(crate) enum SqlError {
     Param(String),
     /// A value in a row cannot be converted.
     Column(String),
-    /// The driver or the database refused.
+    /// No connection came within [`ACQUIRE_TIMEOUT`].
+    PoolTimedOut,
+    /// The driver or the database refused (sqlx: PostgreSQL, MySQL).
     Db(sqlx::Error),
+    /// SQLite refused.
+    Sqlite(rusqlite::Error),
+    /// A SQLite connection was lost with a statement that ran on the blocking pool.
+    Lost,
+    /// That statement's task failed.
+    Task(String),
 }
 
 impl std::fmt::Display for SqlError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SqlError::Param(m) | SqlError::Column(m) => f.write_str(m),
+            SqlError::PoolTimedOut => f.write_str("no connection came in time"),
             SqlError::Db(sqlx::Error::Database(e)) => f.write_str(e.message()),
             SqlError::Db(e) => write!(f, "{e}"),
+            SqlError::Sqlite(e) => f.write_str(&crate::sqlite::message(e)),
+            SqlError::Lost => f.write_str("the connection was lost with a statement that failed"),
+            SqlError::Task(e) => write!(f, "the statement's task failed: {e}"),
         }
     }
 }
 
 impl From<sqlx::Error> for SqlError {
     fn from(e: sqlx::Error) -> Self {
-        SqlError::Db(e)
+        match e {
+            sqlx::Error::PoolTimedOut => SqlError::PoolTimedOut,
+            e => SqlError::Db(e),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SqlError {
+    fn from(e: rusqlite::Error) -> Self {
+        SqlError::Sqlite(e)
+    }
+}
+
+/// Why a batch of parameter sets failed: the set at fault (None: beginning or
+/// committing the batch's transaction) and the error.
+#[derive(Debug)]
+pub(crate) struct BatchError {
+    pub set: Option<usize>,
+    pub error: SqlError,
+}
+
+impl From<SqlError> for BatchError {
+    fn from(error: SqlError) -> Self {
+        BatchError { set: None, error }
+    }
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        SqlError::from(e).into()
     }
 }
 
 /// A backend: how to learn what a statement wants, bind a value, convert a row.
 pub(crate) trait Db: Database {
-    /// What binding and row conversion need to know of a statement: PostgreSQL the
-    /// types of its parameters, SQLite the declared types of its columns.
+    /// What binding needs to know of a statement: PostgreSQL the types of its
+    /// parameters.
     type Info: Send + Sync + 'static;
-
-    /// Whether a pooled connection is pinged before each use (a network connection may
-    /// have died; a SQLite one cannot, and the ping is a round trip to its thread).
-    const PING_BEFORE_USE: bool = true;
 
     fn info<'c>(
         conn: &'c mut Self::Connection,
@@ -104,172 +145,6 @@ where
     T: sqlx::Encode<'q, DB> + sqlx::Type<DB> + Send + 'q,
 {
     args.add(v).map_err(|e| e.to_string())
-}
-
-fn unbindable(v: &Value) -> String {
-    format!(
-        "is a {}, which SQL cannot take (pass None, bool, int, float, str, bytes, Decimal, date or datetime)",
-        v.type_name()
-    )
-}
-
-impl Db for Sqlite {
-    /// The declared type of each column (upper case), when it has one.
-    type Info = Vec<Option<String>>;
-
-    const PING_BEFORE_USE: bool = false;
-
-    fn affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
-        done.rows_affected()
-    }
-
-    fn info<'c>(
-        conn: &'c mut Self::Connection,
-        sql: &'c str,
-    ) -> BoxFuture<'c, Result<Self::Info, sqlx::Error>> {
-        Box::pin(async move {
-            let mut handle = conn.lock_handle().await?;
-            Ok(sqlite_decltypes(handle.as_raw_handle().as_ptr(), sql))
-        })
-    }
-
-    fn bind<'q>(
-        args: &mut <Self as Database>::Arguments<'q>,
-        v: &Value,
-        _: &Self::Info,
-        _: usize,
-    ) -> Result<(), String> {
-        match v {
-            Value::Nil => add::<Sqlite, _>(args, None::<String>),
-            Value::Bool(b) => add::<Sqlite, _>(args, *b),
-            Value::Int(i) => add::<Sqlite, _>(args, *i),
-            Value::Float(f) => add::<Sqlite, _>(args, *f),
-            Value::Str(s) => add::<Sqlite, _>(args, s.clone()),
-            Value::Bytes(b) => add::<Sqlite, _>(args, b.clone()),
-            // SQLite has no decimal type: the text, which NUMERIC columns store as numbers.
-            Value::Decimal(s) => add::<Sqlite, _>(args, convert::decimal(s)?.to_string()),
-            Value::Date(d) => add::<Sqlite, _>(args, convert::date(*d)?),
-            Value::DateTime(dt) => match dt.offset {
-                None => add::<Sqlite, _>(args, convert::naive(dt.micros)?),
-                Some(o) => add::<Sqlite, _>(args, convert::aware(dt.micros, o)?),
-            },
-            Value::List(_) | Value::Map(_) => Err(unbindable(v)),
-        }
-    }
-
-    fn value(row: &SqliteRow, i: usize, decls: &Self::Info) -> Result<Value, String> {
-        let raw = row.try_get_raw(i).map_err(|e| e.to_string())?;
-        if raw.is_null() {
-            return Ok(Value::Nil);
-        }
-        let storage = raw.type_info().name().to_owned();
-        let decl = decls.get(i).cloned().flatten().unwrap_or_default();
-        let get_err = |e: sqlx::Error| e.to_string();
-        let by_storage = || -> Result<Value, String> {
-            Ok(match storage.as_str() {
-                "INTEGER" => Value::Int(row.try_get_unchecked::<i64, _>(i).map_err(get_err)?),
-                "REAL" => Value::Float(row.try_get_unchecked::<f64, _>(i).map_err(get_err)?),
-                "BLOB" => Value::Bytes(row.try_get_unchecked::<Vec<u8>, _>(i).map_err(get_err)?),
-                _ => Value::Str(row.try_get_unchecked::<String, _>(i).map_err(get_err)?),
-            })
-        };
-        if decl.contains("INT") {
-            return by_storage();
-        }
-        if decl.contains("DEC") || decl.contains("NUMERIC") || decl.contains("MONEY") {
-            let text = match storage.as_str() {
-                "INTEGER" => row
-                    .try_get_unchecked::<i64, _>(i)
-                    .map_err(get_err)?
-                    .to_string(),
-                "REAL" => row
-                    .try_get_unchecked::<f64, _>(i)
-                    .map_err(get_err)?
-                    .to_string(),
-                _ => row.try_get_unchecked::<String, _>(i).map_err(get_err)?,
-            };
-            return Ok(match convert::decimal(&text) {
-                Ok(d) => convert::from_decimal(d),
-                Err(_) => Value::Str(text),
-            });
-        }
-        if decl.starts_with("BOOL") && storage == "INTEGER" {
-            return Ok(Value::Bool(
-                row.try_get_unchecked::<i64, _>(i).map_err(get_err)? != 0,
-            ));
-        }
-        if decl.contains("TIMESTAMP") || decl.contains("DATETIME") {
-            if let Ok(d) = row.try_get_unchecked::<DateTime<FixedOffset>, _>(i) {
-                if storage == "TEXT"
-                    && has_offset(&row.try_get_unchecked::<String, _>(i).unwrap_or_default())
-                {
-                    return Ok(convert::from_aware(d));
-                }
-            }
-            if let Ok(n) = row.try_get_unchecked::<NaiveDateTime, _>(i) {
-                return Ok(convert::from_naive(n));
-            }
-            return by_storage();
-        }
-        if decl == "DATE" {
-            if let Ok(d) = row.try_get_unchecked::<NaiveDate, _>(i) {
-                return Ok(convert::from_date(d));
-            }
-        }
-        by_storage()
-    }
-}
-
-/// Whether a datetime's text ends with a UTC offset (`Z`, `+02:00`, `-0500`).
-fn has_offset(text: &str) -> bool {
-    let t = text.trim();
-    if t.ends_with('Z') || t.ends_with('z') {
-        return true;
-    }
-    let time = t.get(10..).unwrap_or("");
-    time.rfind(['+', '-']).is_some_and(|p| {
-        time[p + 1..]
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == ':')
-    })
-}
-
-/// The declared types of the columns of `sql`'s first statement (SQLite knows them
-/// per statement; sqlx keeps only those it maps to a Rust type).
-fn sqlite_decltypes(db: *mut libsqlite3_sys::sqlite3, sql: &str) -> Vec<Option<String>> {
-    use libsqlite3_sys as ffi;
-    let Ok(len) = i32::try_from(sql.len()) else {
-        return Vec::new();
-    };
-    let mut stmt: *mut ffi::sqlite3_stmt = std::ptr::null_mut();
-    // SAFETY: `db` is the open connection, locked for us by `lock_handle`; the statement is
-    // finalized before returning and the decltype strings are copied while it lives.
-    unsafe {
-        let rc = ffi::sqlite3_prepare_v2(
-            db,
-            sql.as_ptr().cast(),
-            len,
-            &mut stmt,
-            std::ptr::null_mut(),
-        );
-        if rc != ffi::SQLITE_OK || stmt.is_null() {
-            // The statement itself reports the error when it runs.
-            return Vec::new();
-        }
-        let n = ffi::sqlite3_column_count(stmt);
-        let out = (0..n)
-            .map(|i| {
-                let p = ffi::sqlite3_column_decltype(stmt, i);
-                (!p.is_null()).then(|| {
-                    std::ffi::CStr::from_ptr(p)
-                        .to_string_lossy()
-                        .to_ascii_uppercase()
-                })
-            })
-            .collect();
-        ffi::sqlite3_finalize(stmt);
-        out
-    }
 }
 
 impl Db for Postgres {
@@ -361,7 +236,7 @@ impl Db for Postgres {
                 (Some(_), "TIMESTAMP") => Err("is an aware datetime, and the query wants a timestamp (without time zone): pass a naive one".into()),
                 _ => Err(wrong()),
             },
-            Value::List(_) | Value::Map(_) => Err(unbindable(v)),
+            Value::List(_) | Value::Map(_) => Err(convert::unbindable(v)),
             _ => Err(wrong()),
         }
     }
@@ -433,7 +308,7 @@ impl Db for MySql {
                 // MySQL keeps no offset: the instant, in UTC (the session's time zone).
                 Some(o) => add::<MySql, _>(args, convert::aware(dt.micros, o)?.with_timezone(&Utc)),
             },
-            Value::List(_) | Value::Map(_) => Err(unbindable(v)),
+            Value::List(_) | Value::Map(_) => Err(convert::unbindable(v)),
         }
     }
 
@@ -476,6 +351,11 @@ impl Db for MySql {
             },
         })
     }
+}
+
+/// `values` by reference, as [`execute`] takes them.
+fn refs(values: &[Value]) -> Vec<&Value> {
+    values.iter().collect()
 }
 
 /// Runs `sql` with `values` on `conn`.
@@ -561,23 +441,21 @@ impl<DB: Db> Lazy<DB> {
             sqlx::pool::PoolOptions::<DB>::new()
                 .max_connections(self.max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
-                .test_before_acquire(DB::PING_BEFORE_USE)
                 .connect_lazy_with(self.options.clone())
         })
     }
 
-    /// What `sql` (named `name`) needs for binding and conversion, learned once.
+    /// What the named query `sql` needs for binding, learned once.
     pub(crate) async fn info(
         &self,
         conn: &mut DB::Connection,
-        name: &str,
         sql: &str,
     ) -> Result<Arc<DB::Info>, sqlx::Error> {
         if let Some(i) = self
             .infos
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(name)
+            .get(sql)
         {
             return Ok(i.clone());
         }
@@ -585,14 +463,14 @@ impl<DB: Db> Lazy<DB> {
         self.infos
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), info.clone());
+            .insert(sql.to_owned(), info.clone());
         Ok(info)
     }
 }
 
 /// A connector's pool, whichever its backend.
 pub(crate) enum SqlPool {
-    Sqlite(Lazy<Sqlite>),
+    Sqlite(SqlitePool),
     Postgres(Lazy<Postgres>),
     MySql(Lazy<MySql>),
 }
@@ -604,10 +482,7 @@ impl SqlPool {
         let max = cfg.max_connections;
         let bad = |e: sqlx::Error| format!("{} is not a usable URL: {e}", cfg.url.masked());
         Ok(match cfg.backend {
-            Backend::Sqlite => SqlPool::Sqlite(Lazy::new(
-                SqliteConnectOptions::from_str(url).map_err(bad)?,
-                max,
-            )),
+            Backend::Sqlite => SqlPool::Sqlite(SqlitePool::new(url, max).map_err(bad)?),
             Backend::Postgres => SqlPool::Postgres(Lazy::new(
                 PgConnectOptions::from_str(url).map_err(bad)?,
                 max,
@@ -620,40 +495,57 @@ impl SqlPool {
     }
 }
 
-/// Runs `$body` with `$lazy` bound to the backend's [`Lazy`] and `$DB` to its type.
+/// Runs `$sqlite` with `$pool` bound to a SQLite pool, or `$body` with `$lazy` bound to
+/// the sqlx backend's [`Lazy`] and `$DB` to its type.
 macro_rules! with_backend {
-    ($pool:expr, $lazy:ident, $DB:ident => $body:expr) => {
+    ($pool:expr, $sqlite_pool:ident => $sqlite:expr, $lazy:ident, $DB:ident => $body:expr) => {
         match $pool {
-            $crate::sql::SqlPool::Sqlite($lazy) => {
-                type $DB = ::sqlx::sqlite::Sqlite;
+            SqlPool::Sqlite($sqlite_pool) => $sqlite,
+            SqlPool::Postgres($lazy) => {
+                type $DB = Postgres;
                 $body
             }
-            $crate::sql::SqlPool::Postgres($lazy) => {
-                type $DB = ::sqlx::postgres::Postgres;
-                $body
-            }
-            $crate::sql::SqlPool::MySql($lazy) => {
-                type $DB = ::sqlx::mysql::MySql;
+            SqlPool::MySql($lazy) => {
+                type $DB = MySql;
                 $body
             }
         }
     };
 }
-pub(crate) use with_backend;
 
-/// Acquires a connection and runs the named query `name` on it.
+/// Runs the named query `named` with each of `sets` (values in binding order): the one
+/// set in autocommit (`batch` false: each write commits before it returns), or every set
+/// in one transaction (`batch` true: all or nothing; the failing set is named).
 pub(crate) async fn run_named(
     pool: &SqlPool,
-    name: &str,
-    sql: &str,
-    values: &[&Value],
-    names: &[String],
+    named: &NamedSql,
+    sets: Vec<Vec<Value>>,
     mode: Mode,
-) -> Result<Output, SqlError> {
-    with_backend!(pool, lazy, DB => {
+    batch: bool,
+) -> Result<Vec<Output>, BatchError> {
+    with_backend!(pool, p => {
+        crate::sqlite::run_named(p, named, sets, mode, batch).await
+    }, lazy, DB => {
+        let (sql, names) = (named.sql.as_str(), named.params.as_slice());
         let mut conn = lazy.pool().acquire().await?;
-        let info = lazy.info(&mut conn, name, sql).await?;
-        execute::<DB>(&mut conn, sql, values, names, &info, mode).await
+        let info = lazy.info(&mut conn, sql).await?;
+        if !batch {
+            let out = execute::<DB>(&mut conn, sql, &refs(&sets[0]), names, &info, mode).await?;
+            return Ok(vec![out]);
+        }
+        let mut tx = conn.begin().await?;
+        let mut outs = Vec::with_capacity(sets.len());
+        for (set, values) in sets.iter().enumerate() {
+            match execute::<DB>(&mut tx, sql, &refs(values), names, &info, mode).await {
+                Ok(out) => outs.push(out),
+                Err(error) => {
+                    let _ = tx.rollback().await;
+                    return Err(BatchError { set: Some(set), error });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outs)
     })
 }
 
@@ -664,12 +556,12 @@ pub(crate) async fn run_named(
 pub(crate) async fn prepare_all(
     pool: &SqlPool,
     queries: &[(&str, &str)],
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    with_backend!(pool, lazy, DB => {
+) -> Result<Vec<(String, String)>, SqlError> {
+    with_backend!(pool, p => crate::sqlite::prepare_all(p, queries), lazy, DB => {
         let connect = <<DB as Database>::Connection as Connection>::connect_with(&lazy.options);
         let mut conn = tokio::time::timeout(ACQUIRE_TIMEOUT, connect)
             .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            .map_err(|_| SqlError::PoolTimedOut)??;
         let mut bad = Vec::new();
         for (name, sql) in queries {
             if let Err(e) = (&mut conn).prepare(sql).await {
@@ -679,4 +571,120 @@ pub(crate) async fn prepare_all(
         let _ = conn.close().await;
         Ok(bad)
     })
+}
+
+/// A command to an open transaction's task.
+pub(crate) enum TxCmd {
+    Execute {
+        sql: NamedSql,
+        params: Vec<(String, Value)>,
+        reply: oneshot::Sender<Result<Output, SqlError>>,
+    },
+    Commit(oneshot::Sender<Result<(), SqlError>>),
+    Rollback(oneshot::Sender<Result<(), SqlError>>),
+}
+
+/// An open transaction, whichever its backend.
+pub(crate) trait OpenTx {
+    /// Runs `sql` (any SQL) with `values` in binding order.
+    async fn execute(&mut self, sql: &NamedSql, values: Vec<Value>) -> Result<Output, SqlError>;
+    async fn end(self, commit: bool) -> Result<(), SqlError>;
+}
+
+struct SqlxTx<DB: Db>(sqlx::Transaction<'static, DB>);
+
+impl<DB: Db> OpenTx for SqlxTx<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    async fn execute(&mut self, sql: &NamedSql, values: Vec<Value>) -> Result<Output, SqlError> {
+        let info = DB::info(&mut self.0, &sql.sql).await?;
+        execute::<DB>(
+            &mut self.0,
+            &sql.sql,
+            &refs(&values),
+            &sql.params,
+            &info,
+            Mode::Any,
+        )
+        .await
+    }
+
+    async fn end(self, commit: bool) -> Result<(), SqlError> {
+        let done = if commit {
+            self.0.commit().await
+        } else {
+            self.0.rollback().await
+        };
+        Ok(done?)
+    }
+}
+
+/// Runs one transaction on its own task until it is committed, rolled back, or its
+/// channel closes (the call ended: rolled back). Returns the rows affected and how it
+/// ended.
+pub(crate) async fn transaction(
+    pool: &SqlPool,
+    rx: mpsc::UnboundedReceiver<TxCmd>,
+    began: oneshot::Sender<Result<(), SqlError>>,
+) -> (Option<u64>, Outcome) {
+    with_backend!(pool, p => {
+        serve_tx(crate::sqlite::begin(p).await, rx, began).await
+    }, lazy, DB => {
+        let tx = lazy.pool().begin().await.map(SqlxTx::<DB>).map_err(SqlError::from);
+        serve_tx(tx, rx, began).await
+    })
+}
+
+async fn serve_tx(
+    tx: Result<impl OpenTx, SqlError>,
+    mut rx: mpsc::UnboundedReceiver<TxCmd>,
+    began: oneshot::Sender<Result<(), SqlError>>,
+) -> (Option<u64>, Outcome) {
+    let mut tx = match tx {
+        Ok(tx) => tx,
+        Err(e) => {
+            let _ = began.send(Err(e));
+            return (None, Outcome::Failed);
+        }
+    };
+    if began.send(Ok(())).is_err() {
+        let _ = tx.end(false).await;
+        return (None, Outcome::RolledBack);
+    }
+    let mut rows = 0;
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            TxCmd::Execute { sql, params, reply } => {
+                let res = match sql.bind_values(&params) {
+                    Err(why) => Err(SqlError::Param(why)),
+                    Ok(values) => {
+                        tx.execute(&sql, values.into_iter().cloned().collect())
+                            .await
+                    }
+                };
+                if let Ok(out) = &res {
+                    rows += out.affected;
+                }
+                let _ = reply.send(res);
+            }
+            TxCmd::Commit(reply) => {
+                let res = tx.end(true).await;
+                let outcome = if res.is_ok() {
+                    Outcome::Committed
+                } else {
+                    Outcome::Failed
+                };
+                let _ = reply.send(res);
+                return (Some(rows), outcome);
+            }
+            TxCmd::Rollback(reply) => {
+                let _ = reply.send(tx.end(false).await);
+                return (Some(rows), Outcome::RolledBack);
+            }
+        }
+    }
+    let _ = tx.end(false).await;
+    (Some(rows), Outcome::RolledBack)
 }
