@@ -26,6 +26,7 @@ complete.
 from __future__ import annotations
 
 import collections
+import os
 import socket
 import sys
 import threading
@@ -38,6 +39,8 @@ from .codec import Codec
 Route = Callable[[Any, bool], None]
 
 BUFFER_SIZE = 1 << 16  # the reusable receive buffer; a larger frame gets its own
+SPIN_NS = 50_000  # how long a sync host request polls for its reply before it sleeps
+_yield = getattr(os, "sched_yield", lambda: None)
 _unpack_len = protocol._LEN.unpack_from
 _pack_len = protocol._LEN.pack
 _MSG_DONTWAIT = socket.MSG_DONTWAIT
@@ -369,14 +372,33 @@ class Channel:
                 self.signal_pending = False
                 self.on_deferred_signal()
 
+    def _recv_soon(self) -> int:
+        """``recv_into`` the empty buffer, first spinning for up to ``SPIN_NS`` on a
+        non-blocking read with a ``sched_yield`` between tries: a supervisor thread on
+        the same CPU gets it at once, and a reply from one on another CPU finds this
+        process awake instead of paying a cross-CPU wake-up (≈ 60 µs on a VM, against
+        ≈ 10 µs for the whole round trip). Bytes received, 0 at end of stream, -1 on an
+        error (the caller reads again and reports it)."""
+        recv_into = self.sock.recv_into
+        rview = self.rview
+        clock = time.perf_counter_ns
+        deadline = clock() + SPIN_NS
+        try:
+            while True:
+                try:
+                    return recv_into(rview, 0, _MSG_DONTWAIT)
+                except BlockingIOError:
+                    if clock() >= deadline:
+                        return recv_into(rview)
+                    _yield()
+        except OSError:
+            return -1
+
     def _read_reply(self, request_id: int, on_cancel: Callable[[], None]) -> Any:
         if self.rend == 0 and self.big is None:
             # Nothing buffered: one recv_into, which most often brings just the reply.
             # Anything else is left in the buffer for the loop below to cut and route.
-            try:
-                k = self.sock.recv_into(self.rview)
-            except OSError:
-                k = -1  # the loop below reads again and reports it
+            k = self._recv_soon()
             if k > 4 and k == 4 + _unpack_len(self.rbuf, 0)[0] and k - 4 <= self.frame_limit:
                 try:
                     if self.parse_bytes:

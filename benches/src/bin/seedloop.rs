@@ -128,7 +128,8 @@ fn args() -> Opts {
     }
 }
 
-#[tokio::main]
+// One runtime thread, as `snakepit run` has (crates/snakepit-cli/src/lib.rs).
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     let opts = args();
     println!(

@@ -28,10 +28,26 @@ pub fn main() -> ExitCode {
     let args = cli::Args::parse();
     let serving = matches!(args.command, cli::Command::Serve { .. });
     init_tracing(args.verbose, args.quiet, serving);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A serve answers many clients at once, and a bench's callers run on threads of
+    // their own; the other commands make one call or one run at a time, and on one
+    // runtime thread the task serving a worker's host requests is the one the worker
+    // woke, with no hand-off to another thread, maybe on another CPU (the seed loop
+    // through `snakepit run`: 2.7x in-process on a multi-threaded runtime, 1.8x on
+    // this one; docs/benchmarks.md).
+    let many = matches!(
+        args.command,
+        cli::Command::Serve { .. } | cli::Command::Bench { .. }
+    );
+    let built = if many {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("snakepit: failed to start the async runtime: {e}");
