@@ -224,3 +224,52 @@ async fn submit_with_kwarg_builder() {
         .unwrap();
     assert_eq!(v.get("dry_run"), Some(&Value::Bool(false)));
 }
+
+#[tokio::test]
+async fn pinned_workers_run_on_their_cpu_and_callers_get_the_one_on_theirs() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = builder()
+        .workers(2)
+        .pin_workers(true)
+        .build()
+        .await
+        .unwrap();
+    let unpinned = builder().workers(1).build().await.unwrap();
+    let on = |v: Value| -> Vec<i64> {
+        let Value::List(l) = v else { panic!("{v}") };
+        l.iter().map(|c| c.as_i64().unwrap()).collect()
+    };
+    // Without pinning a worker may run anywhere (the protection off: the check can fail).
+    let free = on(call(&unpinned, "fx.basic:cpus", vec![], vec![])
+        .await
+        .unwrap());
+    assert_eq!(
+        free.len(),
+        cpus,
+        "an unpinned worker runs on every CPU: {free:?}"
+    );
+    // Both workers idle, then this test's thread on each one's CPU in turn: the pool
+    // hands it the worker on its CPU.
+    crate::support::wait_for(
+        "both workers idle",
+        std::time::Duration::from_secs(10),
+        || {
+            let st = pool.status();
+            st.slots
+                .iter()
+                .filter(|w| w.state == snakepit::WorkerState::Idle)
+                .count()
+                == 2
+        },
+    )
+    .await;
+    for slot in 0..2 {
+        let cpu = pool.worker_cpu(slot).expect("a pinned pool names its CPUs");
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+        let got = on(call(&pool, "fx.basic:cpus", vec![], vec![]).await.unwrap());
+        assert_eq!(got, vec![cpu as i64], "slot {slot}'s worker on CPU {cpu}");
+    }
+    assert_eq!(unpinned.worker_cpu(0), None);
+}

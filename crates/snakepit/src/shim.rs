@@ -201,7 +201,10 @@ fn tempdir_in(root: &Path) -> std::io::Result<PathBuf> {
 /// the next start pays no probe (≈ 30 ms); a script (a pyenv shim, whose answer depends
 /// on the environment and the working directory) is probed every time.
 pub fn resolve_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
-    let root = cache_root();
+    resolve_in(&cache_root(), python)
+}
+
+fn resolve_in(root: &Path, python: &Path) -> Result<PathBuf, SpawnError> {
     let cached = binary_key(python).map(|key| {
         let file = root.join(format!("python-{:016x}", fnv1a(FNV_OFFSET, key.as_bytes())));
         (key, file)
@@ -217,8 +220,7 @@ pub fn resolve_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
     let exe = probe_interpreter(python)?;
     if let (Some((key, file)), Some(exe_text)) = (&cached, exe.to_str()) {
         // Best effort: a cache that cannot be written costs the probe next time.
-        let _ =
-            private_dir(&root).and_then(|()| write_private(file, &format!("{key}\n{exe_text}")));
+        let _ = private_dir(root).and_then(|()| write_private(file, &format!("{key}\n{exe_text}")));
     }
     Ok(exe)
 }
@@ -308,6 +310,50 @@ fn probe_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_binary_interpreter_is_probed_once_and_a_script_every_time() {
+        let root = tempfile::tempdir().unwrap();
+        let real = probe_interpreter(Path::new("python3")).expect("python3 on PATH");
+        let entries = || -> Vec<PathBuf> {
+            fs::read_dir(root.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("python-")
+                })
+                .collect()
+        };
+        assert_eq!(resolve_in(root.path(), &real).unwrap(), real);
+        let [entry] = &entries()[..] else {
+            panic!("one cache entry: {:?}", entries())
+        };
+        // The second start takes the answer from the cache: a doctored one shows it.
+        let text = fs::read_to_string(entry).unwrap();
+        let (key, _) = text.rsplit_once('\n').unwrap();
+        fs::write(entry, format!("{key}\n/from/the/cache")).unwrap();
+        assert_eq!(
+            resolve_in(root.path(), &real).unwrap(),
+            Path::new("/from/the/cache")
+        );
+        // An entry written for another file (its key differs) is not taken.
+        fs::write(entry, "/usr/bin/other\0 1:2:3:4.5\n/from/the/cache").unwrap();
+        assert_eq!(resolve_in(root.path(), &real).unwrap(), real);
+        // A script (a pyenv-style shim) is probed, and nothing is cached for it.
+        let script = root.path().join("shim.sh");
+        fs::write(
+            &script,
+            format!("#!/bin/sh\nexec {} \"$@\"\n", real.display()),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(resolve_in(root.path(), &script).unwrap(), real);
+        assert_eq!(entries().len(), 1, "nothing cached for a script");
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().mode() & 0o777

@@ -37,3 +37,10 @@ def pid(**ctx) -> int:
     import os
 
     return os.getpid()
+
+
+def cpus(**ctx) -> list:
+    """The CPUs this worker may run on."""
+    import os
+
+    return sorted(os.sched_getaffinity(0))
