@@ -17,6 +17,19 @@ use bytes::Bytes;
 use snakepit::{Call, EventKind, Pool};
 use snakepit_proto::{read_frame, FromWorker, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT};
 
+/// The number after flag `name` on the command line (`--rounds 5`), else `default`.
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} needs a number"))
+        })
+        .unwrap_or(default)
+}
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

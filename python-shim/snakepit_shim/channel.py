@@ -31,7 +31,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Deque, List, Optional, Union
+from typing import Any, Callable, Deque, List, Optional, Tuple, Union
 
 from . import protocol
 from .codec import Codec
@@ -417,14 +417,7 @@ class Channel:
             if self.eof:
                 raise EOFError("the supervisor closed the channel")
             bodies: List[Union[bytes, bytearray]] = []
-            eof = False
-            error: Optional[BaseException] = None
-            try:
-                eof = self._recv_frames(bodies, True)
-            except protocol.ProtocolError as exc:
-                error = exc
-            except (EOFError, OSError):
-                eof = True
+            eof, error = self._read_some(bodies, True)
             with self.lock:
                 reply = self._dispatch(bodies, eof, error, True, request_id)
             if reply is not None:
@@ -435,16 +428,23 @@ class Channel:
         """As the reader (token held, state lock not held): read at least one frame, then
         route what came and hand the token back."""
         bodies: List[Union[bytes, bytearray]] = []
-        eof = False
-        error: Optional[BaseException] = None
+        eof, error = False, None
         try:
-            eof = self._recv_frames(bodies, True)
-        except protocol.ProtocolError as exc:
-            error = exc
-        except (EOFError, OSError):
-            eof = True
+            eof, error = self._read_some(bodies, True)
         finally:  # also when interrupted: somebody else must be able to lead
             self._finish_reading(bodies, eof, error, on_main)
+
+    def _read_some(
+        self, bodies: List[Union[bytes, bytearray]], blocking: bool
+    ) -> Tuple[bool, Optional[BaseException]]:
+        """``_recv_frames``, with the end of the stream (or a failed read) and a protocol
+        error as results: (eof, error)."""
+        try:
+            return self._recv_frames(bodies, blocking), None
+        except protocol.ProtocolError as exc:
+            return False, exc
+        except (EOFError, OSError):
+            return True, None
 
     def _finish_reading(
         self,
@@ -552,14 +552,9 @@ class Channel:
                 self._hand_back()
                 return
             bodies: List[Union[bytes, bytearray]] = []
-            eof = False
-            error: Optional[BaseException] = None
+            eof, error = False, None
             try:
-                eof = self._recv_frames(bodies, False)
-            except protocol.ProtocolError as exc:
-                error = exc
-            except (EOFError, OSError):
-                eof = True
+                eof, error = self._read_some(bodies, False)
             finally:
                 self._finish_reading(bodies, eof, error, on_main)
         finally:

@@ -35,24 +35,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use snakepit_benches::{bench_python, median, process_stat, python_dir};
+use snakepit_benches::{arg, bench_python, median, process_stat, python_dir};
 use snakepit_host::{Host, Install};
 use snakepit_jobs::{AuditLog, Clock, JobSet, RunRequest, Runner, SystemClock};
 use snakepit_state::{AuditEntry, State, Trigger};
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
 
 /// An install in `apps`: the job `calls` (one step making `calls` queries), the
 /// connector `billing` on `db`, the state at `state`.

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit::{Call, HostHandler, HostRequest, Pool, RawValue, Value};
-use snakepit_benches::{bench_python, median, python_dir, RawPeer, Samples};
+use snakepit_benches::{arg, bench_python, median, python_dir, RawPeer, Samples};
 use snakepit_connectors::{Connectors, ConnectorsConfig, Grants};
 use sqlx::sqlite::SqlitePoolOptions;
 
@@ -31,18 +31,6 @@ const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 enum Direct {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
 }
 
 /// The samples (nanoseconds) a plugin loop returned.

@@ -23,19 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use snakepit::{Call, Pool, Value};
-use snakepit_benches::{bench_python, median, python_dir, root, RawPeer, Samples};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number"))
-        })
-        .unwrap_or(default)
-}
+use snakepit_benches::{arg, bench_python, median, python_dir, root, RawPeer, Samples};
 
 fn pin_thread(cpu: usize) {
     let mut set = nix::sched::CpuSet::new();
@@ -300,51 +288,42 @@ fn main() {
     for round in 0..rounds {
         let flip = round % 2 == 1;
         // host request vs ping-pong
+        let mut raw = |peer: &mut RawPeer| {
+            let mut s = Samples::with_capacity(calls);
+            for _ in 0..calls {
+                next += 1;
+                let t = Instant::now();
+                peer.round_trip(next).unwrap();
+                s.push(t.elapsed());
+            }
+            s
+        };
         let (e, r) = if flip {
-            let r = (0..calls)
-                .map(|_| {
-                    next += 1;
-                    let t = Instant::now();
-                    peer.round_trip(next).unwrap();
-                    t.elapsed()
-                })
-                .fold(Samples::with_capacity(calls), |mut s, d| {
-                    s.push(d);
-                    s
-                });
+            let r = raw(&mut peer);
             (echo(calls), r)
         } else {
             let e = echo(calls);
-            let r = (0..calls)
-                .map(|_| {
-                    next += 1;
-                    let t = Instant::now();
-                    peer.round_trip(next).unwrap();
-                    t.elapsed()
-                })
-                .fold(Samples::with_capacity(calls), |mut s, d| {
-                    s.push(d);
-                    s
-                });
-            (e, r)
+            (e, raw(&mut peer))
         };
         host.ours.push(e.p50());
         host.base.push(r.p50());
         // CLI bench vs raw pairs
         // Long enough that a start-up hiccup of the CLI does not weigh (≈ 1 s each).
         let bench_calls = calls * 20;
-        let (raw1, raw2, cli1, cli2);
-        if flip {
-            cli1 = cli_bench(&exe, &apps, 1, bench_calls);
-            raw1 = raw_pairs(&python, 1, bench_calls);
-            cli2 = cli_bench(&exe, &apps, 2.min(cpus), bench_calls);
-            raw2 = raw_pairs(&python, 2.min(cpus), bench_calls);
-        } else {
-            raw1 = raw_pairs(&python, 1, bench_calls);
-            cli1 = cli_bench(&exe, &apps, 1, bench_calls);
-            raw2 = raw_pairs(&python, 2.min(cpus), bench_calls);
-            cli2 = cli_bench(&exe, &apps, 2.min(cpus), bench_calls);
-        }
+        // Pairs of (snakepit, raw) for 1 and 2 workers, the order flipped every round.
+        let both = |workers: usize| {
+            let cli = || cli_bench(&exe, &apps, workers, bench_calls);
+            let pairs = || raw_pairs(&python, workers, bench_calls);
+            if flip {
+                let c = cli();
+                (c, pairs())
+            } else {
+                let r = pairs();
+                (cli(), r)
+            }
+        };
+        let (cli1, raw1) = both(1);
+        let (cli2, raw2) = both(2.min(cpus));
         p50_1.ours.push(cli1.0);
         p50_1.base.push(raw1.0);
         tput_1.ours.push(cli1.1);
