@@ -170,17 +170,7 @@ async fn main() {
             .grace(Duration::from_secs(1))
             .observe(metrics.clone()),
     );
-    let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scheduling = tokio::spawn({
-        let scheduler = scheduler.clone();
-        async move {
-            scheduler
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let scheduling = scheduler.start();
     let console = Console {
         host: host.clone(),
         state: state.clone(),
@@ -333,7 +323,6 @@ async fn main() {
         std::fs::write(out, &table).unwrap();
     }
     console.stop().await;
-    let _ = stop_scheduler.send(());
-    let _ = scheduling.await;
+    scheduling.stop().await;
     host.shutdown(Duration::from_secs(5)).await;
 }

@@ -97,17 +97,7 @@ pub async fn run(
             (Ok(_), None) => {}
         }
     });
-    let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
-    let scheduling = tokio::spawn({
-        let scheduler = scheduler.clone();
-        async move {
-            scheduler
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
-    });
+    let scheduling = scheduler.start();
     let console = match (http, metrics) {
         (Some(settings), Some(metrics)) => {
             let console = Console {
@@ -120,8 +110,7 @@ pub async fn run(
             match console.serve(&settings).await {
                 Ok(c) => Some(c),
                 Err(e) => {
-                    let _ = stop_scheduler.send(());
-                    let _ = scheduling.await;
+                    scheduling.stop().await;
                     tokio::join!(control.stop(), host.shutdown(graceful_timeout));
                     return Err(CliError::Usage(e.to_string()));
                 }
@@ -154,8 +143,7 @@ pub async fn run(
         c.stop().await;
     }
     // Scheduled runs in flight get the scheduler's grace, then are recorded interrupted.
-    let _ = stop_scheduler.send(());
-    let _ = scheduling.await;
+    scheduling.stop().await;
     // Requests in hand over the socket end with their calls, which the host drains.
     tokio::join!(control.stop(), host.shutdown(graceful_timeout));
     Ok(ExitCode::SUCCESS)

@@ -96,5 +96,5 @@ pub use runner::{
     backoff_delay, retryable, step_error, Halt, HaltSignal, QueuedRun, RunError, RunEvent,
     RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
 };
-pub use scheduler::{Scheduler, SYSTEM_USER};
+pub use scheduler::{Scheduler, Scheduling, SYSTEM_USER};
 pub use template::TemplateContext;

@@ -38,6 +38,20 @@ pub const SYSTEM_USER: &str = "system";
 /// database hiccup costs at most this).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// A scheduler running on its own task ([`Scheduler::start`]).
+pub struct Scheduling {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Scheduling {
+    /// Stops the scheduler and waits until it has (as [`Scheduler::run`] stops).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Fires due cron jobs. Build it with [`Scheduler::new`], run it with
 /// [`Scheduler::run`]; [`Scheduler::set_jobs`] swaps the jobs after a reload.
 pub struct Scheduler {
@@ -187,6 +201,21 @@ impl Scheduler {
     /// jobs change, and after 60 s at most (so a run re-queued or queued by
     /// another node waits that long at most). A database error is logged and retried
     /// at the next wake.
+    /// Runs the scheduler on a task of its own ([`Scheduler::run`]) until
+    /// [`Scheduling::stop`].
+    pub fn start(self: &Arc<Self>) -> Scheduling {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = self.clone();
+        let task = tokio::spawn(async move {
+            scheduler
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Scheduling { stop, task }
+    }
+
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let (halt_tx, halt_rx) = watch::channel(None);
         let mut runs: JoinSet<(String, Result<RunStatus, StateError>)> = JoinSet::new();

@@ -137,8 +137,7 @@ pub struct Served {
     pub state: State,
     pub console: Option<ConsoleServer>,
     pub url: String,
-    stop_scheduler: Option<tokio::sync::oneshot::Sender<()>>,
-    scheduling: Option<tokio::task::JoinHandle<()>>,
+    scheduling: Option<snakepit_jobs::Scheduling>,
 }
 
 impl Served {
@@ -162,17 +161,7 @@ impl Served {
             AuditLog::attach(&install.connectors, &audit_state);
             audit_metrics.count_connector_calls(&install.connectors);
         });
-        let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
-        let scheduling = tokio::spawn({
-            let scheduler = scheduler.clone();
-            async move {
-                scheduler
-                    .run(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-            }
-        });
+        let scheduling = scheduler.start();
         let info = ServeInfo {
             started: std::time::SystemTime::now(),
             watching: None,
@@ -199,7 +188,6 @@ impl Served {
             state,
             console: Some(console),
             url,
-            stop_scheduler: Some(stop_scheduler),
             scheduling: Some(scheduling),
         }
     }
@@ -213,11 +201,8 @@ impl Served {
         if let Some(c) = self.console.take() {
             c.stop().await;
         }
-        if let Some(s) = self.stop_scheduler.take() {
-            let _ = s.send(());
-        }
         if let Some(s) = self.scheduling.take() {
-            let _ = s.await;
+            s.stop().await;
         }
         self.host.shutdown(Duration::from_secs(5)).await;
         self.state.close().await;
