@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust workspace (unit, golden-frame and integration tests, which
 # spawn real CPython workers) and the shim's pytest suite, once with the msgpack C
-# extension and once with the stdlib codec. Needs only cargo and python3: pytest and
-# msgpack go into a venv under target/ that this script makes itself.
+# extension and once with the stdlib codec; then the same under every other CPython from
+# 3.9 to 3.13 on the machine (scripts/pythons.sh). Needs only cargo and python3: pytest
+# and msgpack go into venvs under target/ that these scripts make themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,3 +47,6 @@ echo "== shim tests (msgpack C extension)"
 "$venv/bin/python" -m pytest -q python-shim/tests
 echo "== shim tests (stdlib codec)"
 SNAKEPIT_SHIM_CODEC=stdlib "$venv/bin/python" -m pytest -q python-shim/tests
+
+echo "== every CPython from 3.9 to 3.13 on this machine"
+bash scripts/pythons.sh
