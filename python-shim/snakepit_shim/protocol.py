@@ -23,6 +23,8 @@ from typing import Any, Callable, List, NamedTuple, Optional, Union
 
 from . import codec as _codec
 from .codec import Codec
+from .codec_decode import stdlib_decode_call
+from .codec_encode import _float, _int, _str
 
 PROTOCOL_VERSION = 1
 DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
@@ -61,9 +63,6 @@ NAMES = {
 }
 
 _LEN = struct.Struct(">I")
-_int = _codec._int
-_str = _codec._str
-_float = _codec._float
 
 
 class ProtocolError(Exception):
@@ -124,9 +123,6 @@ class FrameBuffer:
         if n > self.limit:
             raise FrameTooLarge(n, self.limit)
         return max(1, 4 + n - len(buf))
-
-    def pending_bytes(self) -> int:
-        return len(self.buf)
 
 
 def read_exactly(read: Any, n: int) -> bytes:
@@ -403,7 +399,7 @@ def _fast_call(body: bytes, decode_call: Callable[[bytes], Any]) -> Optional[Mes
 def parse(body: bytes, codec: Codec) -> Message:
     """Decode a supervisor-to-worker message and check its shape (ProtocolError)."""
     if codec is _codec.STDLIB and type(body) is bytes:
-        call = _fast_call(body, _codec.stdlib_decode_call)  # the per-call hot path
+        call = _fast_call(body, stdlib_decode_call)  # the per-call hot path
         if call is not None:
             return call
     try:
@@ -416,7 +412,7 @@ def parse(body: bytes, codec: Codec) -> Message:
 def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
     """``parse`` specialised for one codec (what a worker's channel uses per frame)."""
     if codec is _codec.STDLIB:
-        decode_call = _codec.stdlib_decode_call
+        decode_call = stdlib_decode_call
 
         def parse_stdlib(body: Union[bytes, bytearray]) -> Message:
             if type(body) is bytes:
