@@ -317,6 +317,27 @@ async fn a_shim_that_exits_at_start_fails_the_build_with_its_stderr(b: PoolBuild
     assert!(err.to_string().contains("cannot import the shim"), "{err}");
 }
 
+both_launchers!(a_start_up_failure_keeps_the_stderr_tail_of_a_worker);
+
+/// A template's stderr tail is a worker's: the last 20 lines, a long line cut at 16 KiB,
+/// bytes that are not UTF-8 replaced (the launcher once kept lines whole and stopped
+/// reading at the first bad byte).
+async fn a_start_up_failure_keeps_the_stderr_tail_of_a_worker(b: PoolBuilder) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = "{ head -c 40000 /dev/zero | tr '\\0' x; echo; printf 'bad \\377 byte\\n'; \
+                for i in $(seq 1 17); do echo \"line $i\"; done; } >&2; exit 1";
+    let python = fake_python(dir.path(), &format!("{PROBE}\n{body}"));
+    let err = b.python(&python).build().await.err().expect("build fails");
+    let BuildError::Spawn(SpawnError::Exited { stderr, .. }) = &err else {
+        panic!("expected Spawn(Exited), got {err:?}")
+    };
+    let lens: Vec<usize> = stderr.iter().map(|l| l.len()).collect();
+    assert_eq!(stderr.len(), 20, "{lens:?}");
+    assert_eq!((lens[0], lens[1]), (16 * 1024, 40000 - 2 * 16 * 1024), "{lens:?}");
+    assert_eq!(stderr[2], "bad \u{FFFD} byte");
+    assert_eq!(stderr[19], "line 17");
+}
+
 #[tokio::test]
 async fn a_worker_that_keeps_dying_young_backs_off_and_recovers() {
     let dir = tempfile::tempdir().unwrap();

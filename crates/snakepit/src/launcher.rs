@@ -36,7 +36,9 @@ use tracing::{debug, warn};
 
 use crate::error::{ExitStatus, SpawnError};
 use crate::pool::PoolConfig;
-use crate::process::{exec_shim, reap_child, FdLineSink, WorkerProcess};
+use crate::process::{
+    exec_shim, line_text, raw_status, reap_child, FdLineSink, StderrTail, WorkerProcess, MAX_LINE,
+};
 
 /// Which way a pool starts its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,19 +319,22 @@ fn run_template(
 ) -> Result<(), SpawnError> {
     let args = cfg.worker_args(0, cfg.generation);
     let s = exec_shim(cfg, "forkserver", args, Signal::SIGTERM, slot)?;
-    let tail = Arc::new(Mutex::new(Vec::<String>::new()));
+    let tail = Arc::new(Mutex::new(StderrTail::default()));
     let stderr_thread = s.stderr.map(|fd| {
         let (tail, name) = (tail.clone(), cfg.name.clone());
         std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(std::fs::File::from(fd)).lines() {
-                let Ok(line) = line else { break };
-                warn!(pool = %name, "fork-server: {line}");
-                let mut t = lock(&tail);
-                if t.len() == 20 {
-                    t.remove(0);
+            use std::io::{BufRead, Read};
+            let mut reader = std::io::BufReader::new(std::fs::File::from(fd));
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                t.push(line);
+                let line = line_text(&buf);
+                warn!(pool = %name, "fork-server: {line}");
+                lock(&tail).push(line);
             }
         })
     });
@@ -409,9 +414,8 @@ fn run_template(
                 let _ = killpg(s.pid, Signal::SIGKILL);
                 break reap_child(s.pid);
             }
-            Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => break Some(c << 8),
-            Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _)) => break Some(sig as i32),
-            _ => break None,
+            Ok(ws) => break raw_status(ws),
+            Err(_) => break None,
         }
     };
     if let Some(t) = stderr_thread {
@@ -420,7 +424,7 @@ fn run_template(
     if handshaken {
         return outcome;
     }
-    let stderr = lock(&tail).clone();
+    let stderr = lock(&tail).lines();
     Err(SpawnError::Exited {
         status: status.map_or(ExitStatus::Unknown, ExitStatus::from_raw),
         stderr,

@@ -34,7 +34,7 @@ const STDERR_TAIL: usize = 20;
 pub(crate) struct StderrTail(VecDeque<String>);
 
 impl StderrTail {
-    fn push(&mut self, line: String) {
+    pub(crate) fn push(&mut self, line: String) {
         if self.0.len() == STDERR_TAIL {
             self.0.pop_front();
         }
@@ -261,17 +261,27 @@ pub(crate) fn rss(pid: Pid) -> Option<u64> {
     Some(pages * page)
 }
 
+/// The raw wait status (as `waitpid(2)` writes it, what [`ExitStatus::from_raw`] reads)
+/// of a `waitpid` answer that says the process ended: its exit code, or its signal and
+/// whether it dumped core. `None` for any other answer.
+pub(crate) fn raw_status(ws: WaitStatus) -> Option<i32> {
+    match ws {
+        WaitStatus::Exited(_, code) => Some(code << 8),
+        WaitStatus::Signaled(_, sig, core) => Some(sig as i32 | if core { 0x80 } else { 0 }),
+        _ => None,
+    }
+}
+
 /// Reaps a child of this process and returns its raw wait status.
 pub(crate) fn reap_child(pid: Pid) -> Option<i32> {
     // The caller saw the process exit: the status is there, or very nearly.
     for _ in 0..2000 {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Some(code << 8),
-            Ok(WaitStatus::Signaled(_, sig, core)) => {
-                return Some(sig as i32 | if core { 0x80 } else { 0 })
-            }
             Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(1)),
-            Ok(_) => continue,
+            Ok(ws) => match raw_status(ws) {
+                Some(raw) => return Some(raw),
+                None => continue,
+            },
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return None,
         }
@@ -293,7 +303,13 @@ impl Drop for WorkerProcess {
 /// The longest line kept from a worker's stdout or stderr: a longer one (or output that
 /// never ends its line) is cut into pieces of this size, so that neither a piece nor the
 /// stderr tail grows with what the worker writes.
-const MAX_LINE: u64 = 16 * 1024;
+pub(crate) const MAX_LINE: u64 = 16 * 1024;
+
+/// A line as read (at most [`MAX_LINE`] bytes, its newline if any), as text: without the
+/// newline, bytes that are not UTF-8 replaced.
+pub(crate) fn line_text(buf: &[u8]) -> String {
+    String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(buf)).into_owned()
+}
 
 async fn forward_lines(
     rx: pipe::Receiver,
@@ -313,12 +329,44 @@ async fn forward_lines(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let line = String::from_utf8_lossy(buf.strip_suffix(b"\n").unwrap_or(&buf)).into_owned();
+        let line = line_text(&buf);
         if let Some(t) = &tail {
             t.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(line.clone());
         }
         sink(stream, line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher once decoded a template's status on its own and dropped the core-dump
+    /// bit; both reapers now go through `raw_status`.
+    #[test]
+    fn the_raw_status_keeps_the_exit_code_the_signal_and_the_core_dump() {
+        let pid = Pid::from_raw(1);
+        let decoded = |ws| raw_status(ws).map(ExitStatus::from_raw);
+        assert_eq!(
+            decoded(WaitStatus::Signaled(pid, Signal::SIGSEGV, true)),
+            Some(ExitStatus::Signal {
+                signal: libc::SIGSEGV,
+                core_dumped: true
+            })
+        );
+        assert_eq!(
+            decoded(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some(ExitStatus::Signal {
+                signal: libc::SIGKILL,
+                core_dumped: false
+            })
+        );
+        assert_eq!(
+            decoded(WaitStatus::Exited(pid, 3)),
+            Some(ExitStatus::Code(3))
+        );
+        assert_eq!(decoded(WaitStatus::StillAlive), None);
     }
 }
