@@ -333,7 +333,11 @@ async fn a_start_up_failure_keeps_the_stderr_tail_of_a_worker(b: PoolBuilder) {
     };
     let lens: Vec<usize> = stderr.iter().map(|l| l.len()).collect();
     assert_eq!(stderr.len(), 20, "{lens:?}");
-    assert_eq!((lens[0], lens[1]), (16 * 1024, 40000 - 2 * 16 * 1024), "{lens:?}");
+    assert_eq!(
+        (lens[0], lens[1]),
+        (16 * 1024, 40000 - 2 * 16 * 1024),
+        "{lens:?}"
+    );
     assert_eq!(stderr[2], "bad \u{FFFD} byte");
     assert_eq!(stderr[19], "line 17");
 }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use snakepit::sync::Recover;
 use snakepit::{CallError, Map};
 use snakepit_benches::{bench_python, median, self_rss, Samples};
 use snakepit_host::{Host, Install};
@@ -211,7 +212,7 @@ fn hostile_caller(
             };
             *kinds
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .recover()
                 .entry(format!("{f} {kind}"))
                 .or_default() += 1;
         }
@@ -363,7 +364,7 @@ fn main() {
         mib(rss_peak)
     ));
     let mut k = String::from("\n| hostile call | outcome | count |\n|---|---|---|\n");
-    for (what, n) in kinds.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    for (what, n) in kinds.lock().recover().iter() {
         let (f, outcome) = what.split_once(' ').unwrap_or((what, ""));
         k.push_str(&format!("| `{f}` | {outcome} | {n} |\n"));
     }

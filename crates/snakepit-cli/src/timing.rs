@@ -5,21 +5,19 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use snakepit::sync::Recover;
+
 static LAST: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Starts the clock (at the top of `main`).
 pub fn start() {
-    *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    *LAST.lock().recover() = Some(Instant::now());
 }
 
 /// Logs the time since the previous mark as `phase`.
 pub fn mark(phase: &'static str) {
     let now = Instant::now();
-    let last = LAST
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .replace(now)
-        .unwrap_or(now);
+    let last = LAST.lock().recover().replace(now).unwrap_or(now);
     let ms = (now - last).as_secs_f64() * 1000.0;
     tracing::debug!(target: "snakepit::timing", phase, ms = format!("{ms:.1}"), "start-up phase");
 }

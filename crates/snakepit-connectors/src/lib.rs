@@ -73,6 +73,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
+use snakepit::sync::Recover;
 use snakepit::{
     Call, CallError, HostFailure, HostFuture, HostHandler, HostRequest, Pool, PoolBuilder, Value,
 };
@@ -240,26 +241,18 @@ impl Connectors {
     /// Sends every audit record to `sink` too (besides `tracing`), replacing the sink
     /// set before.
     pub fn set_audit_sink(&self, sink: impl AuditSink) {
-        *self.inner.sink.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(sink));
+        *self.inner.sink.write().recover() = Some(Arc::new(sink));
     }
 
     /// The sink set last, to wrap: a second consumer of the records (metrics) calls it
     /// and sets itself.
     pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
-        self.inner
-            .sink
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.sink.read().recover().clone()
     }
 
     /// The number of transactions open now (held by calls that have not ended).
     pub fn open_transactions(&self) -> usize {
-        self.inner
-            .txs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.inner.txs.lock().recover().len()
     }
 
     /// Connects to every SQL connector's database and prepares each of its named
@@ -350,12 +343,7 @@ impl Connectors {
             outcome,
         };
         audit::trace(&record);
-        let sink = self
-            .inner
-            .sink
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let sink = self.inner.sink.read().recover().clone();
         if let Some(sink) = sink {
             sink.record(&record);
         }
@@ -517,11 +505,7 @@ impl Connectors {
         let pool = hooks
             .pool
             .get_or_init(|| async {
-                let builder = hooks
-                    .builder
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                let builder = hooks.builder.lock().recover().take();
                 match builder {
                     Some(b) => b
                         .name("connector-hooks")
@@ -657,19 +641,15 @@ impl Connectors {
         // Registered only now: if this request is dropped before (its call ended), the
         // channel closes with it and the transaction task rolls back by itself.
         let id = self.inner.next_tx.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .txs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id,
-                Tx {
-                    pool: who.pool.clone(),
-                    call_id: who.call_id,
-                    cmds,
-                    dialect,
-                },
-            );
+        self.inner.txs.lock().recover().insert(
+            id,
+            Tx {
+                pool: who.pool.clone(),
+                call_id: who.call_id,
+                cmds,
+                dialect,
+            },
+        );
         Ok(Value::map([("tx", Value::Int(id as i64))]))
     }
 
@@ -684,7 +664,7 @@ impl Connectors {
             payload.get("tx").and_then(Value::as_i64).ok_or_else(|| {
                 connector_error(format!("{method}: the payload has no int \"tx\""))
             })? as u64;
-        let txs = self.inner.txs.lock().unwrap_or_else(|p| p.into_inner());
+        let txs = self.inner.txs.lock().recover();
         match txs.get(&id) {
             Some(t) if t.pool == who.pool && t.call_id == who.call_id => {
                 Ok((id, t.cmds.clone(), t.dialect))
@@ -724,11 +704,7 @@ impl Connectors {
     ) -> Result<Value, HostFailure> {
         let method = if commit { "tx.commit" } else { "tx.rollback" };
         let (id, cmds, _) = self.tx_channel(who, payload, method)?;
-        self.inner
-            .txs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        self.inner.txs.lock().recover().remove(&id);
         let (reply, answer) = oneshot::channel();
         let cmd = if commit {
             TxCmd::Commit(reply)
@@ -772,7 +748,7 @@ impl HostHandler for Connectors {
         self.inner
             .txs
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .retain(|_, t| !(t.call_id == call_id && &*t.pool == pool));
     }
 }

@@ -12,6 +12,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::future::BoxFuture;
 use futures_util::TryStreamExt;
 use rust_decimal::Decimal;
+use snakepit::sync::Recover;
 use snakepit::Value;
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlRow};
 use sqlx::postgres::{PgConnectOptions, PgRow, PgTypeInfo, Postgres};
@@ -451,18 +452,13 @@ impl<DB: Db> Lazy<DB> {
         conn: &mut DB::Connection,
         sql: &str,
     ) -> Result<Arc<DB::Info>, sqlx::Error> {
-        if let Some(i) = self
-            .infos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sql)
-        {
+        if let Some(i) = self.infos.lock().recover().get(sql) {
             return Ok(i.clone());
         }
         let info = Arc::new(DB::info(conn, sql).await?);
         self.infos
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .insert(sql.to_owned(), info.clone());
         Ok(info)
     }

@@ -27,6 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Batch, Connection, ErrorCode, OpenFlags, Statement};
+use snakepit::sync::Recover;
 use snakepit::Value;
 use sqlx::sqlite::SqliteConnectOptions;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -57,13 +58,13 @@ struct Shapes(Mutex<HashMap<String, Arc<Shape>>>);
 impl Shapes {
     /// What `sql` is, learned once.
     fn get(&self, conn: &Connection, sql: &str) -> Result<Arc<Shape>, SqlError> {
-        if let Some(s) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(sql) {
+        if let Some(s) = self.0.lock().recover().get(sql) {
             return Ok(s.clone());
         }
         let shape = Arc::new(columns(&*conn.prepare_cached(sql)?));
         self.0
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .insert(sql.to_owned(), shape.clone());
         Ok(shape)
     }
@@ -150,7 +151,7 @@ impl SqlitePool {
                 .map_err(|_| SqlError::PoolTimedOut)?
                 .map_err(|_| SqlError::PoolTimedOut)?,
         };
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let idle = self.idle.lock().recover().pop();
         let conn = match idle {
             Some(c) => c,
             None => self.open()?,
@@ -178,11 +179,7 @@ impl Drop for Checkout<'_> {
         if !conn.is_autocommit() && conn.execute_batch("ROLLBACK").is_err() {
             return; // closed, not reused
         }
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
+        self.pool.idle.lock().recover().push(conn);
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use snakepit::sync::Recover;
 use snakepit::{EventKind, RetireReason, WorkerEvent};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -36,12 +37,7 @@ pub struct Crashes(Arc<Mutex<VecDeque<Crash>>>);
 
 impl Crashes {
     pub fn list(&self) -> Vec<Crash> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.0.lock().recover().iter().cloned().collect()
     }
 
     fn record(&self, e: &WorkerEvent) {
@@ -69,7 +65,7 @@ impl Crashes {
             what,
             stderr,
         };
-        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.0.lock().recover();
         kept.push_front(crash);
         kept.truncate(KEPT);
     }

@@ -18,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use snakepit::sync::Recover;
 use snakepit::{EventKind, RetireReason, WorkerEvent};
 use snakepit_connectors::{AuditRecord, Connectors};
 use snakepit_host::{CallObserver, Host};
@@ -131,7 +132,7 @@ impl Metrics {
     /// Reads the pool gauges and reload counters of `host` at each scrape, and counts
     /// its calls from now on.
     pub fn watch_host(self: &Arc<Metrics>, host: &Arc<Host>) {
-        *self.host.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(host);
+        *self.host.lock().recover() = Arc::downgrade(host);
         if host.observe_calls(self.clone()).is_err() {
             tracing::warn!("the host's calls are counted by another observer already");
         }
@@ -234,11 +235,7 @@ struct HostGauges {
 
 impl Collector for HostGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let host = self
-            .host
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade();
+        let host = self.host.lock().recover().upgrade();
         let Some(host) = host else { return Ok(()) };
         let status = host.status();
         let gauge = |encoder: &mut DescriptorEncoder,

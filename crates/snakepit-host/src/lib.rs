@@ -75,6 +75,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
+use snakepit::sync::Recover;
 use snakepit::{Call, CallError, Map, Pool, RawValue, Value, WorkerEvent};
 use tokio::sync::broadcast;
 
@@ -273,10 +274,6 @@ impl std::fmt::Debug for Host {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Host {
     /// Opens the install in `apps_dir`: reads app.toml, resolves the interpreter (SPEC
     /// §1), starts the pools and validates every reference its TOML files name (see
@@ -343,10 +340,7 @@ impl Host {
     }
 
     fn current(&self) -> Arc<Generation> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.read().recover().clone()
     }
 
     /// Calls `hook` with the serving generation's install now, and with each new
@@ -355,7 +349,7 @@ impl Host {
     /// the scheduler's jobs) follows every reload.
     pub fn on_new_generation(&self, hook: impl Fn(&Install) + Send + Sync + 'static) {
         hook(&self.install());
-        lock(&self.on_generation).push(Arc::new(hook));
+        self.on_generation.lock().recover().push(Arc::new(hook));
     }
 
     /// The install the serving generation runs.
@@ -499,28 +493,25 @@ impl Host {
         let result = match outcome {
             Ok(generation) => {
                 generation.forward_events(&self.events);
-                let hooks = lock(&self.on_generation).clone();
+                let hooks = self.on_generation.lock().recover().clone();
                 for hook in hooks {
                     hook(&generation.install);
                 }
                 let new = Arc::new(generation);
-                let old = std::mem::replace(
-                    &mut *self.current.write().unwrap_or_else(|p| p.into_inner()),
-                    new,
-                );
+                let old = std::mem::replace(&mut *self.current.write().recover(), new);
                 tracing::info!(generation = number, ?took, "the new generation serves");
                 let retired = old.clone();
                 let done = tokio::spawn(async move {
                     retired.shutdown(RETIRE_BACKSTOP).await;
                     tracing::info!(generation = retired.number, "generation retired");
                 });
-                let mut retiring = lock(&self.retiring);
+                let mut retiring = self.retiring.lock().recover();
                 retiring.retain(|r| !r.done.is_finished());
                 retiring.push(Retiring {
                     generation: old,
                     done,
                 });
-                lock(&self.log).reloads += 1;
+                self.log.lock().recover().reloads += 1;
                 Ok(number)
             }
             Err(problems) => {
@@ -528,11 +519,11 @@ impl Host {
                     tracing::error!(file = %p.file.display(), entry = %p.entry, reason = %p.reason, "reload refused");
                 }
                 report.problems = problems.clone();
-                lock(&self.log).failed += 1;
+                self.log.lock().recover().failed += 1;
                 Err(problems)
             }
         };
-        lock(&self.log).last = Some(report);
+        self.log.lock().recover().last = Some(report);
         drop(stopped);
         result
     }
@@ -559,7 +550,10 @@ impl Host {
     /// calls, and the last reload with its problems.
     pub fn status(&self) -> HostStatus {
         let current = self.current();
-        let retiring = lock(&self.retiring)
+        let retiring = self
+            .retiring
+            .lock()
+            .recover()
             .iter()
             .filter(|r| !r.done.is_finished())
             .map(|r| RetiringStatus {
@@ -567,7 +561,7 @@ impl Host {
                 pools: r.generation.pools.values().map(PoolReport::of).collect(),
             })
             .collect();
-        let log = lock(&self.log);
+        let log = self.log.lock().recover();
         HostStatus {
             apps: self.dir.clone(),
             generation: current.number,
@@ -651,7 +645,7 @@ impl Host {
     /// generations still retiring. Reloads are refused from then on.
     pub async fn shutdown(&self, deadline: Duration) {
         *self.reloading.lock().await = true;
-        let retiring = std::mem::take(&mut *lock(&self.retiring));
+        let retiring = std::mem::take(&mut *self.retiring.lock().recover());
         let current = self.current();
         let older = retiring.iter().map(|r| r.generation.shutdown(deadline));
         join_all(older.chain(std::iter::once(current.shutdown(deadline)))).await;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use snakepit::sync::Recover;
 use snakepit_connectors::{AuditRecord, Connectors};
 use snakepit_state::{AuditEntry, State};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -73,7 +74,7 @@ impl AuditLog {
             if let Err(mpsc::error::TrySendError::Full(Msg::Record(r))) =
                 sink.try_send(Msg::Record(r.clone()))
             {
-                let mut lost = dropped.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lost = dropped.lock().recover();
                 *lost.entry(r.run_id).or_default() += 1;
             }
         });
@@ -123,7 +124,7 @@ async fn writer(
                 Msg::Flush(ack) => acks.push(ack),
             }
         }
-        let gaps = std::mem::take(&mut *dropped.lock().unwrap_or_else(|p| p.into_inner()));
+        let gaps = std::mem::take(&mut *dropped.lock().recover());
         let now = chrono::Utc::now();
         let outcomes: Vec<String> = records.iter().map(|r| r.outcome.to_string()).collect();
         let mut entries = Vec::with_capacity(gaps.len() + records.len());

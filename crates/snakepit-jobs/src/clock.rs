@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use snakepit::sync::Recover;
 use tokio::sync::watch;
 
 /// A boxed future that does not borrow the clock.
@@ -88,11 +89,7 @@ impl ManualClock {
 
     /// Every sleep asked of the clock, in order.
     pub fn sleeps(&self) -> Vec<Duration> {
-        self.inner
-            .sleeps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.inner.sleeps.lock().recover().clone()
     }
 
     /// How many sleeps are waiting right now.
@@ -116,11 +113,7 @@ impl Clock for ManualClock {
     }
 
     fn sleep(&self, d: Duration) -> Sleep {
-        self.inner
-            .sleeps
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(d);
+        self.inner.sleeps.lock().recover().push(d);
         if self.inner.auto {
             self.advance(d);
             return Box::pin(std::future::ready(()));

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use snakepit_proto::LogRecord;
 use tokio::sync::mpsc;
 
+use crate::sync::Recover;
+
 /// Records admitted per call and second.
 pub const LINES_PER_SEC: u32 = 2_000;
 /// Bytes (message plus exception text) admitted per call and second.
@@ -106,7 +108,7 @@ impl CallLog {
     pub(crate) fn forward(&self, mut rec: LogRecord) {
         let size = rec.message.len() + rec.exc_text.as_ref().map_or(0, String::len);
         let (admit, report) = {
-            let mut b = self.budget.lock().unwrap_or_else(|p| p.into_inner());
+            let mut b = self.budget.lock().recover();
             let mut report = 0;
             if b.window.elapsed() >= WINDOW {
                 report = std::mem::take(&mut b.dropped);
@@ -132,13 +134,7 @@ impl CallLog {
 
     /// Reports the records dropped since the last report (the call ended).
     pub(crate) fn finish(&self) {
-        let n = std::mem::take(
-            &mut self
-                .budget
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .dropped,
-        );
+        let n = std::mem::take(&mut self.budget.lock().recover().dropped);
         self.report(n);
     }
 
@@ -173,10 +169,7 @@ impl CallLog {
         log_record(&rec, &self.pool, self.worker);
         if let Some(sink) = &self.sink {
             if !sink.send(rec) {
-                self.budget
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .dropped += 1;
+                self.budget.lock().recover().dropped += 1;
             }
         }
     }

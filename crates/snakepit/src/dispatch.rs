@@ -34,6 +34,7 @@ use crate::error::CallError;
 use crate::event::RetireReason;
 use crate::host::HostRequest;
 use crate::pool::PoolConfig;
+use crate::sync::Recover;
 use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
@@ -114,7 +115,7 @@ pub(crate) enum Checkout {
 
 impl Dispatch {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().recover()
     }
 
     /// An idle worker, or a place in the queue (at most `queue_limit` waiting).

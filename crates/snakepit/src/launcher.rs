@@ -39,6 +39,7 @@ use crate::pool::PoolConfig;
 use crate::process::{
     exec_shim, line_text, raw_status, reap_child, FdLineSink, StderrTail, WorkerProcess, MAX_LINE,
 };
+use crate::sync::Recover;
 
 /// Which way a pool starts its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +55,6 @@ pub(crate) enum Launcher {
     ForkServer(ForkServer),
     /// A template per slot (in the slot's cgroups), and which slot each live pid is of.
     PerSlot(Vec<ForkServer>, Mutex<HashMap<Pid, usize>>),
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Launcher {
@@ -91,7 +88,7 @@ impl Launcher {
             Launcher::Exec(cfg, templates) => {
                 let fs = ForkServer::start(cfg.clone(), Some(worker)).await?;
                 let (proc, sock) = fs.spawn(worker, sink).await?;
-                lock(templates).insert(proc.pid, fs);
+                templates.lock().recover().insert(proc.pid, fs);
                 Ok((proc, sock))
             }
             Launcher::ForkServer(fs) => fs.spawn(worker, sink).await,
@@ -100,7 +97,7 @@ impl Launcher {
                     .get(worker)
                     .ok_or_else(|| SpawnError::Os(format!("no template for slot {worker}")))?;
                 let (proc, sock) = fs.spawn(worker, sink).await?;
-                lock(slots).insert(proc.pid, worker);
+                slots.lock().recover().insert(proc.pid, worker);
                 Ok((proc, sock))
             }
         }
@@ -110,7 +107,7 @@ impl Launcher {
     pub(crate) fn close(&self) {
         match self {
             Launcher::ForkServer(fs) => close(&fs.state),
-            Launcher::Exec(_, templates) => lock(templates).clear(),
+            Launcher::Exec(_, templates) => templates.lock().recover().clear(),
             Launcher::PerSlot(servers, _) => servers.iter().for_each(|fs| close(&fs.state)),
         }
     }
@@ -119,12 +116,12 @@ impl Launcher {
     pub(crate) async fn exit_status(&self, pid: Pid) -> Option<i32> {
         match self {
             Launcher::Exec(_, templates) => {
-                let fs = lock(templates).remove(&pid)?;
+                let fs = templates.lock().recover().remove(&pid)?;
                 fs.exit_status(pid).await
             }
             Launcher::ForkServer(fs) => fs.exit_status(pid).await,
             Launcher::PerSlot(servers, slots) => {
-                let slot = lock(slots).remove(&pid)?;
+                let slot = slots.lock().recover().remove(&pid)?;
                 servers.get(slot)?.exit_status(pid).await
             }
         }
@@ -186,7 +183,7 @@ impl ForkServer {
         let (err_r, err_w) = pipe().map_err(|e| os("pipe", e))?;
         let (tx, rx) = oneshot::channel();
         {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock().recover();
             let ctrl = st
                 .ctrl
                 .as_ref()
@@ -205,7 +202,7 @@ impl ForkServer {
             Ok(Ok(pid)) => Pid::from_raw(pid as i32),
             Ok(Err(_)) => return Err(SpawnError::Os("the fork-server died".into())),
             Err(_) => {
-                lock(&self.state).pending.remove(&(worker as u64));
+                self.state.lock().recover().pending.remove(&(worker as u64));
                 return Err(SpawnError::Timeout(self.spawn_timeout));
             }
         };
@@ -217,7 +214,7 @@ impl ForkServer {
     async fn exit_status(&self, pid: Pid) -> Option<i32> {
         let pid = pid.as_raw() as u32;
         let rx = {
-            let mut st = lock(&self.state);
+            let mut st = self.state.lock().recover();
             if let Some(s) = st.exits.remove(&pid) {
                 return Some(s);
             }
@@ -230,7 +227,7 @@ impl ForkServer {
             .ok()?
             .ok();
         if status.is_none() {
-            lock(&self.state).waiters.remove(&pid);
+            self.state.lock().recover().waiters.remove(&pid);
         }
         status
     }
@@ -244,7 +241,7 @@ impl Drop for ForkServer {
 
 /// Closes the control socket: the template kills its children's groups and exits.
 fn close(state: &Mutex<FsState>) {
-    let mut st = lock(state);
+    let mut st = state.lock().recover();
     st.closed = true;
     if let Some(c) = st.ctrl.take() {
         let _ = c.shutdown(Shutdown::Both);
@@ -282,13 +279,13 @@ fn own_template(
     let mut ready = Some(ready);
     let mut failures = 0u32;
     loop {
-        if lock(&state).closed {
+        if state.lock().recover().closed {
             return;
         }
         let result = run_template(&cfg, slot, &state, &mut ready);
         // The template is gone: its spawns in flight will not be answered.
         {
-            let mut st = lock(&state);
+            let mut st = state.lock().recover();
             st.ctrl = None;
             st.pending.clear();
             if st.closed {
@@ -334,7 +331,7 @@ fn run_template(
                 }
                 let line = line_text(&buf);
                 warn!(pool = %name, "fork-server: {line}");
-                lock(&tail).push(line);
+                tail.lock().recover().push(line);
             }
         })
     });
@@ -342,7 +339,7 @@ fn run_template(
         .sock
         .try_clone()
         .map_err(|e| SpawnError::Os(format!("socket: {e}")))?;
-    lock(state).ctrl = Some(s.sock);
+    state.lock().recover().ctrl = Some(s.sock);
     let mut handshaken = false;
     let outcome = loop {
         let body = match read_frame(&mut reader, cfg.frame_limit) {
@@ -365,7 +362,7 @@ fn run_template(
                 }
             }
             Ok(FromWorker::Spawned { worker_id, pid }) => {
-                match lock(state).pending.remove(&worker_id) {
+                match state.lock().recover().pending.remove(&worker_id) {
                     Some(tx) => {
                         if let Err(pid) = tx.send(pid) {
                             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -378,7 +375,7 @@ fn run_template(
                 }
             }
             Ok(FromWorker::Exited { pid, status }) => {
-                let mut st = lock(state);
+                let mut st = state.lock().recover();
                 match st.waiters.remove(&pid) {
                     Some(tx) => {
                         let _ = tx.send(status);
@@ -400,7 +397,7 @@ fn run_template(
             }
         }
     };
-    if let Some(c) = lock(state).ctrl.take() {
+    if let Some(c) = state.lock().recover().ctrl.take() {
         let _ = c.shutdown(Shutdown::Both);
     }
     // The template exits at EOF; make sure of it, then reap it.
@@ -424,7 +421,7 @@ fn run_template(
     if handshaken {
         return outcome;
     }
-    let stderr = lock(&tail).lines();
+    let stderr = tail.lock().recover().lines();
     Err(SpawnError::Exited {
         status: status.map_or(ExitStatus::Unknown, ExitStatus::from_raw),
         stderr,

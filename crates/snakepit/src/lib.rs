@@ -76,6 +76,7 @@ mod launcher;
 mod pool;
 mod process;
 mod shim;
+pub mod sync;
 mod worker;
 
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};

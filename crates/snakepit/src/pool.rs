@@ -13,6 +13,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::calllog::LogSink;
 use crate::dispatch::{Checkout, Dispatch, Waiting};
+use crate::sync::Recover;
 
 use crate::error::{BuildError, CallError, SpawnError};
 use crate::event::{EventKind, WorkerEvent};
@@ -460,7 +461,7 @@ struct SlotLife {
 
 impl SlotInfo {
     fn update(&self, f: impl FnOnce(&mut SlotLife)) {
-        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut self.0.lock().recover());
     }
     /// A worker is starting (or the slot backs off first, when `backoff`).
     pub(crate) fn starting(&self, backoff: bool) {
@@ -749,12 +750,7 @@ impl Pool {
         if inner.shared.live.load(Ordering::Acquire) == 0
             && inner.shared.failing.load(Ordering::Acquire) == inner.cfg.workers
         {
-            let e = inner
-                .shared
-                .last_spawn_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
+            let e = inner.shared.last_spawn_error.lock().recover().clone();
             if let Some(e) = e {
                 return Err(CallError::Unavailable(e));
             }
@@ -810,7 +806,7 @@ impl Pool {
             .iter()
             .enumerate()
             .map(|(slot, info)| {
-                let life = *info.0.lock().unwrap_or_else(|p| p.into_inner());
+                let life = *info.0.lock().recover();
                 let state = match life.live {
                     Some(_) if idle.contains(&slot) => WorkerState::Idle,
                     Some(_) => WorkerState::Busy,
@@ -871,7 +867,7 @@ impl Pool {
             sooner
         });
         inner.shared.dispatch.drain();
-        let slots = std::mem::take(&mut *inner.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        let slots = std::mem::take(&mut *inner.slots.lock().recover());
         if slots.is_empty() {
             // Another shutdown is stopping the workers: wait for it.
             let _ = inner.stopped.subscribe().wait_for(|stopped| *stopped).await;

@@ -23,6 +23,7 @@ use tokio::net::unix::pipe;
 use crate::error::{ExitStatus, SpawnError};
 use crate::launcher::Launcher;
 use crate::pool::PoolConfig;
+use crate::sync::Recover;
 
 /// The fd number a worker finds its socket on.
 pub(crate) const WORKER_FD: i32 = 3;
@@ -331,9 +332,7 @@ async fn forward_lines(
         }
         let line = line_text(&buf);
         if let Some(t) = &tail {
-            t.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(line.clone());
+            t.lock().recover().push(line.clone());
         }
         sink(stream, line);
     }

@@ -41,6 +41,7 @@ use crate::event::{EventKind, RetireReason};
 use crate::launcher::Launcher;
 use crate::pool::{Phase, PoolConfig, Shared};
 use crate::process::{FdLineSink, WorkerProcess};
+use crate::sync::Recover;
 
 /// One worker slot of a pool.
 pub(crate) struct Slot {
@@ -67,13 +68,13 @@ pub(crate) struct CurrentCall(Mutex<Option<Arc<CallLog>>>);
 
 impl CurrentCall {
     pub(crate) fn set(&self, v: Option<Arc<CallLog>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = v;
+        *self.0.lock().recover() = v;
     }
 
     /// Logs `rec` within the budget of the call in hand (see [`crate::calllog`]);
     /// before the worker's first call, to `tracing` only.
     pub(crate) fn forward(&self, rec: LogRecord, pool: &str, worker: usize) {
-        let log = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let log = self.0.lock().recover().clone();
         match log {
             Some(log) => log.forward(rec),
             None => log_record(&rec, pool, worker),
@@ -151,11 +152,7 @@ impl Slot {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(pool = %self.cfg.name, worker = self.id, error = %e, "worker failed to start");
-                    *self
-                        .shared
-                        .last_spawn_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                    *self.shared.last_spawn_error.lock().recover() = Some(e.clone());
                     if !marked_failing {
                         marked_failing = true;
                         self.shared.failing.fetch_add(1, Ordering::AcqRel);
@@ -221,11 +218,7 @@ impl Slot {
             let status = proc.finish(grace, &self.launcher).await;
             match end {
                 End::Died(mut reply) => {
-                    let stderr = proc
-                        .stderr_tail
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .lines();
+                    let stderr = proc.stderr_tail.lock().recover().lines();
                     let stopping = *phase.borrow() != Phase::Running;
                     let reason = self.cfg.confine.death_reason(self.id);
                     if !stopping {
@@ -350,11 +343,7 @@ impl Slot {
                 let status = proc
                     .finish(Some(Duration::from_millis(200)), &self.launcher)
                     .await;
-                let stderr = proc
-                    .stderr_tail
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .lines();
+                let stderr = proc.stderr_tail.lock().recover().lines();
                 Err(match e {
                     SpawnError::Exited { .. } => SpawnError::Exited { status, stderr },
                     e => e,
