@@ -37,13 +37,7 @@ pub fn print_log(rec: &LogRecord, quiet: bool) {
     if quiet && rec.level < 30 {
         return;
     }
-    let level = match rec.level {
-        l if l >= 50 => "CRITICAL",
-        l if l >= 40 => "ERROR",
-        l if l >= 30 => "WARNING",
-        l if l >= 20 => "INFO",
-        _ => "DEBUG",
-    };
+    let level = snakepit_proto::level_name(rec.level);
     let mut err = std::io::stderr().lock();
     let _ = match rec.logger.as_str() {
         "stdout" | "stderr" | "fd.stdout" | "fd.stderr" => writeln!(err, "{}", rec.message),

@@ -10,7 +10,8 @@ use snakepit_host::{Host, HostError};
 use snakepit_jobs::{
     AuditLog, Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock,
 };
-use snakepit_state::{level_name, RunStatus, State, StateError, StepStatus, Trigger};
+use snakepit_proto::level_name;
+use snakepit_state::{RunStatus, State, StateError, StepStatus, Trigger};
 use tokio::sync::{mpsc, watch};
 
 use crate::apps::Apps;

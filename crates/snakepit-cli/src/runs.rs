@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use snakepit_state::{level_name, AuditRow, CallPage, RunFilter, RunRecord};
+use snakepit_proto::level_name;
+use snakepit_state::{AuditRow, CallPage, RunFilter, RunRecord};
 
 use crate::apps::Apps;
 use crate::error::CliError;

@@ -28,7 +28,8 @@ use bytes::Bytes;
 
 pub use frame::{body_len, read_frame, FrameBuffer, FrameError, DEFAULT_FRAME_LIMIT};
 pub use message::{
-    encode_call, kind, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException, ToWorker,
+    encode_call, kind, level_name, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException,
+    ToWorker,
 };
 pub use value::{date_iso, parse_date, DateTime, Value, EXT_DATE, EXT_DATETIME, EXT_DECIMAL};
 

@@ -118,6 +118,19 @@ pub struct LogRecord {
     pub time: f64,
 }
 
+/// The name of a Python log level: the standard level at or below it. A level between
+/// two (15) takes the lower name (DEBUG), as Python's filters treat it: it passes a DEBUG
+/// threshold, not an INFO one, so a line shown as INFO always passed the shim's INFO.
+pub fn level_name(level: i64) -> &'static str {
+    match level {
+        50.. => "CRITICAL",
+        40.. => "ERROR",
+        30.. => "WARNING",
+        20.. => "INFO",
+        _ => "DEBUG",
+    }
+}
+
 /// A message from a worker (or a fork-server) to the supervisor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromWorker {
@@ -528,5 +541,26 @@ impl FromWorker {
             python: python.to_owned(),
             codec: codec.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::level_name;
+
+    /// `snakepit run` once named 11–19 INFO and `snakepit call` DEBUG.
+    #[test]
+    fn a_level_between_two_takes_the_lower_name() {
+        let names: Vec<_> = [5, 10, 11, 15, 19, 20, 25, 30, 40, 50, 60]
+            .into_iter()
+            .map(level_name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "DEBUG", "DEBUG", "DEBUG", "DEBUG", "DEBUG", "INFO", "INFO", "WARNING", "ERROR",
+                "CRITICAL", "CRITICAL"
+            ]
+        );
     }
 }

@@ -342,17 +342,6 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// The name of a Python log level.
-pub fn level_name(level: i64) -> &'static str {
-    match level {
-        ..=10 => "DEBUG",
-        11..=20 => "INFO",
-        21..=30 => "WARNING",
-        31..=40 => "ERROR",
-        _ => "CRITICAL",
-    }
-}
-
 /// A run with its steps and its log stream: what `snakepit run` prints and
 /// `snakepit runs show` reads.
 #[derive(Debug, Clone, Serialize)]
