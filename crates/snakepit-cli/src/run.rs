@@ -190,10 +190,11 @@ async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
                 error,
                 delay,
             } => format!(
-                "{} {step}: attempt {attempt} failed: {}: {}; retrying in {delay:?}",
+                "{} {step}: attempt {attempt} failed: {}: {}; retrying in {}",
                 at(),
                 error.type_name,
-                error.message
+                error.message,
+                humantime::format_duration(delay)
             ),
             RunEvent::StepEnded {
                 step,

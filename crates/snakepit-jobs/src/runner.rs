@@ -734,7 +734,7 @@ impl Runner {
                         "attempt {attempt}/{attempts} failed: {}: {}; retrying in {}",
                         error.type_name,
                         error.message,
-                        humanize(delay)
+                        humantime::format_duration(delay)
                     ),
                 ));
                 sink.flush().await;
@@ -790,16 +790,6 @@ impl Runner {
             });
             return Ok(StepOutcome::Failed(summary));
         }
-    }
-}
-
-/// `2s`, `1m 4s`.
-fn humanize(d: Duration) -> String {
-    let s = d.as_secs();
-    match (s / 60, s % 60) {
-        (0, s) => format!("{s}s"),
-        (m, 0) => format!("{m}m"),
-        (m, s) => format!("{m}m {s}s"),
     }
 }
 
@@ -909,6 +899,7 @@ mod tests {
         assert_eq!(exp, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
         assert_eq!(backoff_delay(Backoff::Exponential, 200), BACKOFF_CAP);
         assert_eq!(backoff_delay(Backoff::Fixed, 7), BACKOFF_BASE);
-        assert_eq!(humanize(Duration::from_secs(64)), "1m 4s");
+        let sixth = backoff_delay(Backoff::Exponential, 6);
+        assert_eq!(humantime::format_duration(sixth).to_string(), "1m 4s");
     }
 }
