@@ -7,6 +7,8 @@ use snakepit::{Call, Pool, PoolBuilder, WorkerEvent};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
 
+pub use snakepit_tests::{python, wait_for};
+
 /// `tests/plugins`, put on the workers' sys.path (`$SNAKEPIT_TEST_PLUGINS` when the
 /// tests run from a copy, as `scripts/unprivileged.sh` runs them).
 pub fn plugins_dir() -> PathBuf {
@@ -14,11 +16,6 @@ pub fn plugins_dir() -> PathBuf {
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins"),
         PathBuf::from,
     )
-}
-
-/// The interpreter the tests use: `$SNAKEPIT_PYTHON`, else `python3`.
-pub fn python() -> PathBuf {
-    std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| "python3".into(), PathBuf::from)
 }
 
 /// A builder with the fixture plugins on sys.path and test-friendly timeouts.
@@ -49,15 +46,6 @@ macro_rules! both_launchers {
     )*};
 }
 pub(crate) use both_launchers;
-
-/// Waits for `cond` to hold, polling, up to `deadline`; panics with `what` otherwise.
-pub async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// The next event that satisfies `pred`, within `deadline`; panics with `what` otherwise.
 pub async fn next_event(

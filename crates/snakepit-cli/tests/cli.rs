@@ -258,8 +258,7 @@ fn install(name: &str) -> PathBuf {
 
 fn snakepit_with(apps: &Path, args: &[&str], stdin: &str, env: &[(&str, &str)]) -> Output {
     use std::io::Write;
-    let python =
-        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let python = snakepit_tests::python();
     let mut child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
         .arg("--apps")
         .arg(apps)
@@ -601,8 +600,7 @@ fn a_call_by_hand_gets_the_connectors_like_a_job_step() {
 /// The peak resident size (KiB) of `snakepit call REFERENCE`, its stderr unread for
 /// the first `stall`.
 fn call_peak_kib(apps: &Path, reference: &str, stall: std::time::Duration) -> u64 {
-    let python =
-        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let python = snakepit_tests::python();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_snakepit"));
     cmd.arg("--apps")
         .arg(apps)

@@ -2,7 +2,7 @@
 //! run record on stdout, exit codes, the history table, one run in full, and a run
 //! whose supervisor was killed mid-step shown interrupted (SQLite and PostgreSQL).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,7 @@ fn install(state: Option<&str>) -> tempfile::TempDir {
 }
 
 fn command(apps: &Path, args: &[&str]) -> Command {
-    let python =
-        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let python = snakepit_tests::python();
     let mut c = Command::new(env!("CARGO_BIN_EXE_snakepit"));
     c.arg("--apps")
         .arg(apps)

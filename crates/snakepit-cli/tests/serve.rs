@@ -2,13 +2,11 @@
 //! `call --remote` through the control socket; signals; one serve per apps dir.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-fn python() -> PathBuf {
-    std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
-}
+use snakepit_tests::{python, wait_for_blocking};
 
 fn snakepit(apps: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_snakepit"))
@@ -26,6 +24,9 @@ fn snakepit(apps: &Path, args: &[&str]) -> Output {
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// How long a test waits for the serve.
+const WAIT: Duration = Duration::from_secs(30);
 
 const CALLS: &str = r#"
 import logging
@@ -74,7 +75,7 @@ impl Serve {
             .spawn()
             .unwrap();
         let serve = Serve(Some(child));
-        wait_for("the serve to answer status", || {
+        wait_for_blocking("the serve to answer status", WAIT, || {
             snakepit(apps, &["status"]).status.success()
         });
         serve
@@ -105,14 +106,6 @@ impl Drop for Serve {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -240,7 +233,7 @@ fn serve_answers_status_reload_and_remote_calls_then_stops_on_sigterm() {
     // Fixed, then SIGHUP: the next generation serves.
     std::fs::write(dir.path().join("plugins/demo/calls.py"), CALLS).unwrap();
     serve.signal("HUP");
-    wait_for("SIGHUP to reload", || {
+    wait_for_blocking("SIGHUP to reload", WAIT, || {
         status_json(dir.path())["last_reload"]["trigger"] == "SIGHUP"
     });
     assert_eq!(status_json(dir.path())["generation"], 4);

@@ -10,7 +10,7 @@ use snakepit_host::Install;
 use snakepit_state::{AuditEntry, NewRun, RunStatus, Trigger};
 
 use crate::fixture::{
-    python, wait_until, write_install, Served, SECRET_PARAM, SECRET_URL_PASSWORD,
+    python, wait_until, write_install, Served, SECRET_PARAM, SECRET_URL_PASSWORD, WAIT,
 };
 
 fn client() -> Client {
@@ -161,7 +161,7 @@ async fn a_runs_connector_calls_come_summed_and_each_call_a_page_at_a_time() {
     let body: Value = r.json().await.unwrap();
     let id = body["run_id"].as_str().unwrap().to_owned();
     let run_url = format!("{}/api/runs/{id}", s.url);
-    wait_until("the run and its four calls", || async {
+    wait_until("the run and its four calls", WAIT, || async {
         let run = get_json(&c, &run_url).await;
         run["status"] == "succeeded" && summary(&run).iter().map(|g| g.3).sum::<i64>() == 4
     })
@@ -556,7 +556,7 @@ async fn pools_crashes_reload_connectors_and_health() {
         .await;
     assert!(crashed.is_err());
     let crashes_url = format!("{}/api/crashes", s.url);
-    wait_until("the crash to be listed", || async {
+    wait_until("the crash to be listed", WAIT, || async {
         get_json(&c, &crashes_url)
             .await
             .to_string()
@@ -591,7 +591,7 @@ async fn pools_crashes_reload_connectors_and_health() {
         PyValue::map([("rows", PyValue::Int(1))])
     );
     let url = format!("{}/api/connectors", s.url);
-    wait_until("the audit record", || async {
+    wait_until("the audit record", WAIT, || async {
         get_json(&c, &url).await["activity"]
             .as_array()
             .is_some_and(|a| !a.is_empty())

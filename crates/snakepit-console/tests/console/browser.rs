@@ -15,7 +15,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use snakepit::Map;
 
-use crate::fixture::{wait_until, Served};
+use crate::fixture::{wait_until, Served, WAIT};
 
 /// chromedriver, killed on drop.
 struct Driver {
@@ -58,7 +58,7 @@ async fn driver() -> Option<Driver> {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
     let status = format!("{url}/status");
-    wait_until("chromedriver to answer", || async {
+    wait_until("chromedriver to answer", WAIT, || async {
         reqwest::get(&status).await.is_ok()
     })
     .await;
@@ -259,7 +259,7 @@ async fn the_pages_in_chromium() {
         .to_owned();
     // The page shows what the history held when it read the record: read it again once
     // the audit writer has written all four calls.
-    wait_until("the run's four calls in the history", || async {
+    wait_until("the run's four calls in the history", WAIT, || async {
         let rec = s.state.run(&queries_id).await.unwrap().unwrap();
         rec.connector_calls.iter().map(|g| g.calls).sum::<i64>() == 4
     })

@@ -2,15 +2,19 @@
 //! this process (host, run history, scheduler and console as `snakepit serve` wires
 //! them).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use snakepit_console::{Console, ConsoleServer, Metrics};
 use snakepit_host::control::ServeInfo;
 use snakepit_host::{Host, HttpSettings, Install};
 use snakepit_jobs::{AuditLog, JobSet, Scheduler, SystemClock};
 use snakepit_state::State;
+pub use snakepit_tests::{python, wait_until};
+
+/// How long a test waits for something to happen.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const STEPS: &str = r#"
 import logging, os, time
@@ -54,10 +58,6 @@ def crash(**ctx):
 pub const SECRET_PARAM: &str = "param-value-never-shown";
 /// The password in a connector URL.
 pub const SECRET_URL_PASSWORD: &str = "crm-secret-pw";
-
-pub fn python() -> PathBuf {
-    std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
-}
 
 /// Writes the install into `dir`; the gated job waits for `dir/gate`.
 pub fn write_install(dir: &Path) {
@@ -206,18 +206,5 @@ impl Served {
         }
         self.host.shutdown(Duration::from_secs(5)).await;
         self.state.close().await;
-    }
-}
-
-/// Waits until `cond` holds, for 30 s at most.
-pub async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
