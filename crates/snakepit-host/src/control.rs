@@ -21,12 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use interprocess::local_socket::tokio::{prelude::*, Stream};
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use snakepit::{CallError, LogRecord, Map, Value};
+use snakepit_proto::{frame, FrameBuffer, FrameError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -242,31 +244,25 @@ pub enum ControlError {
 }
 
 async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, body: &[u8]) -> std::io::Result<()> {
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    frame.extend_from_slice(body);
-    w.write_all(&frame).await?;
+    w.write_all(&frame(body)).await?;
     w.flush().await
 }
 
-/// The next frame's body; `None` at a clean end of stream.
-async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+/// The next frame's body, read through `frames` (the wire protocol's framing: a length
+/// over [`FRAME_LIMIT`] is refused before anything is allocated for it); `None` at a
+/// clean end of stream. Cancel-safe: what was read stays in `frames`.
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    r: &mut R,
+    frames: &mut FrameBuffer,
+) -> Result<Option<Bytes>, FrameError> {
+    loop {
+        if let Some(body) = frames.next_frame()? {
+            return Ok(Some(body));
+        }
+        if r.read_buf(frames.read_space()).await? == 0 {
+            return frames.check_eof().map(|()| None);
+        }
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > FRAME_LIMIT {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a control frame of {len} bytes is over the limit of {FRAME_LIMIT}"),
-        ));
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(Some(body))
 }
 
 async fn send<T: Serialize>(stream: &mut Stream, msg: &T) -> std::io::Result<()> {
@@ -278,6 +274,7 @@ async fn send<T: Serialize>(stream: &mut Stream, msg: &T) -> std::io::Result<()>
 #[derive(Debug)]
 pub struct Client {
     stream: Stream,
+    frames: FrameBuffer,
 }
 
 impl Client {
@@ -289,7 +286,10 @@ impl Client {
             .to_fs_name::<GenericFilePath>()
             .map_err(|e| ControlError::Io(format!("{}: {e}", socket.display())))?;
         match Stream::connect(name).await {
-            Ok(stream) => Ok(Client { stream }),
+            Ok(stream) => Ok(Client {
+                stream,
+                frames: FrameBuffer::new(FRAME_LIMIT),
+            }),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -318,7 +318,7 @@ impl Client {
     /// The next reply.
     pub async fn next(&mut self) -> Result<Reply, ControlError> {
         let gone = || ControlError::Io("the serve closed the connection".into());
-        let body = read_frame(&mut self.stream)
+        let body = read_frame(&mut self.stream, &mut self.frames)
             .await
             .map_err(|e| ControlError::Io(format!("reading from the serve: {e}")))?
             .ok_or_else(gone)?;
@@ -592,10 +592,11 @@ async fn serve_connection(
     info: ServeInfo,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut frames = FrameBuffer::new(FRAME_LIMIT);
     loop {
         let next = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            next = read_frame(&mut stream) => next,
+            next = read_frame(&mut stream, &mut frames) => next,
         };
         let body = match next {
             Ok(Some(b)) => b,
@@ -741,10 +742,11 @@ mod fuzz {
             .build()
             .expect("a runtime");
         let mut r = stream;
+        let mut frames = FrameBuffer::new(FRAME_LIMIT);
         let mut out = Vec::new();
         rt.block_on(async {
             loop {
-                let body = match read_frame(&mut r).await {
+                let body = match read_frame(&mut r, &mut frames).await {
                     Ok(Some(b)) => b,
                     Ok(None) => return,
                     Err(e) => return out.push(Err(e.to_string())),
@@ -763,12 +765,6 @@ mod fuzz {
             }
         });
         out
-    }
-
-    fn frame(body: &[u8]) -> Vec<u8> {
-        let mut f = (body.len() as u32).to_be_bytes().to_vec();
-        f.extend_from_slice(body);
-        f
     }
 
     fn config(cases: u32) -> ProptestConfig {
@@ -805,6 +801,7 @@ mod fuzz {
         for (what, stream) in [
             ("a length of 2^32-1", b"\xff\xff\xff\xff{}".to_vec()),
             ("a truncated body", b"\x00\x00\x01\x00{}".to_vec()),
+            ("an empty frame", b"\x00\x00\x00\x00".to_vec()),
             ("deep nesting", frame(deep.as_bytes())),
             ("deep kwargs", frame(deep_call.as_bytes())),
             ("not UTF-8", frame(b"{\"request\": \"\xff\"}")),

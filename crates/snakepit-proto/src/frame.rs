@@ -93,6 +93,14 @@ impl FrameBuffer {
     }
 }
 
+/// A frame: `body` after its length.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(4 + body.len());
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
 /// Reads one frame body from a blocking reader; `Ok(None)` at a clean end of stream.
 pub fn read_frame(r: &mut impl Read, limit: usize) -> Result<Option<Vec<u8>>, FrameError> {
     let mut header = [0u8; 4];

@@ -26,7 +26,7 @@ mod value;
 
 use bytes::Bytes;
 
-pub use frame::{body_len, read_frame, FrameBuffer, FrameError, DEFAULT_FRAME_LIMIT};
+pub use frame::{body_len, frame, read_frame, FrameBuffer, FrameError, DEFAULT_FRAME_LIMIT};
 pub use message::{
     encode_call, kind, level_name, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException,
     ToWorker,
