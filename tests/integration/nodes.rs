@@ -1,7 +1,7 @@
-//! Several nodes on one PostgreSQL (SPEC §8): two "nodes" in this process, each a
-//! `State` opened as its own owner (on its own host, so each judges the other by its
-//! lease), share one schema. A due tick runs once, on one of them; queued runs are
-//! claimed once (`FOR UPDATE SKIP LOCKED`); a run whose node stopped renewing its lease
+//! Several nodes on one PostgreSQL (README, "Several machines"): two "nodes" in this
+//! process, each a `State` opened as its own owner (on its own host, so each judges the
+//! other by its lease), share one schema. A due tick runs once, on one of them; queued runs
+//! are claimed once (`FOR UPDATE SKIP LOCKED`); a run whose node stopped renewing its lease
 //! is re-queued and finished by the other, at most `MAX_REQUEUES` times. On SQLite (one
 //! node) such a run is interrupted. A node that finds its run taken over stops it.
 

@@ -1,5 +1,6 @@
-//! An install on disk (the "apps dir", SPEC §1): its loading, interpreter resolution and
-//! app.toml schema live in the `snakepit-host` crate; this module adapts its errors.
+//! An install on disk (the "apps dir", README "Plugin host"): its loading, interpreter
+//! resolution and app.toml schema live in the `snakepit-host` crate; this module adapts its
+//! errors.
 
 pub use snakepit_host::Install as Apps;
 

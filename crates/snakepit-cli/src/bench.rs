@@ -20,7 +20,7 @@ pub struct Options {
     pub json: bool,
 }
 
-/// The `--json` summary (SPEC §7).
+/// The `--json` summary (README, "From the command line").
 #[derive(Debug, Default, Serialize)]
 struct Summary {
     calls: u64,

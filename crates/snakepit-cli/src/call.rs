@@ -48,7 +48,7 @@ pub fn print_log(rec: &LogRecord, quiet: bool) {
     }
 }
 
-/// The exit code and the stderr report of a failed call (SPEC §7).
+/// The exit code and the stderr report of a failed call (README, "From the command line").
 pub fn report_error(reference: &str, e: &CallError) -> u8 {
     report_failure(reference, &CallFailure::from(e))
 }

@@ -1,4 +1,4 @@
-//! Flags and subcommands (SPEC §7).
+//! Flags and subcommands (README, "From the command line").
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
 //! The `snakepit` binary: exit codes, stdout carrying only the result, logs on stderr,
-//! the bench summary, and errors that name the file and the fix (SPEC §7).
+//! the bench summary, and errors that name the file and the fix (README, "From the command line").
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -488,7 +488,7 @@ fn a_pip_installed_plugin_package_in_the_apps_venv_works_with_the_same_reference
         .args(["install", "-q", "--no-index", "--disable-pip-version-check"])
         .arg(&wheel));
     // No --python and no $SNAKEPIT_PYTHON: the interpreter is <apps>/.venv/bin/python
-    // (SPEC §1), and the package resolves through its site-packages.
+    // (README, "From the command line"), and the package resolves through its site-packages.
     let out = Command::new(env!("CARGO_BIN_EXE_snakepit"))
         .arg("--apps")
         .arg(dir.path())

@@ -1,5 +1,6 @@
-//! `snakepit serve` and its clients (SPEC §7): `status [--json]`, `reload` and
-//! `call --remote` through the control socket; signals; one serve per apps dir.
+//! `snakepit serve` and its clients (README, "Serving and hot restart"): `status [--json]`,
+//! `reload` and `call --remote` through the control socket; signals; one serve per apps
+//! dir.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

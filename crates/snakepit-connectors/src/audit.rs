@@ -1,4 +1,4 @@
-//! The audit log of connector calls (SPEC §3): who used which connector for what, how
+//! The audit log of connector calls (README, "Connectors"): who used which connector for what, how
 //! long it took and how it ended; never parameter values.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! connectors.toml (SPEC §3): read against its schema, `${VAR}`s filled from the
+//! connectors.toml (README, "Connectors"): read against its schema, `${VAR}`s filled from the
 //! supervisor's environment, every query's `:name` parameters parsed for its backend,
 //! every endpoint's `{placeholder}`s parsed. Errors name the file, the line and column,
 //! and the entry (`[sql.billing] url`, `[api.crm.endpoints] get-customer`).

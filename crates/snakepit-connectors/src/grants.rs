@@ -1,4 +1,4 @@
-//! What each plugin package may use (app.toml `[plugins.PKG]`, SPEC §4).
+//! What each plugin package may use (app.toml `[plugins.PKG]`, README "Connectors").
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,5 @@
-//! SQL and API connectors served to plugins by the supervisor (SPEC §2 "Inside the
-//! worker", §3 connectors.toml).
+//! SQL and API connectors served to plugins by the supervisor (README, "Connectors";
+//! `python-shim/README.md`, "Inside a plugin").
 //!
 //! [`Connectors`] is a [`HostHandler`]: give it to every pool
 //! ([`PoolBuilder::shared_host_handler`]) and the workers' `ctx["connectors"]` and

@@ -1,5 +1,6 @@
-//! An install on disk (the "apps dir", SPEC §1): where it is, which interpreter runs its
-//! workers, and its app.toml read against the full schema of SPEC §4.
+//! An install on disk (the "apps dir", README "Plugin host"): where it is, which
+//! interpreter runs its workers, and its app.toml read against the full schema (README,
+//! "From the command line").
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ pub(crate) use snakepit_connectors::toml_error;
 
 use crate::HostError;
 
-/// app.toml, as written (SPEC §4). Unknown keys anywhere are errors.
+/// app.toml, as written (README, "From the command line"). Unknown keys anywhere are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppToml {
@@ -114,8 +115,8 @@ pub struct PoolSettings {
     pub isolation: Option<Isolation>,
 }
 
-/// `[isolation]` (SPEC §4), and `[pools.NAME.isolation]`. Every key is enforced, or the
-/// pool refuses to start (see [`snakepit::Isolation`]).
+/// `[isolation]` (README, "Untrusted plugins"), and `[pools.NAME.isolation]`. Every key is
+/// enforced, or the pool refuses to start (see [`snakepit::Isolation`]).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Isolation {
@@ -330,10 +331,10 @@ pub struct Install {
 }
 
 impl Install {
-    /// Finds the apps dir (`apps`, else the working directory), reads its app.toml (if
-    /// any) and resolves the interpreter (SPEC §1): `python` (a `--python` flag), else
-    /// `[runtime] python`, `$SNAKEPIT_PYTHON`, `<apps>/.venv/bin/python`,
-    /// `./.venv/bin/python`, `python3` on PATH.
+    /// Finds the apps dir (`apps`, else the working directory), reads its app.toml (if any)
+    /// and resolves the interpreter (README, "From the command line"): `python` (a
+    /// `--python` flag), else `[runtime] python`, `$SNAKEPIT_PYTHON`,
+    /// `<apps>/.venv/bin/python`, `./.venv/bin/python`, `python3` on PATH.
     pub fn load(apps: Option<&Path>, python: Option<&Path>) -> Result<Install, HostError> {
         let dir = match apps {
             Some(d) => d.to_owned(),

@@ -1,4 +1,4 @@
-//! jobs.toml (SPEC §5), read for load-time checks: `<apps>/jobs.toml` and every
+//! jobs.toml (README, "Jobs"), read for load-time checks: `<apps>/jobs.toml` and every
 //! `<apps>/plugins/<pkg>/jobs.toml`. This module reads the files against their schema
 //! and finds what is wrong before any run; running them (templates, retries, the
 //! scheduler, the run history) is the `snakepit-jobs` crate's, which reads the jobs
@@ -15,7 +15,7 @@ use snakepit::{Map, Value};
 use crate::config::{duration, toml_error};
 use crate::Problem;
 
-/// The context keys a job python step receives (SPEC §2), besides its kwargs.
+/// The context keys a job python step receives (README, "Jobs"), besides its kwargs.
 pub const JOB_STEP_CONTEXT: [&str; 10] = [
     "connectors",
     "pools",
@@ -436,7 +436,7 @@ pub fn check_cron(s: &str) -> Result<(), String> {
 /// a comma list of `*`, `N` or `N-M`, optionally `/STEP`; month and weekday names
 /// (`JAN`, `MON`) are accepted; a day-of-month and a day-of-week both restricted match
 /// either (Vixie cron). Seconds, years and `@daily`-style nicknames are not: a schedule
-/// is the five fields of SPEC §5.
+/// is the five fields of README, "Jobs".
 pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
     use croner::parser::{CronParser, Seconds, Year};
     let fields = s.split_whitespace().count();

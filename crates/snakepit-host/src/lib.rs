@@ -1,11 +1,11 @@
-//! The plugin host: an install (the "apps dir" of SPEC §1) opened by one call. It reads
-//! app.toml against the full schema of SPEC §4, starts the pools ("default" plus each
-//! `[pools.NAME]`), routes each call to the pool of its package, checks every reference
-//! that app.toml names, and serves the extension points of SPEC §2: the password
-//! validator and the dispatch hooks.
+//! The plugin host: an install (the "apps dir" of README, "Plugin host") opened by one
+//! call. It reads app.toml against its full schema (README, "From the command line"),
+//! starts the pools ("default" plus each `[pools.NAME]`), routes each call to the pool of
+//! its package, checks every reference that app.toml names, and serves the extension points
+//! (README, "Plugin host"): the password validator and the dispatch hooks.
 //!
 //! `check` also reads every jobs.toml (`<apps>/jobs.toml`, `<apps>/plugins/<pkg>/jobs.toml`)
-//! against the schema of SPEC §5 and validates each python step's callable and kwargs in
+//! against its schema (README, "Jobs") and validates each python step's callable and kwargs in
 //! a worker; running jobs belongs to the jobs feature. connectors.toml is loaded with
 //! app.toml (see `snakepit-connectors`): every pool serves its connectors, and `check`
 //! prepares every named query on its database.
@@ -118,7 +118,7 @@ pub trait CallObserver: Send + Sync + 'static {
     fn call_ended(&self, pool: &str, outcome: &str, took: Duration);
 }
 
-/// The context keys the password validator receives (SPEC §2).
+/// The context keys the password validator receives (README, "Plugin host").
 pub const PASSWORD_CONTEXT: [&str; 3] = ["username", "password", "existing_user"];
 
 /// Why an install could not be opened.
@@ -275,9 +275,9 @@ impl std::fmt::Debug for Host {
 }
 
 impl Host {
-    /// Opens the install in `apps_dir`: reads app.toml, resolves the interpreter (SPEC
-    /// §1), starts the pools and validates every reference its TOML files name (see
-    /// [`Host::check`]); any problem fails the open with all of them.
+    /// Opens the install in `apps_dir`: reads app.toml, resolves the interpreter (README,
+    /// "From the command line"), starts the pools and validates every reference its TOML
+    /// files name (see [`Host::check`]); any problem fails the open with all of them.
     pub async fn open(apps_dir: impl AsRef<Path>) -> Result<Host, HostError> {
         Host::start_checked(Install::load(Some(apps_dir.as_ref()), None)?).await
     }

@@ -1,4 +1,4 @@
-//! Running snakepit jobs (SPEC §5): the jobs of an install ([`JobSet`]), the templates
+//! Running snakepit jobs (README, "Jobs"): the jobs of an install ([`JobSet`]), the templates
 //! of their kwargs ([`TemplateContext`]), the [`Runner`] that runs a job's steps in
 //! order with retries and records everything in the run history
 //! (`snakepit_state::State`), and the cron [`Scheduler`] that `snakepit serve` runs.
@@ -7,7 +7,7 @@
 //!
 //! A run is first recorded `queued` with its steps `pending` ([`Runner::enqueue`]),
 //! then [`Runner::execute`] marks it `running` and calls each step's callable through
-//! a [`StepCaller`] (the plugin host's `submit`) with the job-step context of SPEC §2:
+//! a [`StepCaller`] (the plugin host's `submit`) with the job-step context (README, "Jobs"):
 //! `job_id`, `run_id`, `step_name`, `params`, `step_kwargs`, `previous_step` (the prior
 //! step's result), `session_user`, `logger` (the str `job.<job name>`, which the shim
 //! turns into a `logging.Logger`), `connectors` and `pools` (nil, which the shim turns

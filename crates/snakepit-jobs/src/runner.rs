@@ -1,4 +1,4 @@
-//! Running one job: its steps in order, each with the job-step context of SPEC §2,
+//! Running one job: its steps in order, each with the job-step context (README, "Jobs"),
 //! retried with backoff, every change written to the run history as it happens.
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Templates in a step's kwargs (SPEC §5), evaluated against the run's scheduled time
+//! Templates in a step's kwargs (README, "Jobs"), evaluated against the run's scheduled time
 //! in the install's time zone: `${month.previous}`, `${month.current}` (YYYY-MM),
 //! `${date.today}`, `${date.yesterday}` (YYYY-MM-DD), `${params.NAME}`, `${job.name}`,
 //! `${run.id}`.
