@@ -16,7 +16,6 @@ import os
 import random
 import time
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Callable, Iterator, List
 
 import pytest
