@@ -347,13 +347,10 @@ async fn a_long_call_in_hand_finishes_on_the_old_generation() {
                 .map(|v| v.decode().unwrap())
         })
     };
-    wait_for("the slow call to be in hand", RELOAD_WAIT, || {
-        host.status().pools[0]
-            .slots
-            .iter()
-            .any(|w| w.state == "busy")
-    })
-    .await;
+    // Its worker has imported the module: a worker that is merely busy may import it
+    // after the edit below, and so run the new code.
+    let started = dir.path().join("release.started");
+    wait_for("the slow call to run", RELOAD_WAIT, || started.exists()).await;
     let old_pids: Vec<u32> = host.status().pools[0]
         .slots
         .iter()

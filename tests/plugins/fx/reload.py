@@ -18,7 +18,9 @@ def slow(*, seconds: float, **ctx):
 
 
 def held(*, release: str, **ctx):
-    """Returns once `release` exists (at most a minute): a call the test ends itself."""
+    """Returns once `release` exists (at most a minute): a call the test ends itself.
+    Writes `release` + ".started" first: the module (this VERSION) is loaded."""
+    open(release + ".started", "w").close()
     end = time.monotonic() + 60
     while not os.path.exists(release) and time.monotonic() < end:
         time.sleep(0.005)
