@@ -8,7 +8,7 @@
 # only makes the venvs. The version of `python3` is skipped with a line saying so:
 # scripts/test.sh has just run all of this with it (both codecs, every integration test).
 #
-# Interpreters are looked for in pyenv (~/.pyenv/versions/3.X.*/bin/python3.X), then
+# Interpreters are looked for in pyenv ($PYENV_ROOT, else ~/.pyenv: versions/3.X.*/bin/python3.X), then
 # /usr/bin/python3.X, then python3.X on PATH. A version this machine does not have is
 # reported (a MISSING line and the summary), not a failure: the suite promises what the
 # machine can run (docs/decisions.md, "Every CPython"). A version that is there and fails
@@ -28,7 +28,7 @@ smoke='test(=calls::sync_and_async_calls_return_values)
 
 find_python() {
     local v=$1 candidate
-    for candidate in $(ls -d "$HOME"/.pyenv/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -V -r) \
+    for candidate in $(ls -d "${PYENV_ROOT:-${HOME:-}/.pyenv}"/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -V -r) \
         "/usr/bin/python$v" "$(command -v "python$v" || true)"; do
         if [ -n "$candidate" ] && [ -x "$candidate" ] &&
             "$candidate" -c "import sys; assert '%d.%d' % sys.version_info[:2] == '$v'" 2>/dev/null; then
@@ -60,7 +60,7 @@ for v in "${versions[@]}"; do
         pythons[$v]=$python
         make_venv "$v" "$python"
     else
-        echo "== CPython $v: MISSING on this machine (looked in ~/.pyenv/versions/$v.*, /usr/bin/python$v, PATH); not tested"
+        echo "== CPython $v: MISSING on this machine (looked in ${PYENV_ROOT:-~/.pyenv}/versions/$v.*, /usr/bin/python$v, PATH); not tested"
         missing+=("$v")
     fi
 done
