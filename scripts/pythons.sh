@@ -8,8 +8,8 @@
 # only makes the venvs. The version of `python3` is skipped with a line saying so:
 # scripts/test.sh has just run all of this with it (both codecs, every integration test).
 #
-# Interpreters are looked for in pyenv ($PYENV_ROOT, else ~/.pyenv: versions/3.X.*/bin/python3.X), then
-# /usr/bin/python3.X, then python3.X on PATH. A version this machine does not have is
+# Interpreters are looked for in pyenv ($PYENV_ROOT, else ~/.pyenv:
+# versions/3.X.*/bin/python3.X), then /usr/bin/python3.X, then python3.X on PATH. A version this machine does not have is
 # reported (a MISSING line and the summary), not a failure: the suite promises what the
 # machine can run (docs/decisions.md, "Every CPython"). A version that is there and fails
 # fails the run. Each version's venv (pytest, msgpack) is target/pyvenvs/3.X, made once.
