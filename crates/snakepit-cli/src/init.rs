@@ -12,7 +12,10 @@ use crate::error::CliError;
 /// The install's files: path in DIR, content.
 const FILES: &[(&str, &str)] = &[
     ("app.toml", include_str!("../template/app.toml")),
-    ("connectors.toml", include_str!("../template/connectors.toml")),
+    (
+        "connectors.toml",
+        include_str!("../template/connectors.toml"),
+    ),
     (".gitignore", include_str!("../template/gitignore")),
     (
         "plugins/billing/__init__.py",

@@ -138,20 +138,13 @@ impl State {
     }
 
     fn current(&self) -> Option<Test> {
-        self.test
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.test.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Ends the open test, if any: its plugin transactions dropped, its sandbox rolled
     /// back.
     async fn end(&self, host: &Host) -> Result<(), HostFailure> {
-        let test = self
-            .test
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let test = self.test.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(test) = test else { return Ok(()) };
         let connectors = host.install().connectors.clone();
         connectors.call_ended(TEST_POOL, test.id);
@@ -202,7 +195,10 @@ impl State {
                 let p = decoded()?;
                 let field = |k: &str| {
                     p.get(k).and_then(Value::as_str).ok_or_else(|| {
-                        failure("TypeError", format!("test.api: the payload has no str {k:?}"))
+                        failure(
+                            "TypeError",
+                            format!("test.api: the payload has no str {k:?}"),
+                        )
                     })
                 };
                 host.install()
@@ -273,7 +269,10 @@ impl State {
 /// `test.call`: the reference through a worker of its pool, its log records collected.
 async fn call(host: &Host, payload: Value) -> Result<Value, HostFailure> {
     let Some(reference) = payload.get("reference").and_then(Value::as_str) else {
-        return Err(failure("TypeError", "test.call: the payload has no str \"reference\""));
+        return Err(failure(
+            "TypeError",
+            "test.call: the payload has no str \"reference\"",
+        ));
     };
     let map = |k: &str| match payload.get(k) {
         Some(Value::Map(m)) => m.clone(),
@@ -281,7 +280,9 @@ async fn call(host: &Host, payload: Value) -> Result<Value, HostFailure> {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     let result = host
-        .submit(reference, |c| c.kwargs(map("kwargs")).context(map("context")).logs(tx))
+        .submit(reference, |c| {
+            c.kwargs(map("kwargs")).context(map("context")).logs(tx)
+        })
         .await;
     let mut logs = Vec::new();
     while let Ok(rec) = rx.try_recv() {
