@@ -396,3 +396,110 @@ print(json.dumps({
         "{got}"
     );
 }
+
+/// One transaction per SQL connector per test, on every backend: a test writes to a
+/// SQLite, a PostgreSQL and a MariaDB connector, in the test process and through a
+/// worker; the next test sees none of it, and neither do the servers afterwards.
+#[test]
+fn every_backend_is_rolled_back_after_each_test() {
+    use sqlx::Connection;
+    let Some(python) = python() else { return };
+    let table = format!("kit_{}_{}", std::process::id(), nanos());
+    const PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+    const MARIADB: &str = "mysql://root@127.0.0.1:3306/test";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let exec = |sql: String| {
+        rt.block_on(async {
+            let mut pg = sqlx::PgConnection::connect(PG)
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432 (scripts/services.sh)");
+            sqlx::raw_sql(&sql).execute(&mut pg).await.unwrap();
+            let mut my = sqlx::MySqlConnection::connect(MARIADB)
+                .await
+                .expect("MariaDB at 127.0.0.1:3306 (scripts/services.sh)");
+            sqlx::raw_sql(&sql).execute(&mut my).await.unwrap();
+        })
+    };
+    exec(format!("CREATE TABLE {table} (name VARCHAR(20))"));
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let mut connectors = String::new();
+    for (name, url) in [
+        ("lite", "sqlite://lite.db?mode=rwc"),
+        ("pg", PG),
+        ("maria", MARIADB),
+    ] {
+        connectors.push_str(&format!(
+            "[sql.{name}]\nurl = \"{url}\"\n[sql.{name}.queries]\ncount = \"SELECT count(*) AS n FROM {table}\"\n\"add:write\" = \"INSERT INTO {table} (name) VALUES (:name)\"\n"
+        ));
+    }
+    std::fs::write(p.join("connectors.toml"), connectors).unwrap();
+    std::fs::create_dir_all(p.join("plugins/multi/tests")).unwrap();
+    std::fs::write(p.join("plugins/multi/__init__.py"), "").unwrap();
+    std::fs::write(p.join("plugins/multi/tests/__init__.py"), "").unwrap();
+    std::fs::write(
+        p.join("plugins/multi/steps.py"),
+        "def add(*, name, **ctx):\n    for c in ('lite', 'pg', 'maria'):\n        ctx['connectors'].sql(c).run('add:write', name=name)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("plugins/multi/tests/test_multi.py"),
+        r#"from multi.steps import add
+
+def counts(ctx):
+    return [ctx["connectors"].sql(c).run("count")[0]["n"] for c in ("lite", "pg", "maria")]
+
+def test_writes_everywhere(plugin_ctx, snakepit_call):
+    add(name="here", **plugin_ctx)
+    snakepit_call("multi.steps:add", name="worker")
+    assert counts(plugin_ctx) == [2, 2, 2]
+
+def test_sees_nothing(plugin_ctx):
+    assert counts(plugin_ctx) == [0, 0, 0]
+"#,
+    )
+    .unwrap();
+    let db = rusqlite::Connection::open(p.join("lite.db")).unwrap();
+    db.execute_batch(&format!("CREATE TABLE {table} (name TEXT)"))
+        .unwrap();
+    drop(db);
+    let out = snakepit(
+        p,
+        &python,
+        &[
+            "--apps",
+            p.to_str().unwrap(),
+            "test",
+            "--",
+            "-p",
+            "no:cacheprovider",
+        ],
+    );
+    let counts = rt.block_on(async {
+        let q = format!("SELECT count(*) FROM {table}");
+        let mut pg = sqlx::PgConnection::connect(PG).await.unwrap();
+        let a: i64 = sqlx::query_scalar(&q).fetch_one(&mut pg).await.unwrap();
+        let mut my = sqlx::MySqlConnection::connect(MARIADB).await.unwrap();
+        let b: i64 = sqlx::query_scalar(&q).fetch_one(&mut my).await.unwrap();
+        (a, b)
+    });
+    exec(format!("DROP TABLE {table}"));
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(text(&out.stdout).contains("2 passed"), "{}", show(&out));
+    assert_eq!(counts, (0, 0));
+    let lite = rusqlite::Connection::open(p.join("lite.db")).unwrap();
+    let n: i64 = lite
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+fn nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+}

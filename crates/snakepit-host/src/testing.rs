@@ -41,9 +41,12 @@ pub struct TestServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The host's start, not awaited yet.
+type Start = std::pin::Pin<Box<dyn Future<Output = Result<Host, HostError>> + Send>>;
+
 struct State {
     host: OnceCell<Result<Arc<Host>, String>>,
-    start: Mutex<Option<std::pin::Pin<Box<dyn Future<Output = Result<Host, HostError>> + Send>>>>,
+    start: Mutex<Option<Start>>,
     test: std::sync::Mutex<Option<Test>>,
     next_test: std::sync::atomic::AtomicU64,
 }
