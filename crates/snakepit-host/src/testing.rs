@@ -4,7 +4,7 @@
 //! The test process (pytest, with the pytest plugin of the shim) speaks the workers' own
 //! frames: it sends HOST_REQUESTs, the server answers HOST_REPLYs, so the shim's
 //! host-request code (`host.py`, `channel.py`) is its client. Besides the connectors'
-//! methods (PROTOCOL.md), the server serves:
+//! methods (PROTOCOL.md) and the built-in `echo`, the server serves:
 //!
 //! | method | payload | reply |
 //! |---|---|---|
@@ -192,6 +192,8 @@ impl State {
                 .map_err(|e| failure("DecodeError", e.to_string()))
         };
         match method.as_str() {
+            // Built in, as in a worker's call.
+            "echo" => decoded(),
             "test.end" => self.end(&host).await.map(|()| Value::Nil),
             "test.call" => call(&host, decoded()?).await,
             "test.api" => {
