@@ -145,6 +145,22 @@ fn the_example_plugin_tests_pass_and_leave_the_sample_database_as_it_was() {
         std::fs::read(dir.path().join("billing.db")).unwrap(),
         before
     );
+
+    // The framework page's command, plain pytest: the mocked test passes, the one that
+    // needs `snakepit test` is skipped.
+    let plain = Command::new(&python)
+        .current_dir(dir.path())
+        .args(["-m", "pytest", "-p", "no:cacheprovider", "plugins/billing"])
+        .env("PYTHONPATH", "plugins")
+        .env_remove("SNAKEPIT_TEST_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(plain.status.code(), Some(0), "{}", show(&plain));
+    assert!(
+        text(&plain.stdout).contains("1 passed, 1 skipped"),
+        "{}",
+        show(&plain)
+    );
 }
 
 /// An install whose tests exercise the fixtures: the plugin's exception (its type, its
