@@ -73,6 +73,17 @@ fn ended() -> SqlError {
     SqlError::Task("the test's transaction has ended".into())
 }
 
+/// Sends the command `make` builds around a reply channel to a connector's task, and
+/// waits for the reply.
+async fn ask<T, E: From<SqlError>>(
+    conn: &mpsc::UnboundedSender<Cmd>,
+    make: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Cmd,
+) -> Result<T, E> {
+    let (reply, answer) = oneshot::channel();
+    conn.send(make(reply)).map_err(|_| ended())?;
+    answer.await.unwrap_or_else(|_| Err(ended().into()))
+}
+
 impl Sandbox {
     /// The base URL that replaces API connector `name`'s in this sandbox, if any.
     pub(crate) fn api_base(&self, name: &str) -> Option<String> {
@@ -119,10 +130,7 @@ impl Sandbox {
         sets: Vec<Vec<Value>>,
     ) -> Result<Vec<Output>, BatchError> {
         let conn = self.conn(name, pool).await?;
-        let (reply, answer) = oneshot::channel();
-        conn.send(Cmd::Run { sql, sets, reply })
-            .map_err(|_| ended())?;
-        answer.await.map_err(|_| ended())?
+        ask(&conn, |reply| Cmd::Run { sql, sets, reply }).await
     }
 
     /// Serves a plugin's transaction on connector `name` as a savepoint of the
@@ -138,9 +146,7 @@ impl Sandbox {
         let id = self.next_savepoint.fetch_add(1, Ordering::Relaxed);
         let opened = async {
             let conn = self.conn(name, pool).await?;
-            let (reply, answer) = oneshot::channel();
-            conn.send(Cmd::Begin { id, reply }).map_err(|_| ended())?;
-            answer.await.map_err(|_| ended())??;
+            ask(&conn, |reply| Cmd::Begin { id, reply }).await?;
             Ok::<_, SqlError>(conn)
         };
         let conn = match opened.await {
@@ -156,30 +162,41 @@ impl Sandbox {
         }
         let mut rows = 0;
         while let Some(cmd) = rx.recv().await {
-            let outcome = match cmd {
+            let (reply, commit) = match cmd {
                 TxCmd::Execute { sql, params, reply } => {
-                    let (mine, answer) = oneshot::channel();
-                    let cmd = TxCmd::Execute {
-                        sql,
-                        params,
-                        reply: mine,
-                    };
-                    if conn.send(Cmd::Tx { id, cmd }).is_err() {
-                        let _ = reply.send(Err(ended()));
-                        continue;
-                    }
-                    let res = answer.await.unwrap_or_else(|_| Err(ended()));
+                    let res = ask(&conn, |mine| {
+                        let cmd = TxCmd::Execute {
+                            sql,
+                            params,
+                            reply: mine,
+                        };
+                        Cmd::Tx { id, cmd }
+                    })
+                    .await;
                     if let Ok(out) = &res {
                         rows += out.affected;
                     }
                     let _ = reply.send(res);
                     continue;
                 }
-                cmd @ TxCmd::Commit(_) => (cmd, Outcome::Committed),
-                cmd @ TxCmd::Rollback(_) => (cmd, Outcome::RolledBack),
+                TxCmd::Commit(reply) => (reply, true),
+                TxCmd::Rollback(reply) => (reply, false),
             };
-            let (cmd, outcome) = outcome;
-            let _ = conn.send(Cmd::Tx { id, cmd });
+            let res = ask(&conn, |mine| {
+                let cmd = if commit {
+                    TxCmd::Commit(mine)
+                } else {
+                    TxCmd::Rollback(mine)
+                };
+                Cmd::Tx { id, cmd }
+            })
+            .await;
+            let outcome = match (&res, commit) {
+                (Ok(()), true) => Outcome::Committed,
+                (Err(_), true) => Outcome::Failed,
+                (_, false) => Outcome::RolledBack,
+            };
+            let _ = reply.send(res);
             return (Some(rows), outcome);
         }
         let _ = conn.send(Cmd::Abandon { id });
@@ -192,11 +209,7 @@ impl Sandbox {
         let conns = std::mem::take(&mut *self.conns.lock().await);
         let mut first = Ok(());
         for (name, conn) in conns {
-            let (reply, answer) = oneshot::channel();
-            let done = match conn.send(Cmd::End(reply)) {
-                Ok(()) => answer.await.unwrap_or_else(|_| Err(ended())),
-                Err(_) => Err(ended()),
-            };
+            let done = ask(&conn, Cmd::End).await;
             if let (Err(e), true) = (done, first.is_ok()) {
                 first = Err(format!("connector {name:?}: rolling back: {e}"));
             }
