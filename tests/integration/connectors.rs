@@ -391,6 +391,25 @@ async fn sandbox(db: Server) {
     assert!(matches!(e, CallError::Raised(_)), "{e:?}");
     let again = call(&host, "txs:commit", customer("xia")).await.unwrap();
     assert_eq!(again.get("rowcount"), Some(&Value::Int(1)));
+    // A worker that dies in its transaction: its savepoint is rolled back, the test's
+    // transaction goes on and still holds the committed savepoints' rows.
+    let e = call(&host, "txs:die", customer("wd")).await.unwrap_err();
+    assert!(matches!(e, CallError::WorkerCrashed { .. }), "{e:?}");
+    let rows_of = |c: &str| {
+        let params = Value::map([("period", s("2026-05")), ("customer", s(c))]);
+        call(
+            &host,
+            "reports:run_query",
+            vec![("query", s("two-params")), ("params", params)],
+        )
+    };
+    let listed = |v: Value| match v {
+        Value::List(rows) => rows.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed(rows_of("wd").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("yan").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("zed").await.unwrap()), 2);
     assert_eq!(
         apps.count("status = 'issued' AND period = '2026-05'").await,
         1,
@@ -402,7 +421,7 @@ async fn sandbox(db: Server) {
         3
     );
     assert_eq!(
-        apps.count("customer IN ('zed', 'yan', 'xia', 'dup')").await,
+        apps.count("customer IN ('zed', 'yan', 'xia', 'dup', 'wd')").await,
         0
     );
     assert_eq!(connectors.open_transactions(), 0);
