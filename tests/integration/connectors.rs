@@ -925,6 +925,67 @@ async fn transactions_commit_and_roll_back_on_mariadb() {
 
 // ---------------------------------------------------------------- identity (issue 12)
 
+/// A pooled PostgreSQL connection whose server end went away (a restart, an idle
+/// timeout, `pg_terminate_backend`) is found dead by the ping before it is handed out
+/// again, and replaced: the next query works. Connections used within the last 500 ms
+/// are not pinged (sqlx's default pings before every query: one more round trip each).
+#[tokio::test]
+async fn a_postgres_connection_killed_while_idle_is_replaced() {
+    let apps = Apps::new(Server::Postgres, None);
+    apps.setup().await;
+    let name = unique("ping");
+    let toml = std::fs::read_to_string(apps.path().join("connectors.toml")).unwrap();
+    let toml = toml.replacen(
+        &format!("url = \"{PG_URL}\""),
+        &format!("url = \"{PG_URL}?application_name={name}\""),
+        1,
+    );
+    std::fs::write(apps.path().join("connectors.toml"), toml).unwrap();
+    let host = apps.open().await;
+    let read = || call(&host, "reports:read", vec![("period", s("2026-05"))]);
+    let Value::List(rows) = read().await.unwrap() else {
+        panic!("rows")
+    };
+    assert_eq!(rows.len(), 3);
+    let mut admin = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the backends did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Idle past the window in which a connection is trusted without a ping.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let Value::List(rows) = read().await.unwrap() else {
+        panic!("rows")
+    };
+    assert_eq!(rows.len(), 3, "the dead connection was replaced");
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
+
 /// Whether the test itself can take an ACCESS EXCLUSIVE lock on `table` within 3 s:
 /// false when a transaction snakepit holds for a plugin still has it.
 async fn lock_is_free(table: &str) -> bool {

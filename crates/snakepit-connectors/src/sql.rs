@@ -30,6 +30,13 @@ use crate::sqlite::SqlitePool;
 /// How long acquiring a connection may take (connecting included).
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle this long is pinged before it is handed out; one used more
+/// recently is not. sqlx's default pings on every acquire: one more round trip to the
+/// server per query, ≈ a third of a loop of small writes (the seed loop, issue 13). A
+/// server that went away within this window costs one failed query; HikariCP's
+/// `aliveBypassWindowMs` makes the same trade with 500 ms.
+const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 /// What a statement is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -441,6 +448,15 @@ impl<DB: Db> Lazy<DB> {
             sqlx::pool::PoolOptions::<DB>::new()
                 .max_connections(self.max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_AFTER_IDLE {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_lazy_with(self.options.clone())
         })
     }
