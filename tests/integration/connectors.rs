@@ -421,7 +421,8 @@ async fn sandbox(db: Server) {
         3
     );
     assert_eq!(
-        apps.count("customer IN ('zed', 'yan', 'xia', 'dup', 'wd')").await,
+        apps.count("customer IN ('zed', 'yan', 'xia', 'dup', 'wd')")
+            .await,
         0
     );
     assert_eq!(connectors.open_transactions(), 0);
