@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Runs every test: the Rust workspace (unit, golden-frame and integration tests, which
 # spawn real CPython workers) and the shim's pytest suite, once with the msgpack C
-# extension and once with the stdlib codec. Needs only cargo and python3: pytest and
-# msgpack go into a venv under target/ that this script makes itself.
+# extension and once with the stdlib codec. Needs only cargo and python3: pytest,
+# msgpack and mypy (the plugin API's types are checked with it) go into a venv under
+# target/ that this script makes itself; `snakepit test`'s tests run pytest with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
 venv=target/pyvenv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpack' 2>/dev/null; then
-    echo "== making $venv (pytest, msgpack)"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpack, mypy' 2>/dev/null; then
+    echo "== making $venv (pytest, msgpack, mypy)"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack mypy
 fi
 
 echo "== headless Chromium for the web console's browser tests"

@@ -334,6 +334,130 @@ async fn billing_example_runs_unchanged_on_mariadb() {
     billing_example(Server::MariaDb).await
 }
 
+// ---------------------------------------------------------------------------- sandbox
+
+/// Test mode (`snakepit test`): while a sandbox is open, every write of every call, named
+/// queries, batches and the plugins' own transactions alike, lands in one transaction per
+/// connector that closing the sandbox rolls back. A statement that fails is undone alone
+/// (on PostgreSQL the test's transaction would otherwise refuse every later statement).
+async fn sandbox(db: Server) {
+    let apps = Apps::new(db, None);
+    apps.setup().await;
+    let host = apps.open().await;
+    let connectors = host.install().connectors.clone();
+    let t = apps.table.clone();
+    connectors.open_sandbox().unwrap();
+    assert!(connectors.open_sandbox().is_err(), "one sandbox at a time");
+
+    let done = call(
+        &host,
+        "billing.invoicing:run",
+        vec![("period", s("2026-05"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, Value::map([("rows_affected", Value::Int(3))]));
+    // The test sees its own writes, through another package's call too.
+    let period = |p: &str| vec![("period", s(p))];
+    let drafts = call(&host, "reports:read", period("2026-05"))
+        .await
+        .unwrap();
+    assert_eq!(drafts, Value::List(vec![]));
+    // A statement the database refuses (a duplicate key), then the test goes on.
+    let dup = Value::map([("id", Value::Int(1)), ("customer", s("dup"))]);
+    let failed = call(
+        &host,
+        "billing.batch:attempt",
+        vec![
+            ("query", s("add-invoice:write")),
+            ("sets", Value::List(vec![dup])),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.get("type"), Some(&s("ConnectorError")), "{failed:?}");
+    let left = call(&host, "reports:read", period("2026-04"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&left, Value::List(rows) if rows.len() == 1),
+        "{left:?}"
+    );
+    // The plugins' transactions: a commit (a savepoint released) and a rollback.
+    let customer = |c: &str| vec![("table", s(&t)), ("customer", s(c))];
+    let committed = call(&host, "txs:commit", customer("zed")).await.unwrap();
+    assert_eq!(committed.get("rowcount"), Some(&Value::Int(1)));
+    let e = call(&host, "txs:fail", customer("yan")).await.unwrap_err();
+    assert!(matches!(e, CallError::Raised(_)), "{e:?}");
+    let again = call(&host, "txs:commit", customer("xia")).await.unwrap();
+    assert_eq!(again.get("rowcount"), Some(&Value::Int(1)));
+    // A worker that dies in its transaction: its savepoint is rolled back, the test's
+    // transaction goes on and still holds the committed savepoints' rows.
+    let e = call(&host, "txs:die", customer("wd")).await.unwrap_err();
+    assert!(matches!(e, CallError::WorkerCrashed { .. }), "{e:?}");
+    let rows_of = |c: &str| {
+        let params = Value::map([("period", s("2026-05")), ("customer", s(c))]);
+        call(
+            &host,
+            "reports:run_query",
+            vec![("query", s("two-params")), ("params", params)],
+        )
+    };
+    let listed = |v: Value| match v {
+        Value::List(rows) => rows.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed(rows_of("wd").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("yan").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("zed").await.unwrap()), 2);
+    assert_eq!(
+        apps.count("status = 'issued' AND period = '2026-05'").await,
+        1,
+        "nothing is committed while the sandbox is open"
+    );
+    connectors.close_sandbox().await.unwrap();
+    assert_eq!(
+        apps.count("status = 'draft' AND period = '2026-05'").await,
+        3
+    );
+    assert_eq!(
+        apps.count("customer IN ('zed', 'yan', 'xia', 'dup', 'wd')")
+            .await,
+        0
+    );
+    assert_eq!(connectors.open_transactions(), 0);
+
+    // Closed: writes commit again.
+    call(
+        &host,
+        "billing.invoicing:run",
+        vec![("period", s("2026-04"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        apps.count("status = 'issued' AND period = '2026-04'").await,
+        1
+    );
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_sqlite() {
+    sandbox(Server::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_postgres() {
+    sandbox(Server::Postgres).await
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_mariadb() {
+    sandbox(Server::MariaDb).await
+}
+
 // ---------------------------------------------------------------------------- run_many
 
 /// `run_many`: every parameter set in one request and one transaction, audited as one

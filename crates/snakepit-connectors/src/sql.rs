@@ -604,10 +604,13 @@ pub(crate) enum TxCmd {
 pub(crate) trait OpenTx {
     /// Runs `sql` (any SQL) with `values` in binding order.
     async fn execute(&mut self, sql: &NamedSql, values: Vec<Value>) -> Result<Output, SqlError>;
+    /// Runs one statement that takes no parameter and answers no row (`SAVEPOINT`, ...),
+    /// as it is (not prepared).
+    async fn command(&mut self, sql: String) -> Result<(), SqlError>;
     async fn end(self, commit: bool) -> Result<(), SqlError>;
 }
 
-struct SqlxTx<DB: Db>(sqlx::Transaction<'static, DB>);
+pub(crate) struct SqlxTx<DB: Db>(sqlx::Transaction<'static, DB>);
 
 impl<DB: Db> OpenTx for SqlxTx<DB>
 where
@@ -627,6 +630,12 @@ where
         .await
     }
 
+    async fn command(&mut self, sql: String) -> Result<(), SqlError> {
+        let conn: &mut DB::Connection = &mut self.0;
+        conn.execute(sqlx::raw_sql(&sql)).await?;
+        Ok(())
+    }
+
     async fn end(self, commit: bool) -> Result<(), SqlError> {
         let done = if commit {
             self.0.commit().await
@@ -634,6 +643,67 @@ where
             self.0.rollback().await
         };
         Ok(done?)
+    }
+}
+
+/// A transaction open on a connector's pool, whichever its backend.
+pub(crate) enum AnyTx<'p> {
+    Sqlite(crate::sqlite::Checkout<'p>),
+    Postgres(SqlxTx<Postgres>),
+    MySql(SqlxTx<MySql>),
+}
+
+/// Runs `$body` with `$tx` bound to the backend's open transaction.
+macro_rules! on_tx {
+    ($self:expr, $tx:ident => $body:expr) => {
+        match $self {
+            AnyTx::Sqlite($tx) => $body,
+            AnyTx::Postgres($tx) => $body,
+            AnyTx::MySql($tx) => $body,
+        }
+    };
+}
+
+impl AnyTx<'_> {
+    /// [`OpenTx::execute`] of the backend's.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &NamedSql,
+        values: Vec<Value>,
+    ) -> Result<Output, SqlError> {
+        on_tx!(self, tx => tx.execute(sql, values).await)
+    }
+
+    /// [`OpenTx::command`] of the backend's.
+    pub(crate) async fn command(&mut self, sql: String) -> Result<(), SqlError> {
+        on_tx!(self, tx => tx.command(sql).await)
+    }
+
+    /// [`OpenTx::end`] of the backend's.
+    pub(crate) async fn end(self, commit: bool) -> Result<(), SqlError> {
+        on_tx!(self, tx => tx.end(commit).await)
+    }
+}
+
+/// Begins a transaction on a connection of `pool`.
+pub(crate) async fn begin(pool: &SqlPool) -> Result<AnyTx<'_>, SqlError> {
+    Ok(match pool {
+        SqlPool::Sqlite(p) => AnyTx::Sqlite(crate::sqlite::begin(p).await?),
+        SqlPool::Postgres(lazy) => AnyTx::Postgres(SqlxTx(lazy.pool().begin().await?)),
+        SqlPool::MySql(lazy) => AnyTx::MySql(SqlxTx(lazy.pool().begin().await?)),
+    })
+}
+
+/// Runs a plugin's statement (`tx.execute`) in `tx`: its `:name` parameters bound from
+/// `params`.
+pub(crate) async fn execute_in(
+    tx: &mut AnyTx<'_>,
+    sql: &NamedSql,
+    params: &[(String, Value)],
+) -> Result<Output, SqlError> {
+    match sql.bind_values(params) {
+        Err(why) => Err(SqlError::Param(why)),
+        Ok(values) => tx.execute(sql, values.into_iter().cloned().collect()).await,
     }
 }
 
@@ -645,16 +715,11 @@ pub(crate) async fn transaction(
     rx: mpsc::UnboundedReceiver<TxCmd>,
     began: oneshot::Sender<Result<(), SqlError>>,
 ) -> (Option<u64>, Outcome) {
-    with_backend!(pool, p => {
-        serve_tx(crate::sqlite::begin(p).await, rx, began).await
-    }, lazy, DB => {
-        let tx = lazy.pool().begin().await.map(SqlxTx::<DB>).map_err(SqlError::from);
-        serve_tx(tx, rx, began).await
-    })
+    serve_tx(begin(pool).await, rx, began).await
 }
 
 async fn serve_tx(
-    tx: Result<impl OpenTx, SqlError>,
+    tx: Result<AnyTx<'_>, SqlError>,
     mut rx: mpsc::UnboundedReceiver<TxCmd>,
     began: oneshot::Sender<Result<(), SqlError>>,
 ) -> (Option<u64>, Outcome) {
@@ -673,13 +738,7 @@ async fn serve_tx(
     while let Some(cmd) = rx.recv().await {
         match cmd {
             TxCmd::Execute { sql, params, reply } => {
-                let res = match sql.bind_values(&params) {
-                    Err(why) => Err(SqlError::Param(why)),
-                    Ok(values) => {
-                        tx.execute(&sql, values.into_iter().cloned().collect())
-                            .await
-                    }
-                };
+                let res = execute_in(&mut tx, &sql, &params).await;
                 if let Ok(out) = &res {
                     rows += out.affected;
                 }
