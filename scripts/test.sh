@@ -2,17 +2,19 @@
 # Runs every test: the Rust workspace (unit, golden-frame and integration tests, which
 # spawn real CPython workers) and the shim's pytest suite, once with the msgpack C
 # extension and once with the stdlib codec; then the same under every other CPython from
-# 3.9 to 3.13 on the machine (scripts/pythons.sh). Needs only cargo and python3: pytest
-# and msgpack go into venvs under target/ that these scripts make themselves.
+# 3.9 to 3.13 on the machine (scripts/pythons.sh). Needs only cargo and python3: pytest,
+# msgpack and mypy (the plugin API's types are checked with it) go into a venv under
+# target/ that this script makes itself (and scripts/pythons.sh one per version);
+# `snakepit test`'s tests run pytest with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
 venv=target/pyvenv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpack' 2>/dev/null; then
-    echo "== making $venv (pytest, msgpack)"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import pytest, msgpack, mypy' 2>/dev/null; then
+    echo "== making $venv (pytest, msgpack, mypy)"
     "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack mypy
 fi
 
 echo "== headless Chromium for the web console's browser tests"

@@ -40,6 +40,7 @@ Route = Callable[[Any, bool], None]
 
 BUFFER_SIZE = 1 << 16  # the reusable receive buffer; a larger frame gets its own
 SPIN_NS = 50_000  # how long a sync host request polls for its reply before it sleeps
+SPIN_MAX_MISSES = 6  # a poll that ran out skips the next 2, 4, ... 64 chances
 _yield = getattr(os, "sched_yield", lambda: None)
 _unpack_len = protocol._LEN.unpack_from
 _pack_len = protocol._LEN.pack
@@ -61,6 +62,8 @@ class Channel:
         # Received bytes: rbuf[rstart:rend] (only the reader touches these).
         self.rbuf = bytearray(BUFFER_SIZE)
         self.rview = memoryview(self.rbuf)
+        self.spin_skip = 0
+        self.spin_misses = 0
         self.rstart = 0
         self.rend = 0
         self.big: Optional[bytearray] = None  # the body of a frame larger than rbuf
@@ -374,21 +377,30 @@ class Channel:
 
     def _recv_soon(self) -> int:
         """``recv_into`` the empty buffer, first spinning for up to ``SPIN_NS`` on a
-        non-blocking read with a ``sched_yield`` between tries: a supervisor thread on
-        the same CPU gets it at once, and a reply from one on another CPU finds this
-        process awake instead of paying a cross-CPU wake-up (≈ 60 µs on a VM, against
-        ≈ 10 µs for the whole round trip). Bytes received, 0 at end of stream, -1 on an
-        error (the caller reads again and reports it)."""
+        non-blocking read with a ``sched_yield`` between tries: a reply from a supervisor
+        thread on another CPU then finds this process awake instead of paying a
+        cross-CPU wake-up (≈ 60 µs on a VM, against ≈ 10 µs for the whole round trip).
+        A spin that ran out (the supervisor shares this CPU, or the request is slow)
+        skips the next 2, 4, ... 64 chances; one that found its reply starts over. The
+        supervisor's side does the same (``dispatch.rs``, ``Backoff``). Bytes received,
+        0 at end of stream, -1 on an error (the caller reads again and reports it)."""
         recv_into = self.sock.recv_into
         rview = self.rview
-        clock = time.perf_counter_ns
-        deadline = clock() + SPIN_NS
         try:
+            if self.spin_skip:
+                self.spin_skip -= 1
+                return recv_into(rview)
+            clock = time.perf_counter_ns
+            deadline = clock() + SPIN_NS
             while True:
                 try:
-                    return recv_into(rview, 0, _MSG_DONTWAIT)
+                    k = recv_into(rview, 0, _MSG_DONTWAIT)
+                    self.spin_misses = 0
+                    return k
                 except BlockingIOError:
                     if clock() >= deadline:
+                        self.spin_misses = min(self.spin_misses + 1, SPIN_MAX_MISSES)
+                        self.spin_skip = 1 << self.spin_misses
                         return recv_into(rview)
                     _yield()
         except OSError:

@@ -11,6 +11,16 @@ class CallCancelled(BaseException):
     KeyboardInterrupt, so that ``except Exception`` in plugin code lets it through)."""
 
 
+class NotInWorker(RuntimeError):
+    """A host request (a connector call, ``host_request``) made outside a snakepit
+    worker: there is no supervisor to ask. Under ``snakepit test`` the fixtures give one
+    (``plugin_ctx``, ``snakepit_call``); a unit test with mocks passes its own
+    ``ctx["connectors"]``."""
+
+
+NotInWorker.__module__ = "snakepit_shim"
+
+
 class HostError(Exception):
     """A host request answered with ``ok = false``: ``type`` and ``message`` from Rust."""
 

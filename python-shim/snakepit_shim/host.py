@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import protocol
-from .errors import CallCancelled, HostError
+from .errors import CallCancelled, HostError, NotInWorker
 
 if TYPE_CHECKING:  # runner imports connectors, which imports this module
     from .runner import Worker
@@ -35,7 +35,13 @@ def attach(worker: Optional[Worker]) -> None:
 def _current() -> Worker:
     worker = _worker
     if worker is None:
-        raise RuntimeError("snakepit_shim.host_request works only inside a snakepit worker")
+        raise NotInWorker(
+            "no snakepit supervisor to ask: connector calls and host_request work inside a"
+            " snakepit worker, or in a test run by `snakepit test` through its fixtures"
+            " (plugin_ctx gives the job-step context with the real connectors,"
+            " snakepit_call calls through a worker); a unit test with mocks passes its own"
+            ' ctx["connectors"]'
+        )
     return worker
 
 

@@ -334,6 +334,130 @@ async fn billing_example_runs_unchanged_on_mariadb() {
     billing_example(Server::MariaDb).await
 }
 
+// ---------------------------------------------------------------------------- sandbox
+
+/// Test mode (`snakepit test`): while a sandbox is open, every write of every call, named
+/// queries, batches and the plugins' own transactions alike, lands in one transaction per
+/// connector that closing the sandbox rolls back. A statement that fails is undone alone
+/// (on PostgreSQL the test's transaction would otherwise refuse every later statement).
+async fn sandbox(db: Server) {
+    let apps = Apps::new(db, None);
+    apps.setup().await;
+    let host = apps.open().await;
+    let connectors = host.install().connectors.clone();
+    let t = apps.table.clone();
+    connectors.open_sandbox().unwrap();
+    assert!(connectors.open_sandbox().is_err(), "one sandbox at a time");
+
+    let done = call(
+        &host,
+        "billing.invoicing:run",
+        vec![("period", s("2026-05"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done, Value::map([("rows_affected", Value::Int(3))]));
+    // The test sees its own writes, through another package's call too.
+    let period = |p: &str| vec![("period", s(p))];
+    let drafts = call(&host, "reports:read", period("2026-05"))
+        .await
+        .unwrap();
+    assert_eq!(drafts, Value::List(vec![]));
+    // A statement the database refuses (a duplicate key), then the test goes on.
+    let dup = Value::map([("id", Value::Int(1)), ("customer", s("dup"))]);
+    let failed = call(
+        &host,
+        "billing.batch:attempt",
+        vec![
+            ("query", s("add-invoice:write")),
+            ("sets", Value::List(vec![dup])),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.get("type"), Some(&s("ConnectorError")), "{failed:?}");
+    let left = call(&host, "reports:read", period("2026-04"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&left, Value::List(rows) if rows.len() == 1),
+        "{left:?}"
+    );
+    // The plugins' transactions: a commit (a savepoint released) and a rollback.
+    let customer = |c: &str| vec![("table", s(&t)), ("customer", s(c))];
+    let committed = call(&host, "txs:commit", customer("zed")).await.unwrap();
+    assert_eq!(committed.get("rowcount"), Some(&Value::Int(1)));
+    let e = call(&host, "txs:fail", customer("yan")).await.unwrap_err();
+    assert!(matches!(e, CallError::Raised(_)), "{e:?}");
+    let again = call(&host, "txs:commit", customer("xia")).await.unwrap();
+    assert_eq!(again.get("rowcount"), Some(&Value::Int(1)));
+    // A worker that dies in its transaction: its savepoint is rolled back, the test's
+    // transaction goes on and still holds the committed savepoints' rows.
+    let e = call(&host, "txs:die", customer("wd")).await.unwrap_err();
+    assert!(matches!(e, CallError::WorkerCrashed { .. }), "{e:?}");
+    let rows_of = |c: &str| {
+        let params = Value::map([("period", s("2026-05")), ("customer", s(c))]);
+        call(
+            &host,
+            "reports:run_query",
+            vec![("query", s("two-params")), ("params", params)],
+        )
+    };
+    let listed = |v: Value| match v {
+        Value::List(rows) => rows.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(listed(rows_of("wd").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("yan").await.unwrap()), 0);
+    assert_eq!(listed(rows_of("zed").await.unwrap()), 2);
+    assert_eq!(
+        apps.count("status = 'issued' AND period = '2026-05'").await,
+        1,
+        "nothing is committed while the sandbox is open"
+    );
+    connectors.close_sandbox().await.unwrap();
+    assert_eq!(
+        apps.count("status = 'draft' AND period = '2026-05'").await,
+        3
+    );
+    assert_eq!(
+        apps.count("customer IN ('zed', 'yan', 'xia', 'dup', 'wd')")
+            .await,
+        0
+    );
+    assert_eq!(connectors.open_transactions(), 0);
+
+    // Closed: writes commit again.
+    call(
+        &host,
+        "billing.invoicing:run",
+        vec![("period", s("2026-04"))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        apps.count("status = 'issued' AND period = '2026-04'").await,
+        1
+    );
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_sqlite() {
+    sandbox(Server::Sqlite).await
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_postgres() {
+    sandbox(Server::Postgres).await
+}
+
+#[tokio::test]
+async fn a_sandbox_rolls_back_every_write_on_mariadb() {
+    sandbox(Server::MariaDb).await
+}
+
 // ---------------------------------------------------------------------------- run_many
 
 /// `run_many`: every parameter set in one request and one transaction, audited as one
@@ -801,6 +925,67 @@ async fn transactions_commit_and_roll_back_on_mariadb() {
 }
 
 // ---------------------------------------------------------------- identity (issue 12)
+
+/// A pooled PostgreSQL connection whose server end went away (a restart, an idle
+/// timeout, `pg_terminate_backend`) is found dead by the ping before it is handed out
+/// again, and replaced: the next query works. Connections used within the last 500 ms
+/// are not pinged (sqlx's default pings before every query: one more round trip each).
+#[tokio::test]
+async fn a_postgres_connection_killed_while_idle_is_replaced() {
+    let apps = Apps::new(Server::Postgres, None);
+    apps.setup().await;
+    let name = unique("ping");
+    let toml = std::fs::read_to_string(apps.path().join("connectors.toml")).unwrap();
+    let toml = toml.replacen(
+        &format!("url = \"{PG_URL}\""),
+        &format!("url = \"{PG_URL}?application_name={name}\""),
+        1,
+    );
+    std::fs::write(apps.path().join("connectors.toml"), toml).unwrap();
+    let host = apps.open().await;
+    let read = || call(&host, "reports:read", vec![("period", s("2026-05"))]);
+    let Value::List(rows) = read().await.unwrap() else {
+        panic!("rows")
+    };
+    assert_eq!(rows.len(), 3);
+    let mut admin = sqlx::PgConnection::connect(PG_URL).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        !killed.is_empty() && killed.iter().all(|k| *k),
+        "{killed:?}"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the backends did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Idle past the window in which a connection is trusted without a ping.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let Value::List(rows) = read().await.unwrap() else {
+        panic!("rows")
+    };
+    assert_eq!(rows.len(), 3, "the dead connection was replaced");
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
 
 /// Whether the test itself can take an ACCESS EXCLUSIVE lock on `table` within 3 s:
 /// false when a transaction snakepit holds for a plugin still has it.

@@ -124,6 +124,33 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
     },
+    /// Run the plugins' pytest suites (a package of plugins/, a path; default: all of
+    /// plugins/) with the install's interpreter and sys.path, with fixtures that reach
+    /// the install's real connectors (plugin_ctx, snakepit_call, snakepit_api); every
+    /// test's writes are rolled back. Arguments after `--` go to pytest. Exit status:
+    /// pytest's.
+    Test {
+        /// Packages of plugins/ (billing) or paths (plugins/billing/tests/test_x.py).
+        #[arg(value_name = "PKG|PATH")]
+        targets: Vec<String>,
+        /// pytest's own arguments (after `--`), e.g. -- -k drafts -x
+        #[arg(last = true, value_name = "PYTEST_ARGS")]
+        pytest_args: Vec<String>,
+    },
+    /// The embedded Python shim (`snakepit_shim`, with the plugin API's types).
+    Shim {
+        /// Print the directory to put on PYTHONPATH or an editor's extra paths (the
+        /// shim is written there if it is not).
+        #[arg(long, required = true)]
+        path: bool,
+    },
+    /// Make a new, working install in DIR (which must not exist or be empty): app.toml,
+    /// connectors.toml with a SQLite sample database, a plugin package with a sync and
+    /// an async step, a job and tests.
+    Init {
+        /// The new install's directory.
+        dir: PathBuf,
+    },
     /// The run history, newest first; `runs show ID` for one run.
     Runs {
         #[command(subcommand)]
@@ -229,6 +256,16 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             };
             crate::run::run(load()?, opts).await
         }
+        Command::Test {
+            targets,
+            pytest_args,
+        } => crate::test::run(load()?, &targets, &pytest_args).await,
+        Command::Shim { path: _ } => {
+            let dir = snakepit::shim_dir().map_err(|e| CliError::Pool(e.to_string()))?;
+            println!("{}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Init { dir } => crate::init::run(&dir),
         Command::Runs { show, job, limit } => match show {
             Some(crate::runs::RunsCommand::Show {
                 id,

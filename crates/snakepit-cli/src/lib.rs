@@ -8,12 +8,14 @@ mod call;
 mod cli;
 mod error;
 mod host_cmds;
+mod init;
 mod jobs;
 mod remote;
 mod run;
 mod runs;
 mod serve;
 mod table;
+mod test;
 mod timing;
 
 use std::process::ExitCode;

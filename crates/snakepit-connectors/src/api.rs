@@ -30,14 +30,16 @@ impl ApiClient {
 
     /// Calls `endpoint` with `params`: path placeholders first, the rest as the query
     /// string (GET, DELETE, HEAD) or a JSON body (the others). Returns the status and the
-    /// decoded body (JSON, else the text; an empty body is None).
+    /// decoded body (JSON, else the text; an empty body is None). `base` replaces the
+    /// connector's base URL (a test server, in a sandbox).
     pub(crate) async fn call(
         &self,
         name: &str,
         endpoint: &Endpoint,
         params: &[(String, Value)],
+        base: Option<&str>,
     ) -> Result<(u16, Value), CallFailure> {
-        let mut url = self.cfg.base_url.real.clone();
+        let mut url = base.unwrap_or(&self.cfg.base_url.real).to_owned();
         let mut used = Vec::new();
         for part in &endpoint.path {
             match part {

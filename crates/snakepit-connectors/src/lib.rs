@@ -63,6 +63,7 @@ mod config;
 mod convert;
 mod grants;
 mod params;
+mod sandbox;
 mod sql;
 mod sqlite;
 mod toml_diag;
@@ -133,6 +134,8 @@ struct Inner {
     txs: Mutex<HashMap<u64, Tx>>,
     next_tx: AtomicU64,
     home: OnceLock<Handle>,
+    /// Test mode: the open sandbox, if any (see [`Connectors::open_sandbox`]).
+    sandbox: RwLock<Option<Arc<sandbox::Sandbox>>>,
 }
 
 struct Hooks {
@@ -224,6 +227,7 @@ impl Connectors {
                 txs: Mutex::default(),
                 next_tx: AtomicU64::new(1),
                 home: OnceLock::new(),
+                sandbox: RwLock::new(None),
             }),
         })
     }
@@ -248,6 +252,70 @@ impl Connectors {
     /// and sets itself.
     pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
         self.inner.sink.read().recover().clone()
+    }
+
+    /// Test mode (`snakepit test`): from now until [`Connectors::close_sandbox`], every
+    /// SQL statement of every call runs in one transaction per SQL connector, opened at
+    /// the connector's first use and rolled back at the close; named queries and batches
+    /// in savepoints of their own, a plugin's transactions as savepoints (see
+    /// `sandbox.rs`). One sandbox at a time: a second is refused.
+    pub fn open_sandbox(&self) -> Result<(), String> {
+        let mut sandbox = self
+            .inner
+            .sandbox
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if sandbox.is_some() {
+            return Err("a sandbox is open already (one test at a time)".into());
+        }
+        *sandbox = Some(Arc::default());
+        Ok(())
+    }
+
+    /// Ends the open sandbox: every write made in it is rolled back, and the API base
+    /// URLs it replaced are restored. Nothing to do when none is open.
+    pub async fn close_sandbox(&self) -> Result<(), String> {
+        let sandbox = self
+            .inner
+            .sandbox
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match sandbox {
+            Some(s) => self
+                .on_home(async move { s.end().await })
+                .await
+                .map_err(|f| f.message)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Points API connector `name` at `base_url` (a test server) until the open
+    /// sandbox closes.
+    pub fn sandbox_api_base(&self, name: &str, base_url: &str) -> Result<(), String> {
+        let Some(sandbox) = self.sandbox() else {
+            return Err(
+                "no sandbox is open: point an API connector elsewhere inside a test".into(),
+            );
+        };
+        if !self.inner.api.contains_key(name) {
+            return Err(self.unknown("API", name));
+        }
+        let parsed =
+            reqwest::Url::parse(base_url).map_err(|e| format!("{base_url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{base_url:?} is not an http:// or https:// URL"));
+        }
+        sandbox.set_api_base(name, base_url.trim_end_matches('/'));
+        Ok(())
+    }
+
+    fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
+        self.inner
+            .sandbox
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The number of transactions open now (held by calls that have not ended).
@@ -449,10 +517,14 @@ impl Connectors {
             Ok(Vec::new())
         } else {
             let (this, name, q) = (self.clone(), connector.to_owned(), query.to_owned());
+            let sandbox = self.sandbox();
             self.on_home(async move {
                 let pool = &this.inner.sql[&name];
                 let named = &this.inner.config.sql[&name].queries[&q];
-                sql::run_named(pool, named, values, mode, many).await
+                match sandbox {
+                    Some(s) => s.run(&name, pool, named.clone(), values).await,
+                    None => sql::run_named(pool, named, values, mode, many).await,
+                }
             })
             .await?
         };
@@ -565,7 +637,8 @@ impl Connectors {
                 config::key(connector)
             )));
         };
-        match client.call(endpoint, ep, &params).await {
+        let base = self.sandbox().and_then(|s| s.api_base(connector));
+        match client.call(endpoint, ep, &params, base.as_deref()).await {
             Ok((status, body)) => {
                 let outcome = if status >= 400 {
                     Outcome::HttpError(status)
@@ -622,9 +695,13 @@ impl Connectors {
         let this = self.clone();
         let (owner, name) = (who.clone(), connector.clone());
         let dialect = self.inner.config.sql[&connector].backend.dialect();
+        let sandbox = self.sandbox();
         self.on_home(async move {
             tokio::spawn(async move {
-                let (rows, outcome) = sql::transaction(&pool, rx, began_tx).await;
+                let (rows, outcome) = match sandbox {
+                    Some(s) => s.transaction(&name, &pool, rx, began_tx).await,
+                    None => sql::transaction(&pool, rx, began_tx).await,
+                };
                 this.audit(&owner, &name, "transaction", rows, start, outcome);
             });
         })

@@ -31,6 +31,13 @@ use crate::sqlite::SqlitePool;
 /// How long acquiring a connection may take (connecting included).
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A pooled connection idle this long is pinged before it is handed out; one used more
+/// recently is not. sqlx's default pings on every acquire: one more round trip to the
+/// server per query, ≈ a third of a loop of small writes (the seed loop, issue 13). A
+/// server that went away within this window costs one failed query; HikariCP's
+/// `aliveBypassWindowMs` makes the same trade with 500 ms.
+const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 /// What a statement is run for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -442,6 +449,15 @@ impl<DB: Db> Lazy<DB> {
             sqlx::pool::PoolOptions::<DB>::new()
                 .max_connections(self.max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_AFTER_IDLE {
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect_lazy_with(self.options.clone())
         })
     }
@@ -584,10 +600,13 @@ pub(crate) enum TxCmd {
 pub(crate) trait OpenTx {
     /// Runs `sql` (any SQL) with `values` in binding order.
     async fn execute(&mut self, sql: &NamedSql, values: Vec<Value>) -> Result<Output, SqlError>;
+    /// Runs one statement that takes no parameter and answers no row (`SAVEPOINT`, ...),
+    /// as it is (not prepared).
+    async fn command(&mut self, sql: String) -> Result<(), SqlError>;
     async fn end(self, commit: bool) -> Result<(), SqlError>;
 }
 
-struct SqlxTx<DB: Db>(sqlx::Transaction<'static, DB>);
+pub(crate) struct SqlxTx<DB: Db>(sqlx::Transaction<'static, DB>);
 
 impl<DB: Db> OpenTx for SqlxTx<DB>
 where
@@ -607,6 +626,12 @@ where
         .await
     }
 
+    async fn command(&mut self, sql: String) -> Result<(), SqlError> {
+        let conn: &mut DB::Connection = &mut self.0;
+        conn.execute(sqlx::raw_sql(&sql)).await?;
+        Ok(())
+    }
+
     async fn end(self, commit: bool) -> Result<(), SqlError> {
         let done = if commit {
             self.0.commit().await
@@ -614,6 +639,67 @@ where
             self.0.rollback().await
         };
         Ok(done?)
+    }
+}
+
+/// A transaction open on a connector's pool, whichever its backend.
+pub(crate) enum AnyTx<'p> {
+    Sqlite(crate::sqlite::Checkout<'p>),
+    Postgres(SqlxTx<Postgres>),
+    MySql(SqlxTx<MySql>),
+}
+
+/// Runs `$body` with `$tx` bound to the backend's open transaction.
+macro_rules! on_tx {
+    ($self:expr, $tx:ident => $body:expr) => {
+        match $self {
+            AnyTx::Sqlite($tx) => $body,
+            AnyTx::Postgres($tx) => $body,
+            AnyTx::MySql($tx) => $body,
+        }
+    };
+}
+
+impl AnyTx<'_> {
+    /// [`OpenTx::execute`] of the backend's.
+    pub(crate) async fn execute(
+        &mut self,
+        sql: &NamedSql,
+        values: Vec<Value>,
+    ) -> Result<Output, SqlError> {
+        on_tx!(self, tx => tx.execute(sql, values).await)
+    }
+
+    /// [`OpenTx::command`] of the backend's.
+    pub(crate) async fn command(&mut self, sql: String) -> Result<(), SqlError> {
+        on_tx!(self, tx => tx.command(sql).await)
+    }
+
+    /// [`OpenTx::end`] of the backend's.
+    pub(crate) async fn end(self, commit: bool) -> Result<(), SqlError> {
+        on_tx!(self, tx => tx.end(commit).await)
+    }
+}
+
+/// Begins a transaction on a connection of `pool`.
+pub(crate) async fn begin(pool: &SqlPool) -> Result<AnyTx<'_>, SqlError> {
+    Ok(match pool {
+        SqlPool::Sqlite(p) => AnyTx::Sqlite(crate::sqlite::begin(p).await?),
+        SqlPool::Postgres(lazy) => AnyTx::Postgres(SqlxTx(lazy.pool().begin().await?)),
+        SqlPool::MySql(lazy) => AnyTx::MySql(SqlxTx(lazy.pool().begin().await?)),
+    })
+}
+
+/// Runs a plugin's statement (`tx.execute`) in `tx`: its `:name` parameters bound from
+/// `params`.
+pub(crate) async fn execute_in(
+    tx: &mut AnyTx<'_>,
+    sql: &NamedSql,
+    params: &[(String, Value)],
+) -> Result<Output, SqlError> {
+    match sql.bind_values(params) {
+        Err(why) => Err(SqlError::Param(why)),
+        Ok(values) => tx.execute(sql, values.into_iter().cloned().collect()).await,
     }
 }
 
@@ -625,16 +711,11 @@ pub(crate) async fn transaction(
     rx: mpsc::UnboundedReceiver<TxCmd>,
     began: oneshot::Sender<Result<(), SqlError>>,
 ) -> (Option<u64>, Outcome) {
-    with_backend!(pool, p => {
-        serve_tx(crate::sqlite::begin(p).await, rx, began).await
-    }, lazy, DB => {
-        let tx = lazy.pool().begin().await.map(SqlxTx::<DB>).map_err(SqlError::from);
-        serve_tx(tx, rx, began).await
-    })
+    serve_tx(begin(pool).await, rx, began).await
 }
 
 async fn serve_tx(
-    tx: Result<impl OpenTx, SqlError>,
+    tx: Result<AnyTx<'_>, SqlError>,
     mut rx: mpsc::UnboundedReceiver<TxCmd>,
     began: oneshot::Sender<Result<(), SqlError>>,
 ) -> (Option<u64>, Outcome) {
@@ -653,13 +734,7 @@ async fn serve_tx(
     while let Some(cmd) = rx.recv().await {
         match cmd {
             TxCmd::Execute { sql, params, reply } => {
-                let res = match sql.bind_values(&params) {
-                    Err(why) => Err(SqlError::Param(why)),
-                    Ok(values) => {
-                        tx.execute(&sql, values.into_iter().cloned().collect())
-                            .await
-                    }
-                };
+                let res = execute_in(&mut tx, &sql, &params).await;
                 if let Ok(out) = &res {
                     rows += out.affected;
                 }

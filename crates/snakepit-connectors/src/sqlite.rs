@@ -234,20 +234,12 @@ impl Checkout<'_> {
         self.conn = conn;
         res
     }
-
-    /// Runs `sql` alone (BEGIN, COMMIT, ROLLBACK).
-    async fn batch(&mut self, sql: &'static str) -> Result<(), SqlError> {
-        self.run(true, move |_, conn| {
-            conn.execute_batch(sql).map_err(SqlError::from)
-        })
-        .await
-    }
 }
 
 /// Begins a transaction (deferred, as sqlx did) on a connection of `pool`.
 pub(crate) async fn begin(pool: &SqlitePool) -> Result<Checkout<'_>, SqlError> {
     let mut conn = pool.acquire().await?;
-    conn.batch("BEGIN").await?;
+    conn.command("BEGIN".into()).await?;
     Ok(conn)
 }
 
@@ -260,8 +252,16 @@ impl OpenTx for Checkout<'_> {
         .await
     }
 
+    async fn command(&mut self, sql: String) -> Result<(), SqlError> {
+        self.run(true, move |_, conn| {
+            conn.execute_batch(&sql).map_err(SqlError::from)
+        })
+        .await
+    }
+
     async fn end(mut self, commit: bool) -> Result<(), SqlError> {
-        self.batch(if commit { "COMMIT" } else { "ROLLBACK" }).await
+        let end = if commit { "COMMIT" } else { "ROLLBACK" };
+        self.command(end.into()).await
     }
 }
 

@@ -67,6 +67,7 @@ pub mod control;
 mod generation;
 mod jobs;
 mod status;
+pub mod testing;
 mod watch;
 
 use std::path::{Path, PathBuf};

@@ -413,6 +413,42 @@ pub(crate) struct Registration {
     runtime: tokio::runtime::Id,
     afd: AsyncFd<Fd>,
     writable: bool,
+    /// Whether [`Wire::answer`] polls before sleeping.
+    linger: Backoff,
+}
+
+/// Whether to poll a socket before sleeping on it. Polling pays when the peer runs on
+/// another CPU and answers within the window; when both share a CPU the poll only keeps
+/// the peer from running (`sched_yield` does not reliably hand the CPU over), and when
+/// the peer takes longer it only burns CPU. A poll that ran out skips the next 2, 4, …
+/// 64 chances, and one that found its data starts over: a loop on one CPU, or of slow
+/// queries, polls once per 64 requests. The shim's side does the same (`channel.py`,
+/// `_recv_soon`).
+#[derive(Default)]
+struct Backoff {
+    skip: u32,
+    misses: u32,
+}
+
+impl Backoff {
+    const MAX_MISSES: u32 = 6;
+
+    fn poll_now(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    fn found(&mut self) {
+        self.misses = 0;
+    }
+
+    fn ran_out(&mut self) {
+        self.misses = (self.misses + 1).min(Self::MAX_MISSES);
+        self.skip = 1 << self.misses;
+    }
 }
 
 fn register(fd: RawFd, writable: bool) -> io::Result<Registration> {
@@ -431,6 +467,7 @@ fn register(fd: RawFd, writable: bool) -> io::Result<Registration> {
         runtime: tokio::runtime::Handle::current().id(),
         afd,
         writable,
+        linger: Backoff::default(),
     })
 }
 
@@ -490,7 +527,8 @@ impl<'a> Wire<'a> {
     }
 
     /// Answers a host request, then polls the socket for the worker's next message for
-    /// up to [`LINGER`], yielding the CPU between tries, before the caller goes to sleep
+    /// up to [`LINGER`] (unless [`Backoff`] says the polls keep running out), yielding
+    /// the CPU between tries, before the caller goes to sleep
     /// on the reactor: a plugin's loop of host requests (one query per draft) sends the
     /// next within microseconds, and finding it awake spares both a wake-up across CPUs
     /// (≈ 60 µs on a VM, where a whole round trip on one CPU is ≈ 10 µs). The shim's
@@ -502,14 +540,22 @@ impl<'a> Wire<'a> {
     ) -> Result<(), WireError> {
         self.send(&ToWorker::HostReply { request_id, reply }.encode())
             .await?;
+        let linger = &mut self.reg.as_mut().expect("registered in open").linger;
+        if !linger.poll_now() {
+            return Ok(());
+        }
         let until = Instant::now() + LINGER;
         loop {
             match recv_into(self.fd, self.buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 // Bytes, the end of the stream or an error: next() takes it from here.
-                _ => return Ok(()),
+                _ => {
+                    linger.found();
+                    return Ok(());
+                }
             }
             if Instant::now() >= until {
+                linger.ran_out();
                 return Ok(());
             }
             std::thread::yield_now();
@@ -713,6 +759,31 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn polls_that_run_out_back_off_and_one_that_finds_data_starts_over() {
+        let mut b = Backoff::default();
+        assert!(b.poll_now());
+        b.ran_out();
+        // 2, then 4, ... skipped chances, up to 64.
+        let mut skipped = vec![];
+        for _ in 0..8 {
+            let mut n = 0;
+            while !b.poll_now() {
+                n += 1;
+            }
+            skipped.push(n);
+            b.ran_out();
+        }
+        assert_eq!(skipped, [2, 4, 8, 16, 32, 64, 64, 64]);
+        b.found();
+        b.ran_out();
+        let mut n = 0;
+        while !b.poll_now() {
+            n += 1;
+        }
+        assert_eq!(n, 2, "found() starts the backoff over");
+    }
 
     fn lease(slot: usize, back: &mpsc::UnboundedSender<Handback>) -> Lease {
         Lease {

@@ -88,7 +88,7 @@ pub use isolation::{
     format_size, helper_command, Enforce, Enforced, Enforcement, Filesystem, Isolation,
 };
 pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus, DEFAULT_ENV};
-pub use shim::resolve_interpreter;
+pub use shim::{resolve_interpreter, shim_dir, TEST_BOOTSTRAP};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };

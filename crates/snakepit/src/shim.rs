@@ -64,6 +64,18 @@ pub(crate) fn materialize() -> Result<PathBuf, SpawnError> {
     materialize_in(&cache_root())
 }
 
+/// The directory holding the embedded shim's `snakepit_shim` package, written there if
+/// it is not (see [`materialize`]): what `snakepit shim --path` prints, for
+/// `PYTHONPATH`, editors and type checkers.
+pub fn shim_dir() -> Result<PathBuf, SpawnError> {
+    materialize()
+}
+
+/// The Python that runs `snakepit test`'s pytest: `-c TEST_BOOTSTRAP <shimdir>
+/// <plugins dir> <pytest args>` (see `snakepit_shim/testing.py`).
+pub const TEST_BOOTSTRAP: &str = "import sys; sys.path.append(sys.argv[1]); \
+from snakepit_shim.testing import main; sys.exit(main(sys.argv[2:]))";
+
 fn materialize_in(root: &Path) -> Result<PathBuf, SpawnError> {
     let dir = root.join(format!("shim2-{:016x}", content_hash()));
     let err = |e: std::io::Error| SpawnError::Shim {

@@ -1,18 +1,8 @@
-//! The seed's loop (issue 13): the demo's `billing.invoicing:run`, unchanged, over
-//! `--drafts` draft invoices (10,000), through snakepit against the same plugin run
-//! in-process in Python, per database, in interleaved rounds.
+//! The seed loop: the demo's `billing.invoicing:run`, unchanged, over `--drafts` draft
+//! invoices, through snakepit against the same plugin run in-process in Python, per
+//! database.
 //!
-//! ```text
-//! cargo run --release -p snakepit-benches --bin seedloop [-- --rounds N] [--drafts N] [--only seed-sqlite,seed-postgres] [--sched]
-//! ```
-//!
-//! `--sched` prints, for each counted step, the scheduler's figures per query (on-CPU
-//! time, run-queue wait, sleeps, preemptions) of every supervisor thread and the worker.
-//!
-//! The command is a list of sections ([`SECTIONS`]); `--only` picks some by name. Each
-//! section prints a markdown table. Sections to add go in that list.
-//!
-//! Seed sections (`seed-sqlite`, `seed-postgres`, `seed-mariadb`), candidates:
+//! Parts `seed-sqlite`, `seed-postgres`, `seed-mariadb`; their candidates:
 //! - **snakepit step**: the step's call as `snakepit run` makes it: an install in a
 //!   temporary apps dir on tmpfs (`/dev/shm`) with the demo's plugins and its
 //!   connectors.toml (only the URL changed for PostgreSQL and MariaDB), one worker, the
@@ -41,9 +31,7 @@
 //! counted. Figures: the median over rounds; the ratio is the median of the per-round
 //! ratios to the in-process run of the same round.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -56,103 +44,16 @@ use snakepit_jobs::AuditLog;
 use snakepit_state::State;
 use sqlx::Connection;
 
+use crate::{Opts, Target};
+
 const PERIOD: &str = "2026-05";
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/seedloop";
 const MARIADB_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
 const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/seedloop";
 
-struct Opts {
-    rounds: usize,
-    drafts: usize,
-    only: Option<Vec<String>>,
-    /// Print the scheduler's figures per query of each step (`--sched`).
-    sched: bool,
-}
-
-type SectionFuture<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
-
-/// One part of the command: `name` for `--only`, `run` prints its table.
-struct Section {
-    name: &'static str,
-    run: for<'a> fn(&'a Opts) -> SectionFuture<'a>,
-}
-
-const SECTIONS: &[Section] = &[
-    Section {
-        name: "seed-sqlite",
-        run: |o| Box::pin(seed(o, Server::Sqlite)),
-    },
-    Section {
-        name: "seed-postgres",
-        run: |o| Box::pin(seed(o, Server::Postgres)),
-    },
-    Section {
-        name: "seed-mariadb",
-        run: |o| Box::pin(seed(o, Server::MariaDb)),
-    },
-];
-
-fn args() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-    };
-    let number = |name: &str, default: usize| {
-        value(name).map_or(default, |v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name} needs a number, not {v:?}"))
-        })
-    };
-    let only = value("--only").map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>());
-    if let Some(names) = &only {
-        for n in names {
-            assert!(
-                SECTIONS.iter().any(|s| s.name == n),
-                "--only: no section {n:?} (sections: {})",
-                SECTIONS
-                    .iter()
-                    .map(|s| s.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
-    Opts {
-        rounds: number("--rounds", 5),
-        drafts: number("--drafts", 10_000),
-        only,
-        sched: args.iter().any(|a| a == "--sched"),
-    }
-}
-
-// One runtime thread, as `snakepit run` has (crates/snakepit-cli/src/lib.rs).
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let opts = args();
-    println!(
-        "seedloop: {} drafts, {} rounds (+1 warm-up), {} CPUs",
-        opts.drafts,
-        opts.rounds,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    for s in SECTIONS {
-        if opts
-            .only
-            .as_ref()
-            .is_none_or(|o| o.iter().any(|n| n == s.name))
-        {
-            (s.run)(&opts).await;
-        }
-    }
-}
-
-// ------------------------------------------------------------------------ seed loop
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Server {
+pub enum Server {
     Sqlite,
     Postgres,
     MariaDb,
@@ -397,7 +298,7 @@ impl Candidate {
     }
 }
 
-struct Seed {
+pub struct Seed {
     db: Server,
     apps: tempfile::TempDir,
     host: Host,
@@ -407,12 +308,18 @@ struct Seed {
     python: PathBuf,
     drafts: usize,
     sched: bool,
+    /// The candidates, in the order of a round that is not flipped.
+    order: &'static [Candidate],
+    /// `[candidate][round]` seconds, counted rounds only.
+    secs: Vec<Vec<f64>>,
+    /// The audit flushes after the audited step.
+    flush: Vec<f64>,
 }
 
 impl Seed {
     /// One candidate's run over fresh drafts: the seconds it took (and, for the steps,
     /// the seconds the audit flush took after it).
-    async fn run(&mut self, c: Candidate, round: usize) -> (f64, f64) {
+    async fn run(&mut self, c: Candidate, round: usize, counted: bool) -> (f64, f64) {
         let url = self.db.direct_url(self.apps.path());
         reset(self.db, &url, self.drafts).await;
         let want = Value::map([("rows_affected", Value::Int(self.drafts as i64))]);
@@ -525,7 +432,7 @@ impl Seed {
                     .await
                     .unwrap_or_else(|e| panic!("{reference}: {e}"));
                 let step = t.elapsed().as_secs_f64();
-                if self.sched && round > 0 && c != Candidate::RunMany {
+                if self.sched && counted && c != Candidate::RunMany {
                     let procs: Vec<_> = worker
                         .zip(before.1)
                         .map(|(pid, b)| ("worker".to_owned(), b, process_stat(pid)))
@@ -548,139 +455,153 @@ impl Seed {
             }
         }
     }
-}
 
-async fn seed(opts: &Opts, db: Server) {
-    println!("\n## seed loop: {}\n", db.name());
-    create_database(db).await;
-    let apps = apps_dir(db);
-    let url = db.direct_url(apps.path());
-    exec(
-        db,
-        &url,
-        &[
-            "DROP TABLE IF EXISTS invoices".into(),
-            db.create_table().into(),
-        ],
-    )
-    .await;
-    let install = Install::load(Some(apps.path()), Some(&bench_python(true)))
-        .unwrap_or_else(|e| panic!("the bench install: {e}"));
-    let queries: serde_json::Map<String, serde_json::Value> = install.connectors.config().sql
-        ["billing"]
-        .queries
-        .iter()
-        .map(|(name, q)| (name.clone(), q.text.clone().into()))
-        .collect();
-    let state = State::open("sqlite://state.db", apps.path())
-        .await
-        .unwrap_or_else(|e| panic!("the state database: {e}"));
-    let audit = AuditLog::attach(&install.connectors, &state);
-    let host = Host::start_checked(install)
-        .await
-        .unwrap_or_else(|e| panic!("the bench install does not start: {e}"));
-    let mut seed = Seed {
-        db,
-        apps,
-        host,
-        state,
-        audit,
-        queries: serde_json::Value::Object(queries).to_string(),
-        python: baseline_python(),
-        drafts: opts.drafts,
-        sched: opts.sched,
-    };
-    // The servers' commits wait for the disk (ms): there the audit's share is noise.
-    let order: &[Candidate] = match db {
-        Server::Sqlite => &[
-            Candidate::Step,
-            Candidate::InProcess,
-            Candidate::StepUnaudited,
-            Candidate::Handler,
-            Candidate::RunMany,
-        ],
-        _ => &[
-            Candidate::Step,
-            Candidate::InProcess,
-            Candidate::Handler,
-            Candidate::RunMany,
-        ],
-    };
-    let base = order
-        .iter()
-        .position(|c| *c == Candidate::InProcess)
-        .unwrap();
-    // [candidate][round] seconds; the steps' audit flushes.
-    let mut secs = vec![Vec::new(); order.len()];
-    let mut flush = Vec::new();
-    for round in 0..=opts.rounds {
-        let mut this = order.to_vec();
-        // Interleaved: the order flips every round.
+    pub async fn start(opts: &Opts, db: Server) -> Seed {
+        create_database(db).await;
+        let apps = apps_dir(db);
+        let url = db.direct_url(apps.path());
+        exec(
+            db,
+            &url,
+            &[
+                "DROP TABLE IF EXISTS invoices".into(),
+                db.create_table().into(),
+            ],
+        )
+        .await;
+        let install = Install::load(Some(apps.path()), Some(&bench_python(true)))
+            .unwrap_or_else(|e| panic!("the bench install: {e}"));
+        let queries: serde_json::Map<String, serde_json::Value> = install.connectors.config().sql
+            ["billing"]
+            .queries
+            .iter()
+            .map(|(name, q)| (name.clone(), q.text.clone().into()))
+            .collect();
+        let state = State::open("sqlite://state.db", apps.path())
+            .await
+            .unwrap_or_else(|e| panic!("the state database: {e}"));
+        let audit = AuditLog::attach(&install.connectors, &state);
+        let host = Host::start_checked(install)
+            .await
+            .unwrap_or_else(|e| panic!("the bench install does not start: {e}"));
+        // The servers' commits wait for the disk (ms): there the audit's share is noise.
+        let order: &[Candidate] = match db {
+            Server::Sqlite => &[
+                Candidate::Step,
+                Candidate::InProcess,
+                Candidate::StepUnaudited,
+                Candidate::Handler,
+                Candidate::RunMany,
+            ],
+            _ => &[
+                Candidate::Step,
+                Candidate::InProcess,
+                Candidate::Handler,
+                Candidate::RunMany,
+            ],
+        };
+        Seed {
+            db,
+            apps,
+            host,
+            state,
+            audit,
+            queries: serde_json::Value::Object(queries).to_string(),
+            python: baseline_python(),
+            drafts: opts.drafts,
+            sched: opts.sched,
+            order,
+            secs: vec![Vec::new(); order.len()],
+            flush: Vec::new(),
+        }
+    }
+
+    /// One round of every candidate, in an order that flips every round.
+    pub async fn round(&mut self, round: usize, counted: bool) -> String {
+        let mut this = self.order.to_vec();
         if round % 2 == 1 {
             this.reverse();
         }
-        let mut got = vec![0.0; order.len()];
+        let mut got = vec![0.0; self.order.len()];
         for c in this {
-            let i = order.iter().position(|o| *o == c).unwrap();
-            let (s, f) = seed.run(c, round).await;
+            let i = self.order.iter().position(|o| *o == c).unwrap();
+            let (s, f) = self.run(c, round, counted).await;
             got[i] = s;
-            if c == Candidate::Step && round > 0 {
-                flush.push(f);
+            if c == Candidate::Step && counted {
+                self.flush.push(f);
             }
         }
-        eprintln!(
-            "round {round}{}: {}",
-            if round == 0 { " (warm-up)" } else { "" },
-            got.iter()
-                .map(|s| format!("{s:.3} s"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        if round > 0 {
+        if counted {
             for (i, s) in got.iter().enumerate() {
-                secs[i].push(*s);
+                self.secs[i].push(*s);
             }
         }
+        got.iter()
+            .map(|s| format!("{s:.3} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
-    let queries = (opts.drafts + 1) as f64;
-    let ratios = |i: usize| -> Vec<f64> {
-        secs[i]
+
+    fn in_process(&self) -> usize {
+        self.order
             .iter()
-            .zip(&secs[base])
-            .map(|(s, base)| s / base)
-            .collect()
-    };
-    println!("| {} | step, median (s) | per query (µs) | ratio to in-process (median of rounds) | per-round ratios |", db.name());
-    println!("|---|---:|---:|---:|---|");
-    for (i, c) in order.iter().enumerate() {
-        let name = c.name(db);
-        let m = median(&secs[i]);
-        let r = ratios(i);
-        println!(
-            "| {name} | {m:.3} | {:.1} | {:.2}× | {} |",
-            m / queries * 1e6,
-            median(&r),
-            r.iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+            .position(|c| *c == Candidate::InProcess)
+            .unwrap()
     }
-    println!(
-        "\naudit flush after the step (outside its time): median {:.3} s",
-        median(&flush)
-    );
-    let target = match db {
-        Server::Sqlite => Some(2.0),
-        Server::Postgres => Some(1.5),
-        Server::MariaDb => None,
-    };
-    if let Some(t) = target {
-        let r = median(&ratios(0));
+
+    pub fn report(&self) -> Vec<Target> {
+        let db = self.db;
+        println!("\n## seed loop: {}\n", db.name());
+        let base = self.in_process();
+        let queries = (self.drafts + 1) as f64;
+        println!("| {} | step, median (s) | per query (µs) | ratio to in-process (median of rounds) | per-round ratios |", db.name());
+        println!("|---|---:|---:|---:|---|");
+        let mut step = None;
+        for (i, c) in self.order.iter().enumerate() {
+            let mut t = Target::new(
+                format!(
+                    "seed loop, {}: {} (vs {})",
+                    db.name(),
+                    c.name(db),
+                    Candidate::InProcess.name(db)
+                ),
+                "s",
+                None,
+            );
+            for (s, b) in self.secs[i].iter().zip(&self.secs[base]) {
+                t.push(*s, *b);
+            }
+            let m = median(&self.secs[i]);
+            println!(
+                "| {} | {m:.3} | {:.1} | {:.2}× | {} |",
+                c.name(db),
+                m / queries * 1e6,
+                t.ratio(),
+                t.ours
+                    .iter()
+                    .zip(&t.base)
+                    .map(|(o, b)| format!("{:.2}", o / b))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if *c == Candidate::Step {
+                step = Some(t);
+            }
+        }
         println!(
-            "target: step ≤ {t}× in-process: {} ({r:.2}×)",
-            if r <= t { "met" } else { "missed" }
+            "\naudit flush after the step (outside its time): median {:.3} s",
+            median(&self.flush)
         );
+        let mut step = step.expect("the step is a candidate");
+        step.goal = match db {
+            Server::Sqlite => Some((true, 2.0)),
+            Server::Postgres => Some((true, 1.5)),
+            Server::MariaDb => None,
+        };
+        vec![step]
     }
-    seed.host.shutdown(Duration::from_secs(5)).await;
+
+    pub async fn stop(self) {
+        self.host.shutdown(Duration::from_secs(5)).await;
+    }
 }

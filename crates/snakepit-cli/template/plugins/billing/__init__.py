@@ -1,0 +1,1 @@
+"""The billing plugin package: job steps over the billing connector."""
