@@ -12,7 +12,7 @@
 # versions/3.X.*/bin/python3.X), then /usr/bin/python3.X, then python3.X on PATH. A version this machine does not have is
 # reported (a MISSING line and the summary), not a failure: the suite promises what the
 # machine can run (docs/decisions.md, "Every CPython"). A version that is there and fails
-# fails the run. Each version's venv (pytest, msgpack) is target/pyvenvs/3.X, made once.
+# fails the run. Each version's venv (pytest, msgpack, mypy) is target/pyvenvs/3.X, made once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,16 +39,16 @@ find_python() {
     return 1
 }
 
-# target/pyvenvs/3.X with pytest and msgpack, unless it is there already.
+# target/pyvenvs/3.X with pytest, msgpack and mypy (python-shim/tests/test_types.py),
+# unless it is there already.
 make_venv() {
     local v=$1 python=$2 venv=target/pyvenvs/$1
-    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import pytest, msgpack' 2>/dev/null; then
+    if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import pytest, msgpack, mypy' 2>/dev/null; then
         return 0
     fi
-    echo "== making $venv from $python (pytest, msgpack)"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack
+    echo "== making $venv from $python (pytest, msgpack, mypy)"
+    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check pytest msgpack mypy
 }
 
 default_version=$(python3 -c 'import platform; print(platform.python_version())')

@@ -1,5 +1,5 @@
-"""The plugin API's types (SPEC §2: the context of each extension point, the connector
-objects): a small plugin type-checks against them with mypy, and its mistakes (a
+"""The plugin API's types (python-shim/README.md: the context of each extension point,
+the connector objects): a small plugin type-checks against them with mypy, and its mistakes (a
 misspelt method, a context key that does not exist) are found. mypy comes with the venv
 of scripts/test.sh; without it the test is skipped (it fails when CI is set)."""
 

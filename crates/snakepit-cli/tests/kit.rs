@@ -387,7 +387,7 @@ print(json.dumps({
     "error": err,
 }))
 "#;
-    let python = std::env::var_os("SNAKEPIT_PYTHON").unwrap_or_else(|| "python3".into());
+    let python = snakepit_tests::python();
     let out = Command::new(python)
         .args(["-c", probe])
         .env("PYTHONPATH", &dir)

@@ -260,11 +260,7 @@ impl Connectors {
     /// in savepoints of their own, a plugin's transactions as savepoints (see
     /// `sandbox.rs`). One sandbox at a time: a second is refused.
     pub fn open_sandbox(&self) -> Result<(), String> {
-        let mut sandbox = self
-            .inner
-            .sandbox
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut sandbox = self.inner.sandbox.write().recover();
         if sandbox.is_some() {
             return Err("a sandbox is open already (one test at a time)".into());
         }
@@ -275,12 +271,7 @@ impl Connectors {
     /// Ends the open sandbox: every write made in it is rolled back, and the API base
     /// URLs it replaced are restored. Nothing to do when none is open.
     pub async fn close_sandbox(&self) -> Result<(), String> {
-        let sandbox = self
-            .inner
-            .sandbox
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let sandbox = self.inner.sandbox.write().recover().take();
         match sandbox {
             Some(s) => self
                 .on_home(async move { s.end().await })
@@ -311,11 +302,7 @@ impl Connectors {
     }
 
     fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
-        self.inner
-            .sandbox
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.sandbox.read().recover().clone()
     }
 
     /// The number of transactions open now (held by calls that have not ended).

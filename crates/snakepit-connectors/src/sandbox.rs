@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use snakepit::sync::Recover;
 use snakepit::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -87,17 +88,13 @@ async fn ask<T, E: From<SqlError>>(
 impl Sandbox {
     /// The base URL that replaces API connector `name`'s in this sandbox, if any.
     pub(crate) fn api_base(&self, name: &str) -> Option<String> {
-        self.api
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.api.lock().recover().get(name).cloned()
     }
 
     pub(crate) fn set_api_base(&self, name: &str, base_url: &str) {
         self.api
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .recover()
             .insert(name.to_owned(), base_url.to_owned());
     }
 

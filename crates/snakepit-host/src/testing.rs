@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use snakepit::sync::Recover;
 use snakepit::{CallError, HostFailure, HostHandler, HostRequest, Map, Value};
 use snakepit_proto::{FrameBuffer, FromWorker, ToWorker, DEFAULT_FRAME_LIMIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,13 +142,13 @@ impl State {
     }
 
     fn current(&self) -> Option<Test> {
-        self.test.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.test.lock().recover().clone()
     }
 
     /// Ends the open test, if any: its plugin transactions dropped, its sandbox rolled
     /// back.
     async fn end(&self, host: &Host) -> Result<(), HostFailure> {
-        let test = self.test.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let test = self.test.lock().recover().take();
         let Some(test) = test else { return Ok(()) };
         let connectors = host.install().connectors.clone();
         connectors.call_ended(TEST_POOL, test.id);
@@ -263,7 +264,7 @@ impl State {
             .chars()
             .map(|c| if c.is_alphanumeric() { c } else { '_' })
             .collect();
-        *self.test.lock().unwrap_or_else(|p| p.into_inner()) = Some(Test {
+        *self.test.lock().recover() = Some(Test {
             id,
             reference: format!("{package}:{name}").into(),
         });
