@@ -10,7 +10,7 @@
 //! }
 //! ```
 //!
-//! Install it with `cargo install --path crates/snakepit-cli`; `snakepit --help` lists
+//! Install it with `cargo install --locked --path crates/snakepit-cli`; `snakepit --help` lists
 //! the commands, flags and environment variables, `snakepit man` prints the man page.
 
 mod apps;
