@@ -34,6 +34,13 @@ bash scripts/services.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== rustdoc, warnings denied"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+echo "== cargo package, a dry run: each published crate packaged and built against the others' packages, nothing uploaded"
+# --allow-dirty: what is checked is the working tree, committed or not.
+cargo package --workspace --exclude snakepit-tests --exclude snakepit-benches --allow-dirty --quiet
+
 echo "== Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

@@ -1,11 +1,13 @@
 //! Embeds the Python shim (`python-shim/snakepit_shim/*.py`) into the crate, so that a
-//! worker needs nothing installed in its interpreter.
+//! worker needs nothing installed in its interpreter. The crate reads it through `shim`,
+//! a symlink to that directory which `cargo package` follows: the packaged crate holds
+//! the files themselves.
 
 use std::{env, fs, path::PathBuf};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let shim = manifest.join("../../python-shim/snakepit_shim");
+    let shim = manifest.join("shim");
     println!("cargo:rerun-if-changed={}", shim.display());
     let mut files: Vec<PathBuf> = fs::read_dir(&shim)
         .unwrap_or_else(|e| panic!("reading {}: {e}", shim.display()))

@@ -10,8 +10,9 @@ use serde::Serialize;
 use snakepit::{Call, CallError, Map};
 
 use crate::apps::Apps;
-use crate::call::{json_map, report_error};
+use crate::call::{fail, json_map};
 use crate::error::CliError;
+use crate::output::outln;
 
 pub struct Options {
     pub calls: u64,
@@ -94,7 +95,7 @@ pub async fn run(
         .await
     {
         if matches!(e, CallError::BadReference { .. }) {
-            return Ok(ExitCode::from(report_error(reference, &e)));
+            return Ok(ExitCode::from(fail(reference, &(&e).into(), opts.json)));
         }
     }
     let restarts_before = pool.status().restarts;
@@ -184,16 +185,16 @@ pub async fn run(
     };
     let accounted = s.ok + s.errors.total() == s.calls;
     if opts.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&s).map_err(|e| CliError::Pool(e.to_string()))?
         );
     } else {
-        println!(
+        outln!(
             "{reference}: {} calls, {} ok, {} errors ({} raised, {} timeout, {} crashed, {} overloaded, {} cancelled)",
             s.calls, s.ok, s.errors.total(), s.errors.raised, s.errors.timeout, s.errors.crashed, s.errors.overloaded, s.errors.cancelled
         );
-        println!(
+        outln!(
             "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted (recycled by max_calls_per_worker / max_worker_rss, or replaced after a crash)",
             s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted
         );

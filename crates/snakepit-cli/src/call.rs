@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::apps::Apps;
 use crate::error::CliError;
+use crate::output::{err, errln, outln};
 
 /// Log records waiting for stderr, at most.
 const LOG_CHANNEL: usize = 1024;
@@ -57,41 +58,64 @@ pub fn report_error(reference: &str, e: &CallError) -> u8 {
 /// through `snakepit serve` (`--remote`) report the same.
 pub fn report_failure(reference: &str, e: &CallFailure) -> u8 {
     if let Some(exc) = &e.raised {
-        eprint!("{}", exc.traceback);
+        err!("{}", exc.traceback);
         if !exc.traceback.ends_with('\n') {
-            eprintln!();
+            errln!();
         }
-        eprintln!(
+        errln!(
             "snakepit: {reference} raised {}: {}",
-            exc.type_name, exc.message
+            exc.type_name,
+            exc.message
         );
         return 1;
     }
     match e.kind.as_str() {
         // A result that cannot cross the wire is the plugin's doing.
         "raised" => {
-            eprintln!("snakepit: {reference}: {}", e.message);
+            errln!("snakepit: {reference}: {}", e.message);
             1
         }
         "reference" => {
-            eprintln!("snakepit: {}", e.message);
+            errln!("snakepit: {}", e.message);
             2
         }
         _ => {
-            eprintln!("snakepit: {reference}: {}", e.message);
+            errln!("snakepit: {reference}: {}", e.message);
             3
         }
     }
 }
 
-pub async fn run(
-    apps: &Apps,
-    reference: &str,
-    kwargs: Option<&str>,
-    ctx: Option<&str>,
-    timeout: Option<Duration>,
-    quiet: bool,
-) -> Result<ExitCode, CliError> {
+/// [`report_failure`]; with `--json`, the failure on stdout too, as
+/// `{"error": {"kind", "message", "raised"}}` (`raised`: the exception's `type_name`,
+/// `message` and `traceback`, or null).
+pub fn fail(reference: &str, e: &CallFailure, json: bool) -> u8 {
+    if json {
+        outln!("{}", serde_json::json!({ "error": e }));
+    }
+    report_failure(reference, e)
+}
+
+/// What `snakepit call` was asked (locally or, with `--remote`, of a serve).
+#[derive(Debug)]
+pub struct Options<'a> {
+    pub reference: &'a str,
+    pub kwargs: Option<&'a str>,
+    pub ctx: Option<&'a str>,
+    pub timeout: Option<Duration>,
+    pub quiet: bool,
+    pub json: bool,
+}
+
+pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
+    let Options {
+        reference,
+        kwargs,
+        ctx,
+        timeout,
+        quiet,
+        json,
+    } = opts;
     let kwargs = json_map("--kwargs", kwargs)?;
     let context = snakepit_host::call_context(json_map("--ctx", ctx)?);
     // The pool of the reference's package ([plugins.PKG] pool): its settings (timeout,
@@ -130,9 +154,13 @@ pub async fn run(
     crate::timing::mark("shutdown");
     match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
         Ok(json) => {
-            println!("{json}");
+            outln!("{json}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => Ok(ExitCode::from(report_error(reference, &e))),
+        Err(e) => Ok(ExitCode::from(fail(
+            reference,
+            &CallFailure::from(&e),
+            json,
+        ))),
     }
 }

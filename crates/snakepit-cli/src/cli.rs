@@ -1,10 +1,11 @@
-//! Flags and subcommands (README, "From the command line").
+//! Flags and subcommands (the table in the README), the shell completions and the man
+//! page generated from them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -12,7 +13,8 @@ use crate::error::CliError;
 #[command(
     name = "snakepit",
     version,
-    about = "Run Python plugins in supervised CPython workers"
+    about = "Run Python plugins in supervised CPython workers",
+    after_help = ENVIRONMENT
 )]
 pub struct Args {
     /// The apps dir (default: $LIBERTY_APPS_DIR, else the working directory).
@@ -34,6 +36,27 @@ pub struct Args {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Every environment variable the command line reads (the README lists them too).
+const ENVIRONMENT: &str = "\
+Environment:
+  LIBERTY_APPS_DIR    the apps dir when --apps is not given
+  SNAKEPIT_PYTHON     the worker interpreter when neither --python nor [runtime] python
+                      names one
+  SNAKEPIT_LOG        what is logged on stderr, as tracing directives (e.g.
+                      warn,snakepit=debug or snakepit::timing=debug); replaces -v and -q
+  SNAKEPIT_CACHE_DIR  where the embedded Python shim is written (default
+                      $XDG_CACHE_HOME/snakepit, else $HOME/.cache/snakepit, else
+                      $TMPDIR/snakepit-UID)
+  PATH                where python3 is found when nothing else names the interpreter
+  USER                the session user of `run` when the OS user has no name
+  ${VAR}              any variable connectors.toml or [runtime] http_token names
+Workers get only the variables [isolation] env lists (default TZ, LANG, LC_ALL, PATH).
+
+Exit codes: 0 ok; 1 the plugin raised, a run failed, a check found problems, a reload was
+refused; 2 bad input (a file, a flag, a reference); 3 workers or a serve could not be
+reached. With --json, a failure is also a JSON object on stdout: {\"error\": {\"kind\",
+\"message\", ...}}.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -151,6 +174,14 @@ pub enum Command {
         /// The new install's directory.
         dir: PathBuf,
     },
+    /// Print the completion script of SHELL, e.g. `snakepit completions bash >
+    /// ~/.local/share/bash-completion/completions/snakepit`.
+    Completions {
+        /// bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `snakepit man > ~/.local/share/man/man1/snakepit.1`.
+    Man,
     /// The run history, newest first; `runs show ID` for one run.
     Runs {
         #[command(subcommand)]
@@ -165,6 +196,22 @@ pub enum Command {
 }
 
 pub use snakepit_host::parse_duration;
+
+/// The completion script of `shell`.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "snakepit", &mut script);
+    script
+}
+
+/// The man page, in roff.
+pub fn man_page() -> Result<Vec<u8>, CliError> {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Args::command())
+        .render(&mut page)
+        .map_err(|e| CliError::Pool(format!("cannot render the man page: {e}")))?;
+    Ok(page)
+}
 
 pub async fn run(args: Args) -> Result<ExitCode, CliError> {
     let load = || {
@@ -185,34 +232,21 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             kwargs,
             ctx,
             timeout,
-            remote: true,
+            remote,
         } => {
-            crate::remote::call(
-                &dir()?,
-                &reference,
-                kwargs.as_deref(),
-                ctx.as_deref(),
+            let opts = crate::call::Options {
+                reference: &reference,
+                kwargs: kwargs.as_deref(),
+                ctx: ctx.as_deref(),
                 timeout,
-                args.quiet,
-            )
-            .await
-        }
-        Command::Call {
-            reference,
-            kwargs,
-            ctx,
-            timeout,
-            remote: false,
-        } => {
-            crate::call::run(
-                &load()?,
-                &reference,
-                kwargs.as_deref(),
-                ctx.as_deref(),
-                timeout,
-                args.quiet,
-            )
-            .await
+                quiet: args.quiet,
+                json: args.json,
+            };
+            if remote {
+                crate::remote::call(&dir()?, opts).await
+            } else {
+                crate::call::run(&load()?, opts).await
+            }
         }
         Command::Bench {
             reference,
@@ -242,7 +276,15 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         Command::Serve {
             graceful_timeout,
             http,
-        } => crate::serve::run(load()?, graceful_timeout, http.as_deref()).await,
+        } => crate::serve::run(load()?, graceful_timeout, http.as_deref(), args.json).await,
+        Command::Completions { shell } => {
+            crate::output::stdout_bytes(&completions(shell));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            crate::output::stdout_bytes(&man_page()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Jobs => crate::jobs::list(load()?, args.json).await,
         Command::Status => crate::remote::status(&dir()?, args.json).await,
         Command::Reload => crate::remote::reload(&dir()?, args.json).await,

@@ -11,6 +11,7 @@ use snakepit_host::{Host, HostError, PasswordError, Problem};
 use crate::apps::Apps;
 use crate::call::json_map;
 use crate::error::CliError;
+use crate::output::{err, errln, outln};
 
 const SHUTDOWN: Duration = Duration::from_secs(2);
 
@@ -45,20 +46,20 @@ pub async fn check(
     if json {
         let text = serde_json::to_string_pretty(&problems)
             .map_err(|e| CliError::Pool(format!("cannot print the problems: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     } else {
         for p in &problems {
             match p.entry.as_str() {
-                "" => eprintln!("{}: {}", p.file.display(), p.reason),
-                entry => eprintln!("{}: {entry}: {}", p.file.display(), p.reason),
+                "" => errln!("{}: {}", p.file.display(), p.reason),
+                entry => errln!("{}: {entry}: {}", p.file.display(), p.reason),
             }
         }
         if let (true, false, Some(dir)) = (problems.is_empty(), quiet, &dir) {
             // What confines each pool, as `status` shows it.
             for pool in &pools {
-                eprint!("pool {}:\n{}", pool.name, pool.isolation);
+                err!("pool {}:\n{}", pool.name, pool.isolation);
             }
-            eprintln!("snakepit: {}: no problems", dir.display());
+            errln!("snakepit: {}: no problems", dir.display());
         }
     }
     Ok(if problems.is_empty() {
@@ -98,7 +99,7 @@ pub async fn validate_password(
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(PasswordError::Rejected(reason)) => {
-            eprintln!("{reason}");
+            errln!("{reason}");
             Ok(ExitCode::from(1))
         }
         Err(e @ PasswordError::NotConfigured) => Err(CliError::Usage(format!(
@@ -123,11 +124,12 @@ pub async fn dispatch(
     host.shutdown(SHUTDOWN).await;
     for (reference, e) in &out.failed {
         match e {
-            CallError::Raised(x) => eprintln!(
+            CallError::Raised(x) => errln!(
                 "snakepit: hook {reference} raised {}: {}",
-                x.type_name, x.message
+                x.type_name,
+                x.message
             ),
-            e => eprintln!("snakepit: hook {reference}: {e}"),
+            e => errln!("snakepit: hook {reference}: {e}"),
         }
     }
     if json {
@@ -140,14 +142,14 @@ pub async fn dispatch(
             .veto
             .as_ref()
             .map(|v| serde_json::json!({"reference": v.reference, "message": v.message}));
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"passed": out.passed, "veto": veto, "failed": failed})
         );
     }
     match out.veto {
         Some(v) => {
-            eprintln!("{}", v.message);
+            errln!("{}", v.message);
             Ok(ExitCode::from(1))
         }
         None => Ok(ExitCode::SUCCESS),

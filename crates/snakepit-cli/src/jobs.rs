@@ -7,7 +7,8 @@ use snakepit_jobs::job_reports;
 
 use crate::apps::Apps;
 use crate::error::CliError;
-use crate::run::{load_jobs, open_state, out, state_error};
+use crate::output::{errln, outln};
+use crate::run::{load_jobs, open_state, state_error};
 
 /// The jobs as a table on stdout (with `--json`, the list `GET /api/jobs` returns too).
 pub async fn list(apps: Apps, as_json: bool) -> Result<ExitCode, CliError> {
@@ -19,11 +20,11 @@ pub async fn list(apps: Apps, as_json: bool) -> Result<ExitCode, CliError> {
     if as_json {
         let text = serde_json::to_string_pretty(&reports)
             .map_err(|e| CliError::Pool(format!("cannot print the jobs: {e}")))?;
-        out(&text);
+        outln!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     if reports.is_empty() {
-        eprintln!(
+        errln!(
             "no jobs: no jobs.toml in {} or its plugins/ defines one",
             apps.dir.display()
         );

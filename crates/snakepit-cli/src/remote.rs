@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use snakepit_host::control::{Client, ControlError, Reply, Request};
 
-use crate::call::{json_map, print_log, report_failure};
+use crate::call::{fail, json_map, print_log, Options};
 use crate::error::CliError;
+use crate::output::{errln, outln};
 
 impl From<ControlError> for CliError {
     fn from(e: ControlError) -> Self {
@@ -36,9 +36,9 @@ pub async fn status(apps: &Path, json: bool) -> Result<ExitCode, CliError> {
         Reply::Status { status } if json => {
             let text = serde_json::to_string_pretty(&status)
                 .map_err(|e| CliError::Pool(format!("cannot print the status: {e}")))?;
-            println!("{text}");
+            outln!("{text}");
         }
-        Reply::Status { status } => print!("{status}"),
+        Reply::Status { status } => crate::output::stdout(format_args!("{status}")),
         other => return Err(unexpected(&other)),
     }
     Ok(ExitCode::SUCCESS)
@@ -55,12 +55,12 @@ pub async fn reload(apps: &Path, json: bool) -> Result<ExitCode, CliError> {
         }
         let text = serde_json::to_string_pretty(&reply)
             .map_err(|e| CliError::Pool(format!("cannot print the outcome: {e}")))?;
-        println!("{text}");
+        outln!("{text}");
     }
     match reply {
         Reply::Reloaded { generation } => {
             if !json {
-                eprintln!("snakepit: generation {generation} serves");
+                errln!("snakepit: generation {generation} serves");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -70,9 +70,9 @@ pub async fn reload(apps: &Path, json: bool) -> Result<ExitCode, CliError> {
         } => {
             if !json {
                 for p in &problems {
-                    eprintln!("{p}");
+                    errln!("{p}");
                 }
-                eprintln!(
+                errln!(
                     "snakepit: reload refused ({} problem{}); generation {generation} still serves",
                     problems.len(),
                     if problems.len() == 1 { "" } else { "s" }
@@ -86,14 +86,15 @@ pub async fn reload(apps: &Path, json: bool) -> Result<ExitCode, CliError> {
 
 /// The same call as `snakepit call`, made by the running serve: the same output (the
 /// result on stdout, the plugin's logs on stderr) and the same exit codes.
-pub async fn call(
-    apps: &Path,
-    reference: &str,
-    kwargs: Option<&str>,
-    ctx: Option<&str>,
-    timeout: Option<Duration>,
-    quiet: bool,
-) -> Result<ExitCode, CliError> {
+pub async fn call(apps: &Path, opts: Options<'_>) -> Result<ExitCode, CliError> {
+    let Options {
+        reference,
+        kwargs,
+        ctx,
+        timeout,
+        quiet,
+        json,
+    } = opts;
     // Checked here, with the local call's messages; sent as the JSON they are.
     json_map("--kwargs", kwargs)?;
     json_map("--ctx", ctx)?;
@@ -111,11 +112,11 @@ pub async fn call(
         match client.next().await? {
             Reply::Log { record } => print_log(&record.into(), quiet),
             Reply::Result { value } => {
-                println!("{value}");
+                outln!("{value}");
                 return Ok(ExitCode::SUCCESS);
             }
             Reply::Failed { failure } => {
-                return Ok(ExitCode::from(report_failure(reference, &failure)))
+                return Ok(ExitCode::from(fail(reference, &failure, json)))
             }
             other => return Err(unexpected(&other)),
         }

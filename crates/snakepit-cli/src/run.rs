@@ -1,7 +1,6 @@
 //! `snakepit run JOB`: runs a job now, recorded in the run history; live progress on
 //! stderr, the run record (JSON) on stdout; exit 0 when it succeeded, 1 otherwise.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::apps::Apps;
 use crate::error::CliError;
+use crate::output::{errln, outln};
 
 const SHUTDOWN: Duration = Duration::from_secs(2);
 
@@ -27,13 +27,6 @@ pub struct Options {
     pub user: Option<String>,
     pub json: bool,
     pub quiet: bool,
-}
-
-/// Prints `text` and a newline on stdout; a reader that went away (`| head`) is not an
-/// error.
-pub fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}").and_then(|()| stdout.flush());
 }
 
 /// `K=V` of `--param`.
@@ -133,7 +126,7 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
         serde_json::to_string_pretty(&record)
     }
     .map_err(|e| CliError::Pool(format!("cannot print the run record: {e}")))?;
-    out(&text);
+    outln!("{text}");
     Ok(if status == RunStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
@@ -157,7 +150,6 @@ async fn stop_requested() -> bool {
 /// retries and the outcome, with the time since the run started.
 async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
     let start = Instant::now();
-    let mut err = std::io::stderr();
     let at = || format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
     while let Some(ev) = rx.recv().await {
         let line = match ev {
@@ -228,6 +220,6 @@ async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
             },
             _ => continue,
         };
-        let _ = writeln!(err, "{line}");
+        errln!("{line}");
     }
 }

@@ -13,7 +13,8 @@ use snakepit_state::{AuditRow, CallPage, RunFilter, RunRecord};
 
 use crate::apps::Apps;
 use crate::error::CliError;
-use crate::run::{open_state, out, state_error};
+use crate::output::{errln, outln};
+use crate::run::{open_state, state_error};
 
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
@@ -77,11 +78,11 @@ pub async fn list(
         .await
         .map_err(state_error)?;
     if as_json {
-        out(&json(&runs)?);
+        outln!("{}", json(&runs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if runs.is_empty() {
-        eprintln!("{what} in {}", state.url());
+        errln!("{what} in {}", state.url());
         return Ok(ExitCode::SUCCESS);
     }
     let now = Utc::now();
@@ -137,11 +138,12 @@ pub async fn show(
         let found = state.calls(id, page.after, page.limit).await;
         let after = page.after;
         let page = found.map_err(state_error)?.ok_or_else(missing)?;
-        out(&if as_json {
+        let text = if as_json {
             json(&page)?
         } else {
             render_calls(&page, after)
-        });
+        };
+        outln!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
     let record = state
@@ -150,9 +152,9 @@ pub async fn show(
         .map_err(state_error)?
         .ok_or_else(missing)?;
     if as_json {
-        out(&json(&record)?);
+        outln!("{}", json(&record)?);
     } else {
-        out(render(&record, Utc::now()).trim_end());
+        outln!("{}", render(&record, Utc::now()).trim_end());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,13 +17,17 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::apps::Apps;
 use crate::error::CliError;
+use crate::output::{errln, outln};
 
 /// Serves until SIGTERM or SIGINT, then stops taking calls, lets those in hand finish for
-/// up to `graceful_timeout`, stops the workers and exits 0.
+/// up to `graceful_timeout`, stops the workers and exits 0. With `json`, the moment it
+/// serves is one JSON line on stdout (`serving`, `pid`, `generation`, `control_socket`,
+/// `console`); a failure to start is the `{"error": ...}` of every command.
 pub async fn run(
     apps: Apps,
     graceful_timeout: Duration,
     http: Option<&str>,
+    json: bool,
 ) -> Result<ExitCode, CliError> {
     let started = SystemTime::now();
     // A console setting that cannot be served fails before anything starts.
@@ -118,14 +122,27 @@ pub async fn run(
         }
         _ => None,
     };
-    eprintln!(
+    errln!(
         "snakepit: serving {} (generation {}, control socket {}); SIGHUP reloads, SIGTERM stops",
         host.install().dir.display(),
         host.generation(),
         control.socket().display()
     );
-    if let Some(c) = &console {
-        eprintln!("snakepit: web console at http://{}/", c.addr());
+    let console_url = console.as_ref().map(|c| format!("http://{}/", c.addr()));
+    if let Some(url) = &console_url {
+        errln!("snakepit: web console at {url}");
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "serving": host.install().dir,
+                "pid": std::process::id(),
+                "generation": host.generation(),
+                "control_socket": control.socket(),
+                "console": console_url,
+            })
+        );
     }
     let why = loop {
         tokio::select! {
@@ -134,7 +151,7 @@ pub async fn run(
             _ = hup.recv() => report_reload(&host.install().dir, host.reload("SIGHUP").await),
         }
     };
-    eprintln!(
+    errln!(
         "snakepit: {why}: stopping; calls in hand have {} to finish",
         humantime::format_duration(graceful_timeout)
     );
@@ -170,15 +187,15 @@ fn jobs_reporter(scheduler: &Arc<Scheduler>, state: &snakepit_state::State) -> J
 
 fn report_reload(apps: &Path, outcome: Result<u64, Vec<snakepit_host::Problem>>) {
     match outcome {
-        Ok(generation) => eprintln!(
+        Ok(generation) => errln!(
             "snakepit: reloaded {}: generation {generation} serves",
             apps.display()
         ),
         Err(problems) => {
             for p in &problems {
-                eprintln!("{p}");
+                errln!("{p}");
             }
-            eprintln!("snakepit: reload refused; the previous generation still serves");
+            errln!("snakepit: reload refused; the previous generation still serves");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Text tables: columns padded to their widest cell, two spaces apart (the one table
 //! printer of `jobs`, `runs` and `runs show`).
 
-use crate::run::out;
+use crate::output::outln;
 
 /// `rows` (the first is the header) as lines of left-aligned columns two spaces apart,
 /// `indent` before each, trailing spaces trimmed.
@@ -24,7 +24,7 @@ pub fn lines<const N: usize>(rows: &[[String; N]], indent: &str) -> Vec<String> 
 /// Prints `rows` (the first is the header) on stdout as [`lines`] without indent.
 pub fn print<const N: usize>(rows: &[[String; N]]) {
     for line in lines(rows, "") {
-        out(&line);
+        outln!("{line}");
     }
 }
 

@@ -651,3 +651,271 @@ fn check_names_a_plugins_table_whose_package_does_not_import() {
     );
     assert!(!err.contains("[plugins.demo]"), "{err}");
 }
+
+/// `snakepit ARGS` against `apps`, not yet run (the interpreter of the tests).
+fn command(apps: &Path, args: &[&str]) -> Command {
+    let python =
+        std::env::var_os("SNAKEPIT_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_snakepit"));
+    cmd.arg("--apps")
+        .arg(apps)
+        .arg("--python")
+        .arg(python)
+        .args(args)
+        .env_remove("LIBERTY_APPS_DIR")
+        .env_remove("SNAKEPIT_LOG");
+    cmd
+}
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly_with_its_exit_code() {
+    let dir = apps();
+    for (args, code) in [
+        (&["completions", "bash"][..], 0),
+        (&["man"], 0),
+        (&["--help"], 0),
+        (
+            &["call", "demo.calls:hello", "--kwargs", r#"{"name": "ada"}"#],
+            0,
+        ),
+        (&["call", "demo.calls:boom", "--json"], 1),
+        (&["call", "demo.calls:nope", "--json"], 2),
+        (&["check", "--json"], 0),
+        (&["runs", "--json"], 0),
+        (&["status", "--json"], 3),
+    ] {
+        // Every write fails with EPIPE (the reader is gone before the command starts),
+        // several times over: the outcome may not depend on timing.
+        for _ in 0..3 {
+            let (status, stderr) = common::with_closed_stdout(&mut command(dir.path(), args));
+            common::assert_no_panic(&format!("{args:?}"), &stderr);
+            assert_eq!(status.code(), Some(code), "{args:?}: {stderr}");
+        }
+    }
+    // `| head -1`: the reader takes a line, then goes (the race of the issue: the rest
+    // of the output is written before or after the pipe closes).
+    for _ in 0..20 {
+        let (line, status, stderr) =
+            common::head_1(&mut command(dir.path(), &["completions", "zsh"]));
+        common::assert_no_panic("completions zsh | head -1", &stderr);
+        assert_eq!(status.code(), Some(0), "{stderr}");
+        assert!(line.starts_with("#compdef snakepit"), "{line}");
+    }
+}
+
+#[test]
+fn a_closed_stderr_ends_the_command_with_its_exit_code() {
+    let dir = apps();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    drop(reader);
+    let out = command(dir.path(), &["call", "demo.calls:boom"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(writer))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the raise's exit code, not a panic's"
+    );
+}
+
+#[test]
+fn no_backtrace_reaches_a_user_for_bad_input() {
+    let dir = apps();
+    std::fs::write(dir.path().join("jobs.toml"), "[[jobs]]\nname = 1\n").unwrap();
+    let bad_toml = tempfile::tempdir().unwrap();
+    std::fs::write(bad_toml.path().join("app.toml"), "[runtime\nworkers = 2\n").unwrap();
+    let bad_connectors = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad_connectors.path().join("connectors.toml"),
+        "[sql.x]\nurl = \"postgres://u:${NOT_SET_ANYWHERE_1}@db/x\"\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("no/such/dir");
+    for backtrace in ["1", "full"] {
+        for (apps, args, code) in [
+            (bad_toml.path(), &["call", "demo.calls:ping"][..], 2),
+            (bad_toml.path(), &["serve"], 2),
+            (bad_connectors.path(), &["check"], 1),
+            (bad_connectors.path(), &["run", "x"], 2),
+            (dir.path(), &["run", "nosuch"], 2),
+            (dir.path(), &["jobs"], 2),
+            (
+                dir.path(),
+                &["call", "demo.calls:hello", "--kwargs", "{oops"],
+                2,
+            ),
+            (
+                dir.path(),
+                &["call", "demo.calls:ping", "--timeout", "soon"],
+                2,
+            ),
+            (dir.path(), &["runs", "show", "nosuch"], 2),
+            (dir.path(), &["status"], 3),
+            (dir.path(), &["completions", "tcsh"], 2),
+            (&missing, &["call", "demo.calls:ping"], 2),
+        ] {
+            let out = command(apps, args)
+                .env("RUST_BACKTRACE", backtrace)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .unwrap();
+            let err = text(&out.stderr);
+            common::assert_no_panic(&format!("{args:?}"), &err);
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+            assert!(!err.trim().is_empty(), "{args:?}: a failure says why");
+        }
+    }
+}
+
+#[test]
+fn json_answers_failures_in_json_with_the_same_exit_codes() {
+    let dir = apps();
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("app.toml"), "[runtime]\nworkerz = 2\n").unwrap();
+    for (apps, args, code, kind) in [
+        (dir.path(), &["call", "demo.calls:boom"][..], 1, "raised"),
+        (dir.path(), &["call", "demo.calls:nope"], 2, "reference"),
+        (
+            dir.path(),
+            &["call", "demo.calls:sleepy", "--timeout", "300ms"],
+            3,
+            "timeout",
+        ),
+        (
+            dir.path(),
+            &["call", "demo.calls:hello", "--kwargs", "[1]"],
+            2,
+            "usage",
+        ),
+        (dir.path(), &["call"], 2, "usage"), // clap: REF missing
+        (dir.path(), &["run", "nosuch"], 2, "usage"),
+        (dir.path(), &["runs", "show", "nosuch"], 2, "usage"),
+        (dir.path(), &["status"], 3, "unavailable"),
+        (dir.path(), &["reload"], 3, "unavailable"),
+        (
+            dir.path(),
+            &["call", "--remote", "demo.calls:ping"],
+            3,
+            "unavailable",
+        ),
+        (
+            dir.path(),
+            &["bench", "demo.calls:nope", "--calls", "10"],
+            2,
+            "reference",
+        ),
+        (bad.path(), &["call", "demo.calls:ping"], 2, "config"),
+        (bad.path(), &["serve"], 2, "config"),
+        (bad.path(), &["run", "x"], 2, "config"),
+        (bad.path(), &["jobs"], 2, "config"),
+    ] {
+        let plain = command(apps, args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let mut json_args = args.to_vec();
+        json_args.push("--json");
+        let out = command(apps, &json_args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{json_args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            plain.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            text(&plain.stderr)
+        );
+        assert!(plain.stdout.is_empty(), "{args:?}: stdout is for results");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{json_args:?}: {e}: {:?}", text(&out.stdout)));
+        assert_eq!(v["error"]["kind"], kind, "{json_args:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{json_args:?}: {v}"
+        );
+        // stderr keeps the sentence for people.
+        assert!(!text(&out.stderr).trim().is_empty(), "{json_args:?}");
+    }
+    let out = command(dir.path(), &["call", "demo.calls:boom", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["raised"]["type_name"], "ValueError", "{v}");
+    assert!(v["error"]["raised"]["traceback"]
+        .as_str()
+        .unwrap()
+        .contains("KeyError: 'inner'"));
+    let out = command(bad.path(), &["call", "demo.calls:ping", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["error"]["file"].as_str().unwrap().ends_with("app.toml"),
+        "{v}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_flags() {
+    let dir = apps();
+    for (shell, sign) in [
+        ("bash", "_snakepit()"),
+        ("zsh", "#compdef snakepit"),
+        ("fish", "complete -c snakepit"),
+    ] {
+        let out = command(dir.path(), &["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let script = text(&out.stdout);
+        assert!(
+            script.contains(sign)
+                && script.contains("validate-password")
+                && script.contains("graceful-timeout"),
+            "{shell}: {script}"
+        );
+    }
+    let out = command(dir.path(), &["man"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH snakepit"),
+        "{page}"
+    );
+    assert!(
+        page.contains("SNAKEPIT_LOG") && page.contains("completions"),
+        "{page}"
+    );
+}
+
+#[test]
+fn help_lists_every_environment_variable_the_command_line_reads() {
+    let out = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    for var in [
+        "LIBERTY_APPS_DIR",
+        "SNAKEPIT_PYTHON",
+        "SNAKEPIT_LOG",
+        "SNAKEPIT_CACHE_DIR",
+        "XDG_CACHE_HOME",
+        "PATH",
+        "USER",
+        "[isolation] env",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help:\n{help}");
+    }
+}

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use snakepit_tests::{python, wait_for_blocking};
 
 fn snakepit(apps: &Path, args: &[&str]) -> Output {
@@ -465,4 +467,63 @@ fn jobs_lists_schedule_next_tick_and_last_run_and_status_shows_them() {
     );
     assert_eq!(status_json(dir.path())["jobs"][0]["name"], "greet");
     assert!(serve.stop().status.success());
+}
+
+#[test]
+fn serve_json_says_when_it_serves_and_status_into_a_closed_pipe_is_quiet() {
+    use std::io::BufRead;
+    let dir = apps("[runtime]\nworkers = 1\nwatch = false\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snakepit"))
+        .arg("--apps")
+        .arg(dir.path())
+        .arg("--python")
+        .arg(python())
+        .args(["serve", "--json"])
+        .env_remove("LIBERTY_APPS_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let serve = Serve(Some(child));
+    let ready: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    assert_eq!(ready["pid"], serve.pid(), "{ready}");
+    assert_eq!(ready["generation"], 1, "{ready}");
+    assert!(
+        ready["control_socket"]
+            .as_str()
+            .unwrap()
+            .ends_with("control.sock"),
+        "{ready}"
+    );
+    assert!(ready["console"].is_null(), "{ready}");
+
+    // `snakepit status | head -1`, the panic one time in ten: never.
+    for _ in 0..10 {
+        let mut status = Command::new(env!("CARGO_BIN_EXE_snakepit"));
+        status.arg("--apps").arg(dir.path()).arg("status");
+        let (status_code, stderr) = common::with_closed_stdout(&mut status);
+        common::assert_no_panic("status into a closed pipe", &stderr);
+        assert_eq!(status_code.code(), Some(0), "{stderr}");
+        let (first, status_code, stderr) = common::head_1(&mut status);
+        common::assert_no_panic("status | head -1", &stderr);
+        assert_eq!(status_code.code(), Some(0), "{stderr}");
+        assert!(!first.trim().is_empty());
+    }
+
+    // A remote call's failure in JSON, with the local call's exit code.
+    let out = snakepit(
+        dir.path(),
+        &["call", "--remote", "demo.calls:boom", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "raised", "{v}");
+    assert_eq!(v["error"]["raised"]["type_name"], "ValueError", "{v}");
+    assert_eq!(serve.stop().status.code(), Some(0));
 }

@@ -1,6 +1,31 @@
 //! SQL and API connectors served to plugins by the supervisor (README, "Connectors";
 //! `python-shim/README.md`, "Inside a plugin").
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use snakepit_connectors::{Connectors, ConnectorsConfig, Grants};
+//!
+//! let apps = tempfile::tempdir()?;
+//! std::fs::write(apps.path().join("connectors.toml"), r#"
+//!     [sql.billing]
+//!     url = "sqlite://billing.db?mode=rwc"
+//!     [sql.billing.queries]
+//!     drafts = "SELECT id, amount FROM invoices WHERE status = 'draft'"
+//! "#)?;
+//! let connectors = Connectors::new(ConnectorsConfig::load(apps.path())?, Grants::default(), None)?;
+//! // Every named query, prepared on its database: here the table is missing.
+//! let problems = connectors.check().await;
+//! assert_eq!(problems[0].entry, "[sql.billing.queries] drafts");
+//! assert!(problems[0].reason.contains("invoices"), "{}", problems[0].reason);
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
+//! The workers reach the connectors through a pool's host handler (the example at the
+//! end of this page).
+//!
 //! [`Connectors`] is a [`HostHandler`]: give it to every pool
 //! ([`PoolBuilder::shared_host_handler`]) and the workers' `ctx["connectors"]` and
 //! `ctx["pools"]` objects reach it with the host methods of `PROTOCOL.md` (`sql.run`,

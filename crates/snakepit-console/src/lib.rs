@@ -3,6 +3,39 @@
 //! and `/readyz`. Served by the same binary, with its page embedded (plain HTML, CSS
 //! and JavaScript: no CDN, no build step).
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+//! use std::sync::Arc;
+//! use snakepit_console::{Console, Metrics};
+//! use snakepit_host::{control::ServeInfo, Host, HttpSettings};
+//! use snakepit_jobs::{JobSet, Scheduler, SystemClock};
+//! use snakepit_state::State;
+//!
+//! let apps = tempfile::tempdir()?;
+//! std::fs::write(apps.path().join("app.toml"), "[runtime]\nworkers = 1\n")?;
+//! let host = Arc::new(Host::open(apps.path()).await?);
+//! let install = host.install();
+//! let state = State::open_for_apps(&install.dir, None).await?;
+//! let jobs = JobSet::load(&install).map_err(|p| format!("{p:?}"))?;
+//! let metrics = Metrics::new();
+//! metrics.watch_host(&host);
+//! let clock = Arc::new(SystemClock);
+//! let scheduler = Arc::new(
+//!     Scheduler::new(host.clone(), state.clone(), clock, jobs).observe(metrics.clone()),
+//! );
+//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None };
+//! let settings = HttpSettings { addr: "127.0.0.1:0".parse()?, token: None };
+//! let console = Console { host: host.clone(), state, scheduler, info, metrics };
+//! let server = console.serve(&settings).await?;
+//! println!("the console is at http://{}/", server.addr());
+//! server.stop().await;
+//! host.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
 //! # Theory of operation
 //!
 //! One axum server, one owner per concern:
@@ -21,30 +54,6 @@
 //! - The page (`assets/`): one HTML document whose script routes by `#/runs`,
 //!   `#/runs/ID`, `#/runs/ID/calls`, `#/jobs`, `#/pools`, `#/reload`, `#/connectors`
 //!   and renders what the API returns.
-//!
-//! # Example
-//!
-//! ```no_run
-//! # async fn demo(host: std::sync::Arc<snakepit_host::Host>, state: snakepit_state::State,
-//! #               jobs: snakepit_jobs::JobSet) -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use snakepit_console::{Console, Metrics};
-//! use snakepit_host::control::ServeInfo;
-//! use snakepit_jobs::{Scheduler, SystemClock};
-//!
-//! let metrics = Metrics::new();
-//! metrics.watch_host(&host);
-//! let scheduler = Arc::new(
-//!     Scheduler::new(host.clone(), state.clone(), Arc::new(SystemClock), jobs)
-//!         .observe(metrics.clone()),
-//! );
-//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None };
-//! let settings = snakepit_host::HttpSettings { addr: "127.0.0.1:8650".parse()?, token: None };
-//! let console = Console { host, state, scheduler, info, metrics }.serve(&settings).await?;
-//! println!("the console is at http://{}/", console.addr());
-//! console.stop().await;
-//! # Ok(()) }
-//! ```
 
 pub mod access;
 pub mod api;

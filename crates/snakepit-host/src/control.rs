@@ -181,7 +181,7 @@ pub struct ServeStatus {
     /// When the serve started (RFC 3339, UTC).
     pub started: String,
     pub uptime_secs: f64,
-    /// Whether it reloads on changes ([runtime] watch), and what it watches.
+    /// Whether it reloads on changes (`[runtime] watch`), and what it watches.
     pub watch: bool,
     pub watching: Vec<PathBuf>,
     #[serde(flatten)]

@@ -4,6 +4,32 @@
 //! its package, checks every reference that app.toml names, and serves the extension points
 //! (README, "Plugin host"): the password validator and the dispatch hooks.
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use std::time::Duration;
+//! use snakepit::{Map, Value};
+//! use snakepit_host::Host;
+//!
+//! // An install: app.toml and a plugin package under plugins/.
+//! let apps = tempfile::tempdir()?;
+//! let pkg = apps.path().join("plugins/billing");
+//! std::fs::create_dir_all(&pkg)?;
+//! std::fs::write(pkg.join("__init__.py"), "")?;
+//! std::fs::write(pkg.join("pricing.py"), "def quote(*, amount: str, **ctx):\n    return {'net': amount}\n")?;
+//! std::fs::write(apps.path().join("app.toml"), "[runtime]\nworkers = 1\n")?;
+//!
+//! let host = Host::open(apps.path()).await?; // app.toml, the interpreter, the pools
+//! assert!(host.check().await.is_empty()); // every reference app.toml names, in a worker
+//! let kwargs: Map = vec![("amount".into(), Value::from("100"))];
+//! let value = host.call("billing.pricing:quote", kwargs, Map::new()).await?;
+//! println!("{}", value.decode()?);
+//! host.shutdown(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
 //! `check` also reads every jobs.toml (`<apps>/jobs.toml`, `<apps>/plugins/<pkg>/jobs.toml`)
 //! against its schema (README, "Jobs") and validates each python step's callable and kwargs in
 //! a worker; running jobs belongs to the jobs feature. connectors.toml is loaded with

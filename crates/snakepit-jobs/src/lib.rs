@@ -3,6 +3,54 @@
 //! order with retries and records everything in the run history
 //! (`snakepit_state::State`), and the cron [`Scheduler`] that `snakepit serve` runs.
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use std::sync::Arc;
+//! use snakepit_host::{Host, Install};
+//! use snakepit_jobs::{Clock, JobSet, RunRequest, Runner, SystemClock};
+//! use snakepit_state::{RunStatus, State, Trigger};
+//!
+//! // An install with one job of one python step.
+//! let apps = tempfile::tempdir()?;
+//! let pkg = apps.path().join("plugins/billing");
+//! std::fs::create_dir_all(&pkg)?;
+//! std::fs::write(pkg.join("__init__.py"), "")?;
+//! std::fs::write(pkg.join("invoicing.py"), "def run(*, period, **ctx):\n    return {'period': period}\n")?;
+//! std::fs::write(apps.path().join("jobs.toml"), r#"
+//!     [[jobs]]
+//!     name = "reissue-monthly-drafts"
+//!     [[jobs.steps]]
+//!     name = "reissue"
+//!     type = "python"
+//!     callable = "billing.invoicing:run"
+//!     kwargs = { period = "${month.previous}" }
+//! "#)?;
+//!
+//! let install = Install::load(Some(apps.path()), None)?;
+//! let jobs = JobSet::load(&install).map_err(|p| format!("{p:?}"))?;
+//! let state = State::open_for_apps(&install.dir, install.config.runtime.state.as_deref()).await?;
+//! let host = Arc::new(Host::start_checked(install).await?);
+//! let clock = Arc::new(SystemClock);
+//! let runner = Runner::new(host.clone(), state.clone(), clock.clone());
+//! let req = RunRequest {
+//!     job: "reissue-monthly-drafts".into(),
+//!     trigger: Trigger::Manual,
+//!     scheduled_for: clock.now(),
+//!     params: vec![],
+//!     session_user: "ada".into(),
+//! };
+//! let (_halt, halt_rx) = tokio::sync::watch::channel(None);
+//! let (run_id, status) = runner.run(&jobs, req, None, halt_rx).await?;
+//! assert_eq!(status, RunStatus::Succeeded);
+//! let record = state.run(&run_id).await?.expect("recorded");
+//! println!("{}", serde_json::to_string_pretty(&record)?);
+//! host.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
 //! # Theory of operation
 //!
 //! A run is first recorded `queued` with its steps `pending` ([`Runner::enqueue`]),
@@ -35,34 +83,6 @@
 //!
 //! All time goes through the [`Clock`] trait: [`SystemClock`] in production,
 //! [`ManualClock`] in tests of backoff and scheduling.
-//!
-//! # Example: run a job now
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use snakepit_host::{Host, Install};
-//! use snakepit_jobs::{Clock, JobSet, RunRequest, Runner, SystemClock};
-//! use snakepit_state::{State, Trigger};
-//!
-//! let install = Install::load(Some("liberty-apps".as_ref()), None)?;
-//! let jobs = JobSet::load(&install).map_err(|p| format!("{p:?}"))?;
-//! let state = State::open_for_apps(&install.dir, install.config.runtime.state.as_deref()).await?;
-//! let host = Arc::new(Host::start_checked(install).await?);
-//! let clock = Arc::new(SystemClock);
-//! let runner = Runner::new(host, state, clock.clone());
-//! let req = RunRequest {
-//!     job: "reissue-monthly-drafts".into(),
-//!     trigger: Trigger::Manual,
-//!     scheduled_for: clock.now(),
-//!     params: vec![],
-//!     session_user: "ada".into(),
-//! };
-//! let (_halt, halt_rx) = tokio::sync::watch::channel(None);
-//! let (run_id, status) = runner.run(&jobs, req, None, halt_rx).await?;
-//! println!("{run_id}: {}", status.as_str());
-//! # Ok(()) }
-//! ```
 //!
 //! # Example: the scheduler in `snakepit serve`
 //!

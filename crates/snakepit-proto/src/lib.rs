@@ -1,11 +1,7 @@
-#![doc = include_str!("../PROTOCOL.md")]
-//!
-//! # This crate
-//!
-//! Wire types and the codec, with no process logic: [`ToWorker`] and [`FromWorker`]
-//! encode to whole frames and decode from frame bodies; [`FrameBuffer`] reassembles
-//! frames from a stream and checks each length before allocating; [`Value`] is the
-//! value tree and [`RawValue`] an encoded value kept as bytes until it is read.
+//! The wire types and the codec of snakepit, with no process logic: [`ToWorker`] and
+//! [`FromWorker`] encode to whole frames and decode from frame bodies; [`FrameBuffer`]
+//! reassembles frames from a stream and checks each length before allocating; [`Value`]
+//! is the value tree and [`RawValue`] an encoded value kept as bytes until it is read.
 //!
 //! ```
 //! use snakepit_proto::{FromWorker, FrameBuffer, RawValue, Value};
@@ -17,6 +13,10 @@
 //! let FromWorker::Result { value, .. } = FromWorker::decode(&body).unwrap() else { panic!() };
 //! assert_eq!(value.decode().unwrap(), Value::from("ok"));
 //! ```
+//!
+//! # The protocol
+//!
+#![doc = include_str!("../PROTOCOL.md")]
 
 mod codec;
 mod frame;

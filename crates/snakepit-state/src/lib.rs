@@ -2,6 +2,23 @@
 //! scheduler's last ticks, and the audit log of connector calls, in SQLite (the default,
 //! `<apps>/.snakepit/state.db`) or PostgreSQL (`[runtime] state = "postgres://…"`).
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use snakepit_state::{RunFilter, State};
+//!
+//! let apps = tempfile::tempdir()?;
+//! // <apps>/.snakepit/state.db, made and migrated on first use.
+//! let state = State::open_for_apps(apps.path(), None).await?;
+//! for run in state.runs(&RunFilter { job: None, limit: 20 }).await? {
+//!     println!("{} {} {}", run.id, run.job, run.status);
+//! }
+//! println!("{}", state.url());
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
 //! # Theory of operation
 //!
 //! One API over two backends: [`State`] holds an sqlx pool of either kind and every
@@ -29,19 +46,6 @@
 //! that its runner renews: on the same machine a dead owner is seen at once through
 //! `/proc`; an owner on another machine (PostgreSQL shared by nodes) is dead when its
 //! lease has run out.
-//!
-//! # Example
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), snakepit_state::StateError> {
-//! use snakepit_state::{State, RunFilter};
-//!
-//! let state = State::open_for_apps("liberty-apps".as_ref(), None).await?;
-//! for run in state.runs(&RunFilter { job: None, limit: 20 }).await? {
-//!     println!("{} {} {}", run.id, run.job, run.status);
-//! }
-//! # Ok(()) }
-//! ```
 
 mod owner;
 

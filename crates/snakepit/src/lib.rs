@@ -1,5 +1,28 @@
 //! snakepit: run Python plugins in supervised, isolated CPython worker processes.
 //!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! use std::time::Duration;
+//! use snakepit::{Call, CallError, Pool, Value};
+//!
+//! // Two workers of the machine's python3; a plugin is any "module:function" it imports.
+//! let pool = Pool::builder().python("python3").workers(2).build().await?;
+//! let value = pool.submit(Call::new("string:capwords").kwarg("s", "hello world")).await?;
+//! assert_eq!(value.decode()?, Value::from("Hello World"));
+//!
+//! // What the plugin raises comes back with its type, message and traceback, and the
+//! // worker stays usable.
+//! match pool.submit(Call::new("string:capwords").kwarg("s", 42)).await {
+//!     Err(CallError::Raised(e)) => assert!(e.message.contains("split"), "{}", e.traceback),
+//!     other => panic!("{other:?}"),
+//! }
+//! pool.shutdown(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
 //! # Theory of operation
 //!
 //! A [`Pool`] owns a fixed number of worker *slots*. Each slot is an OS thread running
