@@ -38,7 +38,7 @@
 //!     Scheduler::new(host.clone(), state.clone(), Arc::new(SystemClock), jobs)
 //!         .observe(metrics.clone()),
 //! );
-//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None };
+//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None, wake: None };
 //! let settings = snakepit_host::HttpSettings { addr: "127.0.0.1:8650".parse()?, token: None };
 //! let console = Console { host, state, scheduler, info, metrics }.serve(&settings).await?;
 //! println!("the console is at http://{}/", console.addr());
@@ -193,6 +193,7 @@ fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/status", get(api::status))
         .route("/api/crashes", get(api::crashes))
+        .route("/api/nodes", get(api::nodes))
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{id}", get(api::run))
         .route("/api/runs/{id}/log", get(api::log))

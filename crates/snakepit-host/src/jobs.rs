@@ -574,8 +574,14 @@ mod tests {
         for (bad, why) in [
             ("0 2 1 *", "has 4 field(s)"),
             ("0 0 0 2 1 * *", "has 7 field(s)"),
-            ("60 * * * * *", "the second field \"60\" is out of range 0-59"),
-            ("* 60 * * * *", "the minute field \"60\" is out of range 0-59"),
+            (
+                "60 * * * * *",
+                "the second field \"60\" is out of range 0-59",
+            ),
+            (
+                "* 60 * * * *",
+                "the minute field \"60\" is out of range 0-59",
+            ),
             ("60 * * * *", "the minute field \"60\" is out of range 0-59"),
             (
                 "* * * 0 *",

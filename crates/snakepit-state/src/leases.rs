@@ -6,14 +6,35 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    Db, Owner, Run, RunRow, RunStatus, State, StateError, StepStatus, Trigger, JOBS_LOGGER, LEASE,
+    Db, Owner, Run, RunRow, RunStatus, State, StateError, StepStatus, Trigger, JOBS_LOGGER,
     MAX_REQUEUES, RUN_COLUMNS,
 };
+
+/// What a node's writes to a run it executes carry: the run and the epoch of the claim
+/// that handed it the run. Every claim and every re-queue moves a run's epoch on, and a
+/// write whose epoch is no longer the run's is refused ([`StateError::Fenced`]), so a
+/// node that lost its lease cannot touch the run's record any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub run_id: String,
+    pub epoch: i64,
+}
+
+impl Claim {
+    /// The refusal of a write under this claim.
+    pub(crate) fn fenced(&self) -> StateError {
+        StateError::Fenced {
+            run_id: self.run_id.clone(),
+            epoch: self.epoch,
+        }
+    }
+}
 
 impl State {
     /// Recovers every run left `queued` or `running` whose owner is gone: on this
     /// machine, a process that no longer exists; elsewhere, one whose lease ran out
-    /// before `now`. On PostgreSQL a scheduled run is re-queued up to [`MAX_REQUEUES`]
+    /// before `now`. On PostgreSQL a process of this machine whose lease ran out is gone
+    /// too (stopped, hung): fencing keeps it from writing if it wakes up. On PostgreSQL a scheduled run is re-queued up to [`MAX_REQUEUES`]
     /// times: `queued`, no owner, its steps `pending` (their attempts kept), a log line
     /// naming the old owner. Every other such run (a manual run, any run on SQLite, a
     /// run re-queued too often) is marked `interrupted`, its running step too. Queued
@@ -29,16 +50,20 @@ impl State {
         });
         let mut recovered = Recovered::default();
         for (id, owner, lease_until, trigger, requeues) in open {
-            let gone = match Owner::parse(&owner) {
-                Some(o) if o.same_machine(&self.owner) => (!o.is_alive()).then(|| {
-                    format!(
-                        "its supervisor (pid {}) stopped before the run finished",
-                        o.pid
-                    )
-                }),
-                _ => (lease_until < now).then(|| {
+            let lapsed = || {
+                (lease_until < now).then(|| {
                     format!("its supervisor ({owner}) stopped renewing its lease at {lease_until}")
-                }),
+                })
+            };
+            let gone = match Owner::parse(&owner) {
+                // This process: its runner renews the lease, or learns it lost it.
+                Some(o) if o == self.owner => None,
+                Some(o) if o.same_machine(&self.owner) && !o.is_alive() => Some(format!(
+                    "its supervisor (pid {}) stopped before the run finished",
+                    o.pid
+                )),
+                Some(o) if o.same_machine(&self.owner) && !self.is_shared() => None,
+                _ => lapsed(),
             };
             let Some(why) = gone else { continue };
             let scheduled = trigger == Trigger::Schedule.as_str();
@@ -53,7 +78,7 @@ impl State {
             } else {
                 format!("interrupted: {why}")
             };
-            self.end_open_run(&id, RunStatus::Interrupted, &reason, now)
+            self.end_open_run(&id, RunStatus::Interrupted, &reason, now, None)
                 .await?;
             recovered.interrupted.push(id);
         }
@@ -78,7 +103,7 @@ impl State {
         let requeued = with_db!(self, p => {
             let mut tx = p.begin().await?;
             let n = sqlx::query(
-                "UPDATE runs SET status = 'queued', owner = '', requeues = $1 \
+                "UPDATE runs SET status = 'queued', owner = '', requeues = $1, epoch = epoch + 1 \
                  WHERE id = $2 AND owner = $3 AND status IN ('queued', 'running')",
             )
             .bind(nth)
@@ -115,7 +140,8 @@ impl State {
 
     /// Claims the oldest queued run that no one owns, unless a scheduled run of its job
     /// is `running` (on any node): it becomes `running`, owned by this state's owner,
-    /// its lease until `now` + [`LEASE`]. On PostgreSQL the candidate row is locked
+    /// its lease until `now` + [`State::lease`], its epoch moved on (the claim's, that
+    /// every write of its execution carries). On PostgreSQL the candidate row is locked
     /// with `FOR UPDATE SKIP LOCKED`, so nodes claiming at once take different runs;
     /// two runs of one job claimed at once by two nodes are refused by a unique index
     /// (one running scheduled run per job) and the loser looks again. None when there
@@ -127,7 +153,7 @@ impl State {
             ""
         };
         let sql = format!(
-            "UPDATE runs SET status = 'running', owner = $1, lease_until = $2, \
+            "UPDATE runs SET status = 'running', owner = $1, lease_until = $2, epoch = epoch + 1, \
              started_at = COALESCE(started_at, $3) \
              WHERE status = 'queued' AND id = (SELECT r.id FROM runs r \
                WHERE r.status = 'queued' AND r.owner = '' AND NOT EXISTS (SELECT 1 FROM runs o \
@@ -141,7 +167,7 @@ impl State {
             let row: Option<RunRow> = loop {
                 let claimed = sqlx::query_as(&sql)
                     .bind(&owner)
-                    .bind(now + LEASE)
+                    .bind(now + self.lease)
                     .bind(now)
                     .fetch_optional(p)
                     .await;
@@ -165,9 +191,16 @@ impl State {
             };
             (row, attempts)
         });
-        Ok(row.map(|r| ClaimedRun {
-            run: Run::from(r),
-            step_attempts: attempts,
+        Ok(row.map(|r| {
+            let run = Run::from(r);
+            ClaimedRun {
+                claim: Claim {
+                    run_id: run.id.clone(),
+                    epoch: run.epoch,
+                },
+                run,
+                step_attempts: attempts,
+            }
         }))
     }
 
@@ -186,13 +219,15 @@ impl State {
     }
 
     /// Ends a run that is still queued or running, and its unfinished steps: running
-    /// steps take the run's status, pending ones stay pending (they never ran).
+    /// steps take the run's status, pending ones stay pending (they never ran). Under
+    /// `fence`, only if that claim still holds the run.
     pub(crate) async fn end_open_run(
         &self,
         id: &str,
         status: RunStatus,
         reason: &str,
         now: DateTime<Utc>,
+        fence: Option<&Claim>,
     ) -> Result<(), StateError> {
         let step_status = match status {
             RunStatus::Cancelled => StepStatus::Cancelled,
@@ -200,6 +235,9 @@ impl State {
         };
         with_db!(self, p => {
             let mut tx = p.begin().await?;
+            if let Some(claim) = fence {
+                fence!(tx, claim);
+            }
             sqlx::query(
                 "UPDATE runs SET status = $1, error = $2, finished_at = $3 \
                  WHERE id = $4 AND status IN ('queued', 'running')",
@@ -224,28 +262,45 @@ impl State {
         Ok(())
     }
 
-    /// Extends the lease of a run this state's owner holds until `until`. Returns
-    /// false when the run is no longer its own: it ended, or another node re-queued it
-    /// after the lease ran out (the owner should stop running it).
+    /// Extends the lease of a run `claim` holds, as this state's owner, until `until`.
+    /// Returns false when the claim no longer holds it: it ended, or another node
+    /// re-queued it after the lease ran out (the owner should stop running it).
     pub async fn renew_lease(
         &self,
-        run_id: &str,
+        claim: &Claim,
         until: DateTime<Utc>,
     ) -> Result<bool, StateError> {
-        let owner = self.owner.to_string();
         let n = with_db!(self, p => {
             sqlx::query(
                 "UPDATE runs SET lease_until = $1 \
-                 WHERE id = $2 AND owner = $3 AND status IN ('queued', 'running')",
+                 WHERE id = $2 AND epoch = $3 AND owner = $4 AND status IN ('queued', 'running')",
             )
             .bind(until)
-            .bind(run_id)
-            .bind(&owner)
+            .bind(&claim.run_id)
+            .bind(claim.epoch)
+            .bind(self.owner.to_string())
             .execute(p)
             .await?
             .rows_affected()
         });
         Ok(n == 1)
+    }
+
+    /// The earliest end of a lease that another owner holds on a run in progress: when
+    /// that owner is lost if it does not renew (a lapse has no event; the scheduler
+    /// looks again then).
+    pub async fn next_lease_end(&self) -> Result<Option<DateTime<Utc>>, StateError> {
+        let owner = self.owner.to_string();
+        let t: Option<DateTime<Utc>> = with_db!(self, p => {
+            sqlx::query_scalar(
+                "SELECT min(lease_until) FROM runs \
+                 WHERE status IN ('queued', 'running') AND owner <> '' AND owner <> $1",
+            )
+            .bind(&owner)
+            .fetch_one(p)
+            .await?
+        });
+        Ok(t)
     }
 }
 
@@ -274,6 +329,8 @@ impl Recovered {
 #[derive(Debug, Clone)]
 pub struct ClaimedRun {
     pub run: Run,
+    /// What the writes of its execution carry.
+    pub claim: Claim,
     pub step_attempts: Vec<i64>,
 }
 

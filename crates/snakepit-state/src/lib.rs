@@ -49,23 +49,24 @@ use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
 pub use audit::{AuditEntry, AuditRow, CallPage, CallSummary};
-pub use leases::{ClaimedRun, Recovered};
+pub use leases::{Claim, ClaimedRun, Recovered};
 pub use model::{
     level_name, LogLine, NewRun, Run, RunFilter, RunRecord, RunStatus, Step, StepEnd, StepError,
     StepStatus, Trigger,
 };
 use model::{RunRow, RUN_COLUMNS};
+pub use nodes::Node;
 pub use owner::Owner;
+pub use wake::Wakeups;
 
 use std::time::Duration;
 
 /// The state url when `[runtime] state` is not set, relative to the apps dir.
 pub const DEFAULT_URL: &str = "sqlite://.snakepit/state.db";
 
-/// How long a run's lease lasts; its runner renews it every [`LEASE_RENEW`].
-pub const LEASE: Duration = Duration::from_secs(60);
-/// How often a runner renews the leases of its runs.
-pub const LEASE_RENEW: Duration = Duration::from_secs(15);
+/// How long a run's lease lasts unless `[runtime] lease` says otherwise
+/// ([`State::with_lease`]); its runner renews it every third of it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// How many times a scheduled run is re-queued after its node stopped renewing its
 /// lease (PostgreSQL); the next time it is marked `interrupted`, so that a run that
 /// kills every node does not go round forever.
@@ -97,6 +98,10 @@ pub enum StateError {
     /// A query failed.
     #[error("state database: {0}")]
     Query(#[from] sqlx::Error),
+    /// A write to a run by a node that no longer holds it: another node re-queued or
+    /// claimed it since (its epoch moved on), or it ended.
+    #[error("run {run_id}: this node's claim (epoch {epoch}) no longer holds the run; the write was refused")]
+    Fenced { run_id: String, epoch: i64 },
     /// A run id prefix names several runs.
     #[error("{prefix:?} names several runs ({}); give more of the id", .matches.join(", "))]
     Ambiguous {
@@ -121,14 +126,38 @@ macro_rules! with_db {
     };
 }
 
+/// Locks the run's row for the rest of the transaction `$tx` if `$claim` still holds
+/// it (its epoch, the run queued or running), else returns [`StateError::Fenced`]. A
+/// write, so that it takes the row lock on PostgreSQL (a claim or re-queue under way
+/// waits for the transaction, and one that committed first makes it match nothing)
+/// and the write lock on SQLite.
+macro_rules! fence {
+    ($tx:expr, $claim:expr) => {{
+        let held = sqlx::query(
+            "UPDATE runs SET epoch = epoch \
+             WHERE id = $1 AND epoch = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(&$claim.run_id)
+        .bind($claim.epoch)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected();
+        if held != 1 {
+            return Err($claim.fenced());
+        }
+    }};
+}
+
 mod audit;
-// After `with_db!`, which they use.
+// After `with_db!` and `fence!`, which they use.
 mod browse;
 mod leases;
 mod model;
+mod nodes;
 mod open;
 mod runs;
 mod schedule;
+mod wake;
 pub use browse::{ConnectorActivity, NumberedLine, RunQuery};
 
 /// The run history and audit log of an install. Cheap to clone.
@@ -137,6 +166,7 @@ pub struct State {
     db: Db,
     url: String,
     owner: Owner,
+    lease: Duration,
 }
 
 impl std::fmt::Debug for State {
@@ -159,6 +189,18 @@ impl State {
     /// The owner of the runs this state starts or claims.
     pub fn owner(&self) -> &Owner {
         &self.owner
+    }
+
+    /// How long the leases of the runs this state claims last ([`DEFAULT_LEASE`]
+    /// unless set by [`State::with_lease`]).
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// The same state with its runs' leases lasting `lease` (`[runtime] lease`).
+    pub fn with_lease(mut self, lease: Duration) -> State {
+        self.lease = lease;
+        self
     }
 
     /// Closes the database connections.

@@ -117,11 +117,14 @@ pub struct Run {
     pub error: Option<String>,
     /// The process that ran it (`host/boot id/pid/start time`).
     pub owner: String,
+    /// Which execution holds it: moved on by each claim and each re-queue; the writes of
+    /// an older one are refused (fencing).
+    pub epoch: i64,
 }
 
 /// The columns of [`RunRow`].
 pub(crate) const RUN_COLUMNS: &str = "id, job, trigger_type, session_user_name, status, params, \
-     scheduled_for, queued_at, started_at, finished_at, error, owner";
+     scheduled_for, queued_at, started_at, finished_at, error, owner, epoch";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RunRow {
@@ -137,6 +140,7 @@ pub(crate) struct RunRow {
     pub(crate) finished_at: Option<DateTime<Utc>>,
     pub(crate) error: Option<String>,
     pub(crate) owner: String,
+    pub(crate) epoch: i64,
 }
 
 impl From<RunRow> for Run {
@@ -154,6 +158,7 @@ impl From<RunRow> for Run {
             finished_at: r.finished_at,
             error: r.error,
             owner: r.owner,
+            epoch: r.epoch,
         }
     }
 }
@@ -195,6 +200,9 @@ pub struct Step {
     pub error: Option<StepError>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The epoch of the execution that last wrote it (its run's, unless the run was
+    /// re-queued since and its new execution has not reached this step).
+    pub epoch: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -209,6 +217,7 @@ pub(crate) struct StepRow {
     error_traceback: Option<String>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    epoch: i64,
 }
 
 impl From<StepRow> for Step {
@@ -226,6 +235,7 @@ impl From<StepRow> for Step {
             }),
             started_at: r.started_at,
             finished_at: r.finished_at,
+            epoch: r.epoch,
         }
     }
 }

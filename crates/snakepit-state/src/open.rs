@@ -8,7 +8,7 @@ use chrono::Utc;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-use crate::{Db, Owner, State, StateError, DEFAULT_URL};
+use crate::{Db, Owner, State, StateError, DEFAULT_LEASE, DEFAULT_URL};
 
 impl State {
     /// Opens the state of the install in `apps_dir`: `configured` (its `[runtime]
@@ -65,8 +65,9 @@ impl State {
             (Db::Sqlite(pool), shown)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let shown = snakepit_redact::mask_url(url);
+            // Five for the queries, one for the wake-ups' listener (`State::wakeups`).
             let pool = PgPoolOptions::new()
-                .max_connections(5)
+                .max_connections(6)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect(url)
                 .await
@@ -84,6 +85,7 @@ impl State {
             db,
             url: shown,
             owner,
+            lease: DEFAULT_LEASE,
         };
         let migrated = match &state.db {
             Db::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await,

@@ -4,14 +4,16 @@
 use chrono::{DateTime, Utc};
 
 use crate::model::StepRow;
+use crate::Claim;
 use crate::{
     Db, LogLine, NewRun, Run, RunFilter, RunRecord, RunRow, RunStatus, State, StateError, Step,
-    StepEnd, Trigger, LEASE, RUN_COLUMNS,
+    StepEnd, Trigger, RUN_COLUMNS,
 };
 
 impl State {
     /// Records a new run (`queued`) and its steps (`pending`): a manual run owned by
-    /// this process (its lease starting now), which executes it; a scheduled run owned
+    /// this process (its lease starting now, its epoch 1: the process holds it as if it
+    /// had claimed it), which executes it; a scheduled run owned
     /// by no one, for a node to claim ([`State::claim_run`]). Returns false, recording
     /// nothing, when a scheduled run of the same job at the same tick exists already.
     pub async fn insert_run(&self, run: &NewRun) -> Result<bool, StateError> {
@@ -30,14 +32,15 @@ impl State {
     }
 
     async fn insert_run_owned(&self, run: &NewRun, owner: String) -> Result<bool, StateError> {
-        let lease = run.queued_at + LEASE;
+        let lease = run.queued_at + self.lease;
+        let epoch = i64::from(!owner.is_empty());
         let params = run.params.to_string();
         let inserted = with_db!(self, p => {
             let mut tx = p.begin().await?;
             let n = sqlx::query(
                 "INSERT INTO runs (id, job, trigger_type, session_user_name, status, params, \
-                 scheduled_for, queued_at, owner, lease_until) \
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                 scheduled_for, queued_at, owner, lease_until, epoch) \
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
             )
             .bind(&run.id)
             .bind(&run.job)
@@ -48,6 +51,7 @@ impl State {
             .bind(run.queued_at)
             .bind(&owner)
             .bind(lease)
+            .bind(epoch)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -70,18 +74,24 @@ impl State {
     }
 
     /// Marks a run `running` (a claimed run is already; a re-queued run keeps the time
-    /// it first started).
-    pub async fn start_run(&self, id: &str, now: DateTime<Utc>) -> Result<(), StateError> {
-        with_db!(self, p => {
+    /// it first started). Every write of an execution is refused with
+    /// [`StateError::Fenced`] once `claim` no longer holds the run.
+    pub async fn start_run(&self, claim: &Claim, now: DateTime<Utc>) -> Result<(), StateError> {
+        let n = with_db!(self, p => {
             sqlx::query(
                 "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, $1) \
-                 WHERE id = $2",
+                 WHERE id = $2 AND epoch = $3 AND status IN ('queued', 'running')",
             )
-                .bind(now)
-                .bind(id)
-                .execute(p)
-                .await?;
+            .bind(now)
+            .bind(&claim.run_id)
+            .bind(claim.epoch)
+            .execute(p)
+            .await?
+            .rows_affected()
         });
+        if n != 1 {
+            return Err(claim.fenced());
+        }
         Ok(())
     }
 
@@ -90,7 +100,7 @@ impl State {
     /// the run's status when it was cancelled or interrupted.
     pub async fn finish_run(
         &self,
-        id: &str,
+        claim: &Claim,
         status: RunStatus,
         error: Option<&str>,
         now: DateTime<Utc>,
@@ -98,13 +108,21 @@ impl State {
         match status {
             RunStatus::Cancelled | RunStatus::Interrupted => {
                 return self
-                    .end_open_run(id, status, error.unwrap_or(status.as_str()), now)
+                    .end_open_run(
+                        &claim.run_id,
+                        status,
+                        error.unwrap_or(status.as_str()),
+                        now,
+                        Some(claim),
+                    )
                     .await
             }
             _ => {}
         }
+        let id = &claim.run_id;
         with_db!(self, p => {
             let mut tx = p.begin().await?;
+            fence!(tx, claim);
             sqlx::query("UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4")
                 .bind(status.as_str())
                 .bind(error)
@@ -124,23 +142,27 @@ impl State {
     /// Marks a step `running` in its `attempt` (1-based).
     pub async fn start_step(
         &self,
-        run_id: &str,
+        claim: &Claim,
         position: usize,
         attempt: u32,
         now: DateTime<Utc>,
     ) -> Result<(), StateError> {
         with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            fence!(tx, claim);
             sqlx::query(
                 "UPDATE steps SET status = 'running', attempts = $1, \
-                 started_at = COALESCE(started_at, $2), finished_at = NULL \
-                 WHERE run_id = $3 AND position = $4",
+                 started_at = COALESCE(started_at, $2), finished_at = NULL, epoch = $3 \
+                 WHERE run_id = $4 AND position = $5",
             )
             .bind(i64::from(attempt))
             .bind(now)
-            .bind(run_id)
+            .bind(claim.epoch)
+            .bind(&claim.run_id)
             .bind(position as i64)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         });
         Ok(())
     }
@@ -148,7 +170,7 @@ impl State {
     /// Records how a step ended.
     pub async fn finish_step(
         &self,
-        run_id: &str,
+        claim: &Claim,
         position: usize,
         end: &StepEnd,
         now: DateTime<Utc>,
@@ -156,10 +178,12 @@ impl State {
         let result = end.result.as_ref().map(|r| r.to_string());
         let e = end.error.as_ref();
         with_db!(self, p => {
+            let mut tx = p.begin().await?;
+            fence!(tx, claim);
             sqlx::query(
                 "UPDATE steps SET status = $1, attempts = $2, result = $3, error_type = $4, \
-                 error_message = $5, error_traceback = $6, finished_at = $7 \
-                 WHERE run_id = $8 AND position = $9",
+                 error_message = $5, error_traceback = $6, finished_at = $7, epoch = $8 \
+                 WHERE run_id = $9 AND position = $10",
             )
             .bind(end.status.as_str())
             .bind(i64::from(end.attempts))
@@ -168,33 +192,38 @@ impl State {
             .bind(e.map(|e| e.message.as_str()))
             .bind(e.and_then(|e| e.traceback.as_deref()))
             .bind(now)
-            .bind(run_id)
+            .bind(claim.epoch)
+            .bind(&claim.run_id)
             .bind(position as i64)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         });
         Ok(())
     }
 
-    /// Appends log lines, in one transaction.
-    pub async fn append_logs(&self, lines: &[LogLine]) -> Result<(), StateError> {
+    /// Appends log lines of the run `claim` holds, in one transaction (each line's
+    /// `run_id` is the claim's).
+    pub async fn append_logs(&self, claim: &Claim, lines: &[LogLine]) -> Result<(), StateError> {
         if lines.is_empty() {
             return Ok(());
         }
         with_db!(self, p => {
             let mut tx = p.begin().await?;
+            fence!(tx, claim);
             for l in lines {
                 sqlx::query(
-                    "INSERT INTO logs (run_id, step, attempt, time, level, logger, message) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO logs (run_id, step, attempt, time, level, logger, message, epoch) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
-                .bind(&l.run_id)
+                .bind(&claim.run_id)
                 .bind(&l.step)
                 .bind(l.attempt)
                 .bind(l.time)
                 .bind(l.level)
                 .bind(&l.logger)
                 .bind(&l.message)
+                .bind(claim.epoch)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -255,7 +284,7 @@ impl State {
         let (steps, logs): (Vec<StepRow>, Vec<LogLine>) = with_db!(self, p => {
             let steps = sqlx::query_as::<_, StepRow>(
                 "SELECT position, name, status, attempts, result, error_type, error_message, \
-                 error_traceback, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
+                 error_traceback, started_at, finished_at, epoch FROM steps WHERE run_id = $1 ORDER BY position",
             )
             .bind(&run.id)
             .fetch_all(p)

@@ -166,6 +166,7 @@ impl Served {
             started: std::time::SystemTime::now(),
             watching: None,
             jobs: None,
+            wake: None,
         };
         let settings = HttpSettings {
             addr: addr.parse().unwrap(),
