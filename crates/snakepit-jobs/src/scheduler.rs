@@ -6,9 +6,9 @@
 //!   does, rather than at once);
 //! - ticks missed while no scheduler ran are coalesced: the latest one runs once, with
 //!   its own time as the run's scheduled time (Airflow's `catchup = False`);
-//! - a tick is taken by moving the job's last tick with a compare-and-set, and a
-//!   scheduled run is unique per (job, tick), so two schedulers on one PostgreSQL do not
-//!   both run it.
+//! - a due tick is recorded as a run, unique per (job, tick), then the job's last tick
+//!   is moved with a compare-and-set, so two schedulers on one PostgreSQL do not both
+//!   run it, and a node killed between the two loses no tick.
 //!
 //! One run per job at a time: while a scheduled run of a job is queued or running (on
 //! any node), its next tick waits (and is coalesced with later ones) until the run ends.
@@ -168,9 +168,12 @@ impl Scheduler {
                 continue;
             };
             let tick = tick.with_timezone(&Utc);
-            if tick <= last || !state.advance_tick(&job.name, Some(last), tick).await? {
+            if tick <= last {
                 continue;
             }
+            // The run first, then the last tick: a node killed between the two loses no
+            // tick (the next one records it again, and the run's uniqueness per job and
+            // tick keeps it one run).
             let req = RunRequest {
                 job: job.name.clone(),
                 trigger: Trigger::Schedule,
@@ -186,6 +189,7 @@ impl Scheduler {
                     tracing::error!(job = %job.name, error = %e, "cannot queue a scheduled run")
                 }
             }
+            state.advance_tick(&job.name, Some(last), tick).await?;
         }
         Ok(queued)
     }
