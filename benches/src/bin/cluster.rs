@@ -72,7 +72,9 @@ fn options() -> Options {
         latency: arg("--latency").map_or(200, |v| v.parse().expect("--latency N")),
         lease: arg("--lease").unwrap_or_else(|| "15s".into()),
         nodes: arg("--nodes").map_or(vec![1, 2, 3], |v| {
-            v.split(',').map(|n| n.parse().expect("--nodes 1,2,3")).collect()
+            v.split(',')
+                .map(|n| n.parse().expect("--nodes 1,2,3"))
+                .collect()
         }),
         snakepit: arg("--snakepit").map_or_else(
             || {
@@ -118,10 +120,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", opts.snakepit.display()));
-        Node {
-            _apps: apps,
-            child,
-        }
+        Node { _apps: apps, child }
     }
 
     fn pid(&self) -> u32 {
@@ -187,32 +186,37 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
     .execute(admin)
     .await
     .unwrap();
-    let state = format!(
-        "{}?options=-c%20search_path%3D{schema}",
-        opts.postgres
-    );
+    let state = format!("{}?options=-c%20search_path%3D{schema}", opts.postgres);
     let mut nodes: Vec<Node> = (0..nodes_n).map(|_| Node::start(opts, &state)).collect();
     let db = PgPool::connect(&state).await.unwrap();
-    wait_until("the nodes to record themselves", Duration::from_secs(60), async || {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes")
-            .fetch_one(&db)
-            .await
-            .unwrap_or(0);
-        n == nodes_n as i64
-    })
+    wait_until(
+        "the nodes to record themselves",
+        Duration::from_secs(60),
+        async || {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes")
+                .fetch_one(&db)
+                .await
+                .unwrap_or(0);
+            n == nodes_n as i64
+        },
+    )
     .await;
 
     // Throughput: every run queued at once.
     queue(&db, "noop", "manual", opts.runs, "t").await;
-    wait_until("the queued runs to end", Duration::from_secs(1800), async || {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        open == 0
-    })
+    wait_until(
+        "the queued runs to end",
+        Duration::from_secs(1800),
+        async || {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
     .await;
     let (first, last_start, last_end): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) =
         sqlx::query_as(
@@ -228,7 +232,8 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
     .await
     .unwrap();
     assert_eq!(failed, 0, "every trivial run succeeds");
-    let secs = |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_microseconds().unwrap() as f64 / 1e6;
+    let secs =
+        |a: DateTime<Utc>, b: DateTime<Utc>| (b - a).num_microseconds().unwrap() as f64 / 1e6;
     let claims_per_sec = f64::from(opts.runs) / secs(first, last_start);
     let runs_per_sec = f64::from(opts.runs) / secs(first, last_end);
 
@@ -237,15 +242,19 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
         queue(&db, "noop", "manual", 1, &format!("l{i:04}")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wait_until("the paced runs to end", Duration::from_secs(300), async || {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        open == 0
-    })
+    wait_until(
+        "the paced runs to end",
+        Duration::from_secs(300),
+        async || {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
     .await;
     let mut lat: Vec<f64> = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM started_at - queued_at)::float8 * 1000 FROM runs WHERE id LIKE 'l%'",
@@ -259,16 +268,20 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
     let failover_s = if nodes_n > 1 {
         queue(&db, "hang", "schedule", 1, "f").await;
         let mut owner = String::new();
-        wait_until("the hanging run to start", Duration::from_secs(60), async || {
-            owner = sqlx::query_scalar(
-                "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
-            )
-            .fetch_optional(&db)
-            .await
-            .unwrap()
-            .unwrap_or_default();
-            !owner.is_empty()
-        })
+        wait_until(
+            "the hanging run to start",
+            Duration::from_secs(60),
+            async || {
+                owner = sqlx::query_scalar(
+                    "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
+                )
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+                .unwrap_or_default();
+                !owner.is_empty()
+            },
+        )
         .await;
         let pid: u32 = owner.split('/').nth(2).unwrap().parse().unwrap();
         let victim = nodes.iter().position(|n| n.pid() == pid).unwrap();
@@ -276,15 +289,19 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let killed = Instant::now();
         nodes[victim].kill();
-        wait_until("the run to run again elsewhere", Duration::from_secs(300), async || {
-            let now_owner: Option<String> = sqlx::query_scalar(
-                "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
-            )
-            .fetch_optional(&db)
-            .await
-            .unwrap();
-            now_owner.is_some_and(|o| !o.is_empty() && o != owner)
-        })
+        wait_until(
+            "the run to run again elsewhere",
+            Duration::from_secs(300),
+            async || {
+                let now_owner: Option<String> = sqlx::query_scalar(
+                    "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
+                )
+                .fetch_optional(&db)
+                .await
+                .unwrap();
+                now_owner.is_some_and(|o| !o.is_empty() && o != owner)
+            },
+        )
         .await;
         Some(killed.elapsed().as_secs_f64())
     } else {

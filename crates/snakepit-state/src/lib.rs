@@ -18,6 +18,15 @@
 //! owner still holds. [`State::open_as`] gives a state its own owner identity (several
 //! nodes in one process, in tests).
 //!
+//! Each claim and each re-queue moves a run's epoch on, and every write of an execution
+//! carries the [`Claim`] (run id and epoch) it runs under: a write whose epoch is no
+//! longer the run's is refused ([`StateError::Fenced`]), so a node that lost its lease
+//! cannot touch the run's record any more. On PostgreSQL a run queued or ended notifies
+//! the nodes ([`State::wakeups`]); each serve records itself in the nodes table
+//! ([`State::heartbeat`], [`State::nodes`]). Module by module: `model` (the records),
+//! `open`, `runs` (recording and reading runs), `leases` (claims, leases, recovery),
+//! `schedule` (last ticks), `nodes`, `wake`, `audit`, `browse` (the console's pages).
+//!
 //! The audit log (module `audit`) is written in batches ([`State::insert_audit`]); a
 //! run's record sums its calls up per package, connector and target ([`CallSummary`])
 //! and [`State::calls`] lists them a page at a time, keyed by the audit row id.
