@@ -198,6 +198,14 @@ impl Served {
         std::fs::write(self.dir.path().join("gate"), "").unwrap();
     }
 
+    /// Stops the scheduler (the console keeps serving): runs recorded by hand then
+    /// stay as recorded, not claimed by it.
+    pub async fn stop_scheduler(&mut self) {
+        if let Some(s) = self.scheduling.take() {
+            s.stop().await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(c) = self.console.take() {
             c.stop().await;
