@@ -4,8 +4,10 @@
 //!   run by the nodes; claims/s is N over the time from the first claim to the last,
 //!   runs/s over the time until the last ended);
 //! - queued-to-started latency, p50 and p99, of runs queued one at a time (paced);
-//! - failover: a node running a scheduled run is SIGKILLed; the time until that run is
-//!   running again on another node (2 and 3 nodes).
+//! - failover: the node running a scheduled run is stopped (SIGSTOP: what another
+//!   machine sees of a node that died or was cut off; the run waits for its lease), then
+//!   the node holding it is SIGKILLed (on this machine seen dead through /proc at once);
+//!   the time until the run is running again on another node (2 and 3 nodes).
 //!
 //! Each node is a `snakepit serve` of its own apps dir with one worker, sharing a fresh
 //! schema of the database; the lease is the default (15 s) unless `--lease` says.
@@ -175,7 +177,9 @@ struct Figures {
     runs_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-    failover_s: Option<f64>,
+    /// Failover after SIGSTOP (the lease) and after SIGKILL (seen dead at once).
+    stop_s: Option<f64>,
+    kill_s: Option<f64>,
 }
 
 async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
@@ -264,48 +268,17 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
     .unwrap();
     lat.sort_by(f64::total_cmp);
 
-    // Failover: a scheduled run that hangs; its node is SIGKILLed.
-    let failover_s = if nodes_n > 1 {
+    // Failover: a scheduled run that hangs. Its node is first stopped (SIGSTOP): alive
+    // to /proc, it renews nothing, as a node on another machine that died or was cut off
+    // looks; the run waits for its lease. Then the node holding it is SIGKILLed: on this
+    // machine the others see at once that its process is gone.
+    let (stop_s, kill_s) = if nodes_n > 1 {
         queue(&db, "hang", "schedule", 1, "f").await;
-        let mut owner = String::new();
-        wait_until(
-            "the hanging run to start",
-            Duration::from_secs(60),
-            async || {
-                owner = sqlx::query_scalar(
-                    "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
-                )
-                .fetch_optional(&db)
-                .await
-                .unwrap()
-                .unwrap_or_default();
-                !owner.is_empty()
-            },
-        )
-        .await;
-        let pid: u32 = owner.split('/').nth(2).unwrap().parse().unwrap();
-        let victim = nodes.iter().position(|n| n.pid() == pid).unwrap();
-        // Let its lease be renewed once, as in the middle of a run.
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let killed = Instant::now();
-        nodes[victim].kill();
-        wait_until(
-            "the run to run again elsewhere",
-            Duration::from_secs(300),
-            async || {
-                let now_owner: Option<String> = sqlx::query_scalar(
-                    "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
-                )
-                .fetch_optional(&db)
-                .await
-                .unwrap();
-                now_owner.is_some_and(|o| !o.is_empty() && o != owner)
-            },
-        )
-        .await;
-        Some(killed.elapsed().as_secs_f64())
+        let stop_s = failover(&db, &mut nodes, Disrupt::Stop).await;
+        let kill_s = failover(&db, &mut nodes, Disrupt::Kill).await;
+        (Some(stop_s), Some(kill_s))
     } else {
-        None
+        (None, None)
     };
     for n in &mut nodes {
         n.kill();
@@ -321,8 +294,58 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
         runs_per_sec,
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
-        failover_s,
+        stop_s,
+        kill_s,
     }
+}
+
+enum Disrupt {
+    Stop,
+    Kill,
+}
+
+/// The owner of the hanging run once it is running (polled).
+async fn hang_owner(db: &PgPool, not: &str) -> String {
+    let mut owner = String::new();
+    wait_until(
+        "the hanging run to run",
+        Duration::from_secs(300),
+        async || {
+            owner = sqlx::query_scalar(
+                "SELECT owner FROM runs WHERE id = 'f-000001' AND status = 'running'",
+            )
+            .fetch_optional(db)
+            .await
+            .unwrap()
+            .unwrap_or_default();
+            !owner.is_empty() && owner != not
+        },
+    )
+    .await;
+    owner
+}
+
+/// Disrupts the node running the hanging run, a second after it started it, and
+/// returns the seconds until the run is running on another node.
+async fn failover(db: &PgPool, nodes: &mut [Node], how: Disrupt) -> f64 {
+    let owner = hang_owner(db, "").await;
+    let pid: u32 = owner.split('/').nth(2).unwrap().parse().unwrap();
+    let victim = nodes.iter().position(|n| n.pid() == pid).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signal = |sig| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap();
+    };
+    let disrupted = Instant::now();
+    match how {
+        Disrupt::Stop => signal(nix::sys::signal::Signal::SIGSTOP),
+        Disrupt::Kill => nodes[victim].kill(),
+    }
+    hang_owner(db, &owner).await;
+    let took = disrupted.elapsed().as_secs_f64();
+    if let Disrupt::Stop = how {
+        signal(nix::sys::signal::Signal::SIGCONT);
+    }
+    took
 }
 
 fn main() {
@@ -341,19 +364,20 @@ fn main() {
             "{} trivial runs queued at once; {} runs queued 20 ms apart; lease {}; one worker per node",
             opts.runs, opts.latency, opts.lease
         );
-        println!("| nodes | claims/s | runs/s | queued→started p50 | p99 | failover after SIGKILL |");
-        println!("|---:|---:|---:|---:|---:|---:|");
+        println!("| nodes | claims/s | runs/s | queued→started p50 | p99 | failover after SIGSTOP (lease) | after SIGKILL |");
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
         for &n in &opts.nodes {
             let f = round(&opts, &admin, n).await;
+            let secs = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
             println!(
-                "| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {} |",
+                "| {} | {:.0} | {:.0} | {:.1} ms | {:.1} ms | {} | {} |",
                 f.nodes,
                 f.claims_per_sec,
                 f.runs_per_sec,
                 f.p50_ms,
                 f.p99_ms,
-                f.failover_s
-                    .map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"))
+                secs(f.stop_s),
+                secs(f.kill_s),
             );
         }
         admin.close().await;
