@@ -1,5 +1,5 @@
-"""The runtime context of each extension point (SPEC §2), as ``TypedDict``s, for editors
-and type checkers::
+"""The runtime context of each extension point (README, "Writing a plugin"), as
+``TypedDict``s, for editors and type checkers::
 
     from typing import Unpack                  # Python >= 3.11 (typing_extensions before)
     from snakepit_shim import JobStepContext

@@ -81,7 +81,7 @@ impl TestState {
 }
 
 /// Where a test keeps its run history.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
@@ -425,7 +425,12 @@ async fn the_scheduler_fires_a_due_tick_and_runs_missed_ticks_once() {
         "one run per job at a time"
     );
     f.state
-        .finish_run(&due[0].id, RunStatus::Succeeded, None, clock.now())
+        .finish_run(
+            &crate::state::unclaimed(&due[0].id),
+            RunStatus::Succeeded,
+            None,
+            clock.now(),
+        )
         .await
         .unwrap();
     let due = sched.due().await.unwrap();

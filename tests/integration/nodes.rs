@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use snakepit_host::Host;
 use snakepit_jobs::{Clock, JobSet, ManualClock, RunRequest, Runner, Scheduler, SYSTEM_USER};
-use snakepit_state::{NewRun, Owner, RunFilter, State, Trigger, MAX_REQUEUES};
+use snakepit_state::{Claim, NewRun, Owner, RunFilter, State, Trigger, MAX_REQUEUES};
 use tokio::sync::watch;
 
 use crate::jobs::{at, jobs_install, open_state, Backend, TestState};
@@ -241,7 +241,7 @@ async fn queued_runs_are_claimed_once_across_nodes_skipping_locked_ones() {
         "job-0 is running"
     );
     b.finish_run(
-        &first.run.id,
+        &first.claim,
         snakepit_state::RunStatus::Succeeded,
         None,
         now,
@@ -272,7 +272,11 @@ async fn a_run_of_a_node_that_stopped_renewing_is_requeued_and_finished_by_anoth
     let queued = runner_a.enqueue(&n.jobs, req).await.unwrap().unwrap();
     let claimed = runner_a.claim(&n.jobs).await.unwrap().expect("A claims it");
     assert_eq!(claimed.id, queued.id);
-    n.a.start_step(&queued.id, 0, 1, clock.now()).await.unwrap();
+    let claim = Claim {
+        run_id: queued.id.clone(),
+        epoch: claimed.epoch(),
+    };
+    n.a.start_step(&claim, 0, 1, clock.now()).await.unwrap();
 
     let sched_b = n.scheduler(&n.b, &clock);
     let (stop_tx, stop) = stopper();
@@ -354,7 +358,12 @@ async fn a_run_that_kills_every_node_is_requeued_at_most_three_times() {
         t += chrono::Duration::minutes(5);
     }
     // The node that lost the run cannot renew its lease any more (its runner stops).
-    assert!(!b.renew_lease(&id, t).await.unwrap());
+    // Its claim was the second (epochs: claimed 1, re-queued 2, claimed by B 3, ...).
+    let b_claim = Claim {
+        run_id: id.clone(),
+        epoch: 3,
+    };
+    assert!(!b.renew_lease(&b_claim, t).await.unwrap());
     let got = claim_and_lapse(&b, &a, t).await;
     assert_eq!(got.interrupted, [id.as_str()]);
     let rec = store.state.run(&id).await.unwrap().unwrap();
@@ -393,7 +402,8 @@ async fn on_sqlite_a_scheduled_run_of_a_gone_owner_is_interrupted() {
 }
 
 /// A node that was only slow (its run re-queued meanwhile) finds out at its next
-/// renewal: it cancels the call and writes no end, leaving the run to its new owner.
+/// renewal: it cancels the call and writes nothing more (fenced), leaving the run to
+/// its new owner.
 #[tokio::test]
 async fn a_node_that_lost_its_run_cancels_the_call_and_leaves_the_run_alone() {
     let n = nodes().await;
@@ -443,9 +453,11 @@ async fn a_node_that_lost_its_run_cancels_the_call_and_leaves_the_run_alone() {
         ("queued", "")
     );
     assert_eq!(rec.steps[0].status, "pending");
+    // Its note on stopping is fenced off too: the record is the next execution's.
     assert!(
-        rec.logs.iter().any(|l| l.message
-            == "step stopped: this node lost the run's lease (another node re-queued it)"),
+        rec.logs
+            .iter()
+            .all(|l| !l.message.starts_with("step stopped")),
         "{:#?}",
         rec.logs
     );
@@ -511,6 +523,208 @@ async fn two_runs_of_one_job_claimed_at_once_still_run_one_at_a_time() {
         ("queued", "")
     );
     pool.close().await;
+    b.close().await;
+    store.close().await;
+}
+
+/// Fencing: once the run of a node whose lease ran out is recovered (and, on
+/// PostgreSQL, re-queued and claimed by another node), every write of the node that lost
+/// it is refused, and the record holds the new execution's writes alone.
+async fn a_node_that_lost_its_lease_cannot_write_to_the_run(backend: Backend) {
+    use snakepit_state::{LogLine, RunStatus, StateError, StepEnd, StepStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(backend, dir.path()).await;
+    let a = store.node(dir.path(), owner("node-a")).await;
+    let b = store.node(dir.path(), owner("node-b")).await;
+    let id = queue_runs(&store.state, 1).await.remove(0);
+    let t = at("2026-06-01T03:00:00Z");
+    let stale = a.claim_run(t).await.unwrap().expect("the queued run").claim;
+    a.start_step(&stale, 0, 1, t).await.unwrap();
+    let lapsed = t + chrono::Duration::seconds(61);
+    let recovered = b.recover(lapsed).await.unwrap();
+    let fresh = if backend == Backend::Postgres {
+        assert_eq!(recovered.requeued, [id.as_str()]);
+        let fresh = b.claim_run(lapsed).await.unwrap().expect("re-queued").claim;
+        assert!(fresh.epoch > stale.epoch, "{fresh:?} after {stale:?}");
+        Some(fresh)
+    } else {
+        assert_eq!(recovered.interrupted, [id.as_str()]);
+        None
+    };
+    let line = |message: &str| LogLine {
+        run_id: id.clone(),
+        step: Some("a".into()),
+        attempt: Some(1),
+        time: t,
+        level: 20,
+        logger: "job.x".into(),
+        message: message.into(),
+    };
+    let ended = |result: &str| StepEnd {
+        status: StepStatus::Succeeded,
+        attempts: 1,
+        result: Some(serde_json::json!(result)),
+        error: None,
+    };
+    let fenced = |r: Result<(), StateError>| {
+        assert!(matches!(r, Err(StateError::Fenced { .. })), "{r:?}");
+    };
+    fenced(a.start_run(&stale, t).await);
+    fenced(a.start_step(&stale, 0, 2, t).await);
+    fenced(a.finish_step(&stale, 0, &ended("stale"), t).await);
+    fenced(a.append_logs(&stale, &[line("stale")]).await);
+    fenced(a.finish_run(&stale, RunStatus::Succeeded, None, t).await);
+    fenced(
+        a.finish_run(&stale, RunStatus::Interrupted, Some("stale"), t)
+            .await,
+    );
+    assert!(!a.renew_lease(&stale, lapsed).await.unwrap());
+    if let Some(fresh) = &fresh {
+        b.start_step(fresh, 0, 1, lapsed).await.unwrap();
+        b.append_logs(fresh, &[line("fresh")]).await.unwrap();
+        b.finish_step(fresh, 0, &ended("fresh"), lapsed)
+            .await
+            .unwrap();
+        b.finish_run(fresh, RunStatus::Succeeded, None, lapsed)
+            .await
+            .unwrap();
+    }
+    let rec = store.state.run(&id).await.unwrap().unwrap();
+    assert!(
+        rec.logs.iter().all(|l| l.message != "stale"),
+        "{:#?}",
+        rec.logs
+    );
+    match fresh {
+        Some(fresh) => {
+            assert_eq!(rec.run.status, "succeeded");
+            assert_eq!(Owner::parse(&rec.run.owner), Some(owner("node-b")));
+            assert_eq!(rec.run.epoch, fresh.epoch);
+            assert_eq!(rec.steps[0].result, Some(serde_json::json!("fresh")));
+            assert_eq!(rec.steps[0].epoch, fresh.epoch);
+            assert!(rec.logs.iter().any(|l| l.message == "fresh"));
+        }
+        None => {
+            assert_eq!(rec.run.status, "interrupted");
+            assert_eq!(rec.steps[0].status, "interrupted");
+            assert_eq!(rec.steps[0].result, None);
+        }
+    }
+    a.close().await;
+    b.close().await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_lease_cannot_write_to_the_run_postgres() {
+    a_node_that_lost_its_lease_cannot_write_to_the_run(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_node_that_lost_its_lease_cannot_write_to_the_run_sqlite() {
+    a_node_that_lost_its_lease_cannot_write_to_the_run(Backend::Sqlite).await;
+}
+
+/// Waits up to 10 s for the next wake-up.
+async fn woken(w: &mut snakepit_state::Wakeups) -> Result<(), tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), w.next()).await
+}
+
+/// LISTEN/NOTIFY: a run queued or ended by any node wakes the listeners of its schema,
+/// and only those.
+#[tokio::test]
+async fn queued_and_ended_runs_wake_the_nodes_of_their_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(Backend::Postgres, dir.path()).await;
+    let a = store.node(dir.path(), owner("node-a")).await;
+    let mut wakeups = a.wakeups().await.unwrap().expect("PostgreSQL listens");
+    let id = queue_runs(&store.state, 1).await.remove(0);
+    woken(&mut wakeups)
+        .await
+        .expect("a queued run wakes the node");
+    let claim = store
+        .state
+        .claim_run(at("2026-06-01T03:00:00Z"))
+        .await
+        .unwrap()
+        .expect("the run")
+        .claim;
+    store
+        .state
+        .finish_run(
+            &claim,
+            snakepit_state::RunStatus::Succeeded,
+            None,
+            at("2026-06-01T03:00:01Z"),
+        )
+        .await
+        .unwrap();
+    woken(&mut wakeups)
+        .await
+        .expect("an ended run wakes the node");
+    // Another schema's run does not; this schema's next one does.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open_state(Backend::Postgres, other_dir.path()).await;
+    queue_runs(&other.state, 1).await;
+    let second = NewRun {
+        queued_at: at("2026-06-02T00:00:00Z"),
+        ..new_run("20260602-000000-000002", "job-9", 0)
+    };
+    assert!(store.state.insert_run(&second).await.unwrap());
+    woken(&mut wakeups).await.expect("the second run wakes it");
+    let run = store.state.run(&id).await.unwrap().unwrap().run;
+    assert_eq!(run.status, "succeeded");
+    drop(wakeups);
+    other.close().await;
+    a.close().await;
+    store.close().await;
+    let sqlite = open_state(Backend::Sqlite, dir.path()).await;
+    assert!(sqlite.state.wakeups().await.unwrap().is_none());
+    sqlite.close().await;
+}
+
+/// Each node records itself; one not seen for its lease is lost; a clean stop removes it.
+#[tokio::test]
+async fn nodes_record_themselves_and_are_lost_after_their_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_state(Backend::Postgres, dir.path()).await;
+    let a = store.node(dir.path(), owner("node-a")).await;
+    let b = store
+        .node(dir.path(), owner("node-b"))
+        .await
+        .with_lease(Duration::from_secs(30));
+    let t = at("2026-06-01T03:00:00Z");
+    a.heartbeat("1.2.3", t, 2, t).await.unwrap();
+    b.heartbeat("1.2.3", t, 0, t).await.unwrap();
+    a.heartbeat("1.2.3", t, 3, t + chrono::Duration::seconds(10))
+        .await
+        .unwrap();
+    let later = t + chrono::Duration::seconds(20);
+    let nodes = store.state.nodes(later).await.unwrap();
+    let seen: Vec<(&str, i64, bool)> = nodes
+        .iter()
+        .map(|n| (n.host.as_str(), n.runs, n.lost))
+        .collect();
+    // At 20 s both were seen within their lease; at 26 s A (15 s, seen at 10 s) is lost.
+    assert_eq!(seen, [("node-a", 3, false), ("node-b", 0, false)]);
+    let nodes = store
+        .state
+        .nodes(t + chrono::Duration::seconds(26))
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes.iter().map(|n| n.lost).collect::<Vec<_>>(),
+        [true, false]
+    );
+    assert_eq!(nodes[0].id, owner("node-a").to_string());
+    assert_eq!(
+        (nodes[0].pid, nodes[0].version.as_str()),
+        (i64::from(std::process::id()), "1.2.3")
+    );
+    a.leave().await.unwrap();
+    let nodes = store.state.nodes(later).await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    a.close().await;
     b.close().await;
     store.close().await;
 }

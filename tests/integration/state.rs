@@ -3,9 +3,25 @@
 //! connector calls summed up and paged.
 
 use serde_json::json;
-use snakepit_state::{AuditEntry, NewRun, Owner, RunFilter, RunStatus, Trigger};
+use snakepit_state::{AuditEntry, Claim, NewRun, Owner, RunFilter, RunStatus, Trigger};
 
 use crate::jobs::{at, open_state, Backend};
+
+/// The claim of a run recorded owned by no one and not claimed yet (epoch 0).
+pub fn unclaimed(id: &str) -> Claim {
+    Claim {
+        run_id: id.into(),
+        epoch: 0,
+    }
+}
+
+/// The claim of a manual run recorded by its own process (epoch 1).
+pub fn owned(id: &str) -> Claim {
+    Claim {
+        run_id: id.into(),
+        epoch: 1,
+    }
+}
 
 pub fn new_run(id: &str, job: &str, minute: u32) -> NewRun {
     let t = at(&format!("2026-06-01T02:{minute:02}:00Z"));
@@ -57,12 +73,15 @@ async fn history(backend: Backend) {
     assert_eq!(x[0].status, "queued");
 
     state
-        .start_run("20260601-020000-aaaaaa", at("2026-06-01T02:00:01Z"))
+        .start_run(
+            &unclaimed("20260601-020000-aaaaaa"),
+            at("2026-06-01T02:00:01Z"),
+        )
         .await
         .unwrap();
     state
         .finish_run(
-            "20260601-020000-aaaaaa",
+            &unclaimed("20260601-020000-aaaaaa"),
             RunStatus::Failed,
             Some("why"),
             at("2026-06-01T02:00:03Z"),
@@ -281,11 +300,11 @@ async fn a_manual_run_of_another_machine_is_interrupted_when_its_lease_runs_out(
         };
         assert!(state.insert_run(&run).await.unwrap());
         state
-            .start_run(id, at("2026-06-01T02:00:00Z"))
+            .start_run(&owned(id), at("2026-06-01T02:00:00Z"))
             .await
             .unwrap();
         state
-            .start_step(id, 0, 1, at("2026-06-01T02:00:00Z"))
+            .start_step(&owned(id), 0, 1, at("2026-06-01T02:00:00Z"))
             .await
             .unwrap();
     }
@@ -312,11 +331,11 @@ async fn a_manual_run_of_another_machine_is_interrupted_when_its_lease_runs_out(
     assert_eq!(held.run.status, "running");
     // Only its owner renews the lease, and renewing moves it: still held at 02:06.
     assert!(!state
-        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
+        .renew_lease(&owned("r-held"), at("2026-06-01T02:10:00Z"))
         .await
         .unwrap());
     assert!(elsewhere
-        .renew_lease("r-held", at("2026-06-01T02:10:00Z"))
+        .renew_lease(&owned("r-held"), at("2026-06-01T02:10:00Z"))
         .await
         .unwrap());
     elsewhere.close().await;

@@ -179,6 +179,7 @@ async fn main() {
             started: std::time::SystemTime::now(),
             watching: None,
             jobs: None,
+            wake: None,
         },
         metrics: metrics.clone(),
     }

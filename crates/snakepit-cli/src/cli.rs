@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
+use crate::output::outln;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,8 +129,13 @@ pub enum Command {
         http: Option<String>,
     },
     /// The running serve's pools, workers, generation, last reload, and jobs with their
-    /// next ticks.
-    Status,
+    /// next ticks; with --cluster, every node sharing the state, alive or lost.
+    Status {
+        /// Every node that records itself in the state (host, pid, version, start time,
+        /// last seen, runs in hand), lost ones marked; read from the state database.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// The install's jobs: schedule, next tick, last run (with --json, a list).
     Jobs,
     /// Ask the running serve to reload: 0 once the new generation serves, 1 with the
@@ -146,6 +152,14 @@ pub enum Command {
         /// The session user the steps see (default: the OS user).
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// Queue the run for any `snakepit serve` node and print its id (on SQLite the
+        /// serve of this apps dir must be running, and runs it).
+        #[arg(long)]
+        enqueue: bool,
+        /// With --enqueue: follow the run to its end (its log lines on stderr, its record
+        /// on stdout, exit 0 when it succeeded, 1 when not).
+        #[arg(long, requires = "enqueue")]
+        wait: bool,
     },
     /// Run the plugins' pytest suites (a package of plugins/, a path; default: all of
     /// plugins/) with the install's interpreter and sys.path, with fixtures that reach
@@ -286,9 +300,16 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Jobs => crate::jobs::list(load()?, args.json).await,
-        Command::Status => crate::remote::status(&dir()?, args.json).await,
+        Command::Status { cluster: false } => crate::remote::status(&dir()?, args.json).await,
+        Command::Status { cluster: true } => crate::cluster::status(load()?, args.json).await,
         Command::Reload => crate::remote::reload(&dir()?, args.json).await,
-        Command::Run { job, params, user } => {
+        Command::Run {
+            job,
+            params,
+            user,
+            enqueue,
+            wait,
+        } => {
             let opts = crate::run::Options {
                 job,
                 params,
@@ -296,7 +317,11 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
                 json: args.json,
                 quiet: args.quiet,
             };
-            crate::run::run(load()?, opts).await
+            if enqueue {
+                crate::cluster::enqueue(load()?, opts, wait).await
+            } else {
+                crate::run::run(load()?, opts).await
+            }
         }
         Command::Test {
             targets,
@@ -304,7 +329,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
         } => crate::test::run(load()?, &targets, &pytest_args).await,
         Command::Shim { path: _ } => {
             let dir = snakepit::shim_dir().map_err(|e| CliError::Pool(e.to_string()))?;
-            println!("{}", dir.display());
+            outln!("{}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Init { dir } => crate::init::run(&dir),

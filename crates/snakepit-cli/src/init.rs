@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use chrono::{Datelike, Months, Utc};
 
 use crate::error::CliError;
+use crate::output::outln;
 
 /// The install's files: path in DIR, content.
 const FILES: &[(&str, &str)] = &[
@@ -73,7 +74,7 @@ pub fn run(dir: &Path) -> Result<ExitCode, CliError> {
     let db = dir.join(DATABASE);
     sample_database(&db).map_err(|e| failed(&db, &e))?;
     let shown = dir.display();
-    println!(
+    outln!(
         "snakepit: a new install in {shown}: app.toml, connectors.toml, {DATABASE} (sample invoices), plugins/billing (steps, jobs.toml, tests)
 
 next:

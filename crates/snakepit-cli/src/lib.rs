@@ -17,6 +17,7 @@ mod apps;
 mod bench;
 mod call;
 mod cli;
+mod cluster;
 mod error;
 mod host_cmds;
 mod init;

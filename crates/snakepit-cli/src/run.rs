@@ -10,7 +10,7 @@ use snakepit_jobs::{
     AuditLog, Clock, Halt, JobSet, RunError, RunEvent, RunRequest, Runner, SystemClock,
 };
 use snakepit_proto::level_name;
-use snakepit_state::{RunStatus, State, StateError, StepStatus, Trigger};
+use snakepit_state::{RunStatus, State, StateError, StepStatus, Trigger, DEFAULT_LEASE};
 use tokio::sync::{mpsc, watch};
 
 use crate::apps::Apps;
@@ -42,11 +42,12 @@ pub fn load_jobs(apps: &Apps) -> Result<JobSet, CliError> {
     JobSet::load(apps).map_err(|problems| HostError::Invalid(problems).into())
 }
 
-/// The install's run history.
+/// The install's run history, its runs' leases as `[runtime] lease` says.
 pub async fn open_state(apps: &Apps) -> Result<State, CliError> {
-    State::open_for_apps(&apps.dir, apps.config.runtime.state.as_deref())
+    let state = State::open_for_apps(&apps.dir, apps.config.runtime.state.as_deref())
         .await
-        .map_err(state_error)
+        .map_err(state_error)?;
+    Ok(state.with_lease(apps.config.runtime.lease.unwrap_or(DEFAULT_LEASE)))
 }
 
 /// A bad state url is the user's to fix (2); an unreachable database is not (3).
@@ -60,7 +61,7 @@ pub fn state_error(e: StateError) -> CliError {
 }
 
 /// The OS user running snakepit: the session user of a manual run without `--user`.
-fn os_user() -> String {
+pub fn os_user() -> String {
     let uid = nix::unistd::getuid();
     match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => u.name,
@@ -68,18 +69,25 @@ fn os_user() -> String {
     }
 }
 
-pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
-    let jobs = load_jobs(&apps)?;
+/// The install's jobs, once `opts.job` is known to be one of them and its `--param`s
+/// fit it (else a usage error, exit 2).
+pub fn checked_jobs(apps: &Apps, opts: &Options) -> Result<JobSet, CliError> {
+    let jobs = load_jobs(apps)?;
     let Some(job) = jobs.get(&opts.job) else {
         return Err(CliError::Usage(
             RunError::UnknownJob {
-                job: opts.job,
+                job: opts.job.clone(),
                 known: jobs.names().into_iter().map(str::to_owned).collect(),
             }
             .to_string(),
         ));
     };
     job.params_with(&opts.params).map_err(CliError::Usage)?;
+    Ok(jobs)
+}
+
+pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
+    let jobs = checked_jobs(&apps, &opts)?;
     crate::timing::mark("jobs");
     let state = open_state(&apps).await?;
     crate::timing::mark("state database");
@@ -112,30 +120,46 @@ pub async fn run(apps: Apps, opts: Options) -> Result<ExitCode, CliError> {
     host.shutdown(SHUTDOWN).await;
     audit.flush().await;
     crate::timing::mark("shutdown");
-    let (id, status) = result.map_err(|e| match e {
+    let (id, status) = result.map_err(run_error)?;
+    print_record(&state, &id, opts.json).await?;
+    Ok(exit_code(status.as_str()))
+}
+
+/// A run that could not be started: the database's fault (3) or the request's (2).
+pub fn run_error(e: RunError) -> CliError {
+    match e {
         RunError::State(e) => state_error(e),
         e => CliError::Usage(e.to_string()),
-    })?;
+    }
+}
+
+/// Prints the record of the run `id` on stdout (JSON, pretty unless `json`).
+pub async fn print_record(state: &State, id: &str, json: bool) -> Result<(), CliError> {
     let record =
-        state.run(&id).await.map_err(state_error)?.ok_or_else(|| {
+        state.run(id).await.map_err(state_error)?.ok_or_else(|| {
             CliError::Pool(format!("the run {id} is missing from {}", state.url()))
         })?;
-    let text = if opts.json {
+    let text = if json {
         serde_json::to_string(&record)
     } else {
         serde_json::to_string_pretty(&record)
     }
     .map_err(|e| CliError::Pool(format!("cannot print the run record: {e}")))?;
     outln!("{text}");
-    Ok(if status == RunStatus::Succeeded {
+    Ok(())
+}
+
+/// `run`'s exit code for a run that ended with `status`: 0 when it succeeded, else 1.
+pub fn exit_code(status: &str) -> ExitCode {
+    if status == RunStatus::Succeeded.as_str() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// True on Ctrl-C or SIGTERM (false if neither can be watched).
-async fn stop_requested() -> bool {
+pub async fn stop_requested() -> bool {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         return tokio::signal::ctrl_c().await.is_ok();
@@ -148,7 +172,7 @@ async fn stop_requested() -> bool {
 
 /// Prints the run's progress on stderr: each step's attempts, the plugin's log lines,
 /// retries and the outcome, with the time since the run started.
-async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
+pub async fn progress(mut rx: mpsc::Receiver<RunEvent>, user: String, quiet: bool) {
     let start = Instant::now();
     let at = || format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
     while let Some(ev) = rx.recv().await {

@@ -80,6 +80,14 @@ pub async fn run(
         started,
         watching: watcher.as_ref().map(|w| w.roots().to_vec()),
         jobs: Some(jobs_reporter(&scheduler, &state)),
+        wake: Some({
+            let scheduler = Arc::downgrade(&scheduler);
+            Arc::new(move || {
+                if let Some(s) = scheduler.upgrade() {
+                    s.wake();
+                }
+            })
+        }),
     };
     let control = bound.serve(host.clone(), info.clone());
     let weak = Arc::downgrade(&scheduler);

@@ -497,3 +497,80 @@ fn a_log_flood_does_not_grow_snakepit_run() {
         "quiet {quiet} KiB, flood {flood} KiB"
     );
 }
+
+/// Polls `done` every 50 ms for up to 60 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `run --enqueue` on SQLite: refused while no serve runs (nothing queued); with one,
+/// the serve runs it, `--wait` follows it to its end with `run`'s exit code, and
+/// `status --cluster` lists the serve as a node.
+#[test]
+fn enqueue_on_sqlite_needs_the_serve_which_runs_the_run() {
+    let dir = install(None);
+    let out = snakepit(dir.path(), &["run", "etl", "--enqueue"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("on SQLite") && err.contains("start `snakepit serve`"),
+        "{err}"
+    );
+    let runs = json(&snakepit(dir.path(), &["runs", "--json"]));
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        0,
+        "nothing was queued: {runs}"
+    );
+
+    let mut serve = command(dir.path(), &["serve"]).spawn().unwrap();
+    wait_until("the serve to answer", || {
+        snakepit(dir.path(), &["status"]).status.success()
+    });
+    let out = snakepit(
+        dir.path(),
+        &["run", "etl", "--enqueue", "--wait", "--param", "region=us"],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("queued run") && err.contains("snakepit: run succeeded"),
+        "{err}"
+    );
+    let rec = json(&out);
+    assert_eq!(rec["status"], "succeeded");
+    assert_eq!(rec["params"]["region"], "us");
+    let owner = rec["owner"].as_str().unwrap();
+    assert_eq!(
+        owner.split('/').nth(2),
+        Some(serve.id().to_string().as_str())
+    );
+
+    let out = snakepit(dir.path(), &["run", "etl", "--enqueue"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    assert!(id.len() > 16, "{id:?}");
+    wait_until("the queued run to end", || {
+        let rec = json(&snakepit(dir.path(), &["runs", "show", &id, "--json"]));
+        rec["status"] != "queued" && rec["status"] != "running"
+    });
+
+    let nodes = json(&snakepit(dir.path(), &["status", "--cluster", "--json"]));
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    assert_eq!(nodes[0]["pid"], serve.id());
+    assert_eq!(nodes[0]["lost"], false);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(serve.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(serve.wait().unwrap().success());
+    // A clean stop removes the node.
+    let nodes = json(&snakepit(dir.path(), &["status", "--cluster", "--json"]));
+    assert_eq!(nodes.as_array().unwrap().len(), 0, "{nodes}");
+}

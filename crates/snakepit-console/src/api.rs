@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use snakepit_host::control::Reply;
-use snakepit_jobs::{job_reports, RunError, RunRequest};
+use snakepit_jobs::{enqueue_for_any_node, job_reports, RunError, RunRequest};
 use snakepit_state::{RunQuery, StateError, Trigger};
 
 use crate::Shared;
@@ -83,6 +83,12 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ApiError> {
 /// `GET /api/status`: `snakepit status --json`.
 pub async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
     Ok(no_store(to_json(&s.info.status(&s.host).await)?))
+}
+
+/// `GET /api/nodes`: every node recorded in the state (`snakepit status --cluster
+/// --json`), lost ones marked.
+pub async fn nodes(State(s): State<Arc<Shared>>) -> ApiResult {
+    Ok(no_store(to_json(&s.state.nodes(Utc::now()).await?)?))
 }
 
 /// `GET /api/crashes`: the latest worker crashes with their stderr tail, newest first.
@@ -296,11 +302,8 @@ pub async fn run_now(
         params,
         session_user: CONSOLE_USER.to_owned(),
     };
-    let queued = s
-        .scheduler
-        .runner()
-        .enqueue_for_any_node(&s.scheduler.jobs(), req)
-        .await;
+    // The path of `snakepit run --enqueue`: on PostgreSQL the insert wakes every node.
+    let queued = enqueue_for_any_node(&s.state, &s.scheduler.jobs(), req, Utc::now()).await;
     let run_id = match queued {
         Ok(id) => id,
         Err(e @ RunError::UnknownJob { .. }) => {

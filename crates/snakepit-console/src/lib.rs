@@ -24,7 +24,7 @@
 //! let scheduler = Arc::new(
 //!     Scheduler::new(host.clone(), state.clone(), clock, jobs).observe(metrics.clone()),
 //! );
-//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None };
+//! let info = ServeInfo { started: std::time::SystemTime::now(), watching: None, jobs: None, wake: None };
 //! let settings = HttpSettings { addr: "127.0.0.1:0".parse()?, token: None };
 //! let console = Console { host: host.clone(), state, scheduler, info, metrics };
 //! let server = console.serve(&settings).await?;
@@ -202,6 +202,7 @@ fn router(shared: Arc<Shared>, access: Access) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/api/status", get(api::status))
         .route("/api/crashes", get(api::crashes))
+        .route("/api/nodes", get(api::nodes))
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{id}", get(api::run))
         .route("/api/runs/{id}/log", get(api::log))

@@ -57,6 +57,10 @@ pub struct RuntimeTable {
     pub state: Option<String>,
     /// The IANA time zone of cron schedules and job templates (default UTC).
     pub timezone: Option<String>,
+    /// How long a run's lease lasts (default 15 s; several nodes: a node that stops
+    /// renewing it for this long loses its runs). Between 3 s and 1 h.
+    #[serde(default, deserialize_with = "lease")]
+    pub lease: Option<Duration>,
     /// Where `snakepit serve` serves the web console, `/metrics`, `/healthz` and
     /// `/readyz` (see [`Install::http`]).
     pub http: Option<String>,
@@ -242,6 +246,22 @@ pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duratio
         v => Err(D::Error::custom(format!(
             "must be a duration string like \"30s\", got {v}"
         ))),
+    }
+}
+
+/// The shortest `[runtime] lease`: it is renewed every third of it, and a renewal is a
+/// database write.
+const LEASE_MIN: Duration = Duration::from_secs(3);
+/// The longest `[runtime] lease`: a lost node's runs wait this long for another node.
+const LEASE_MAX: Duration = Duration::from_secs(3600);
+
+fn lease<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    match duration(d)? {
+        Some(l) if !(LEASE_MIN..=LEASE_MAX).contains(&l) => Err(D::Error::custom(format!(
+            "must be between 3s and 1h (a run's lease, renewed every third of it), got {}",
+            humantime::format_duration(l)
+        ))),
+        l => Ok(l),
     }
 }
 
@@ -655,6 +675,20 @@ mod tests {
             e.contains("app.toml: line 2, column 11: [runtime] workers must be an integer >= 1, got \"four\""),
             "{e}"
         );
+        for (lease, why) in [
+            ("\"100ms\"", "must be between 3s and 1h"),
+            ("\"2d\"", "must be between 3s and 1h"),
+            ("\"soon\"", "[runtime] lease"),
+            ("15", "must be a duration string"),
+        ] {
+            let e = parse(&format!("[runtime]\nlease = {lease}\n")).unwrap_err();
+            assert!(
+                e.contains("app.toml: line 2") && e.contains(why),
+                "{lease}: {e}"
+            );
+        }
+        let doc = parse("[runtime]\nlease = \"15s\"\n").unwrap();
+        assert_eq!(doc.runtime.lease, Some(Duration::from_secs(15)));
         let e = parse("[runtime\n").unwrap_err();
         assert!(e.contains("app.toml: line 1, column 9"), "{e}");
         let doc = parse(

@@ -65,6 +65,9 @@ pub enum Request {
         #[serde(default)]
         timeout_ms: Option<u64>,
     },
+    /// Look for queued runs now (`snakepit run --enqueue` on SQLite queued one):
+    /// answered with [`Reply::Woken`], or [`Reply::Error`] by a serve with no scheduler.
+    Wake,
 }
 
 /// What the server answers.
@@ -95,6 +98,8 @@ pub enum Reply {
     Failed {
         failure: CallFailure,
     },
+    /// The scheduler looks for queued runs now.
+    Woken,
     /// The request was not understood or not allowed.
     Error {
         message: String,
@@ -350,6 +355,9 @@ pub struct ServeInfo {
     pub watching: Option<Vec<PathBuf>>,
     /// The install's jobs as they stand (the scheduler's), when it has a scheduler.
     pub jobs: Option<JobsReporter>,
+    /// Makes the scheduler look for queued runs now ([`Request::Wake`]), when it has
+    /// one.
+    pub wake: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Reports the jobs of a serve (see [`ServeInfo::jobs`]).
@@ -624,6 +632,18 @@ async fn serve_connection(
                     },
                 )
                 .await
+            }
+            Request::Wake => {
+                let reply = match &info.wake {
+                    Some(wake) => {
+                        wake();
+                        Reply::Woken
+                    }
+                    None => Reply::Error {
+                        message: "this serve runs no scheduler".into(),
+                    },
+                };
+                send(&mut stream, &reply).await
             }
             Request::Reload => {
                 let reply = match host.reload("snakepit reload").await {

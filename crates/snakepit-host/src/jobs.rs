@@ -427,45 +427,51 @@ fn templates_in(value: &toml::Value, path: &str, params: &toml::Table) -> Vec<St
     out
 }
 
-/// Checks a 5-field cron expression (see [`parse_cron`]).
+/// Checks a cron expression (see [`parse_cron`]).
 pub fn check_cron(s: &str) -> Result<(), String> {
     parse_cron(s).map(|_| ())
 }
 
-/// Parses a 5-field cron expression: minute hour day-of-month month day-of-week, each
-/// a comma list of `*`, `N` or `N-M`, optionally `/STEP`; month and weekday names
-/// (`JAN`, `MON`) are accepted; a day-of-month and a day-of-week both restricted match
-/// either (Vixie cron). Seconds, years and `@daily`-style nicknames are not: a schedule
-/// is the five fields of README, "Jobs".
+/// Parses a cron expression of 5 fields (minute hour day-of-month month day-of-week)
+/// or 6 fields (second first: `*/10 * * * * *` fires every ten seconds), each a comma
+/// list of `*`, `N` or `N-M`, optionally `/STEP`; month and weekday names (`JAN`,
+/// `MON`) are accepted; a day-of-month and a day-of-week both restricted match either
+/// (Vixie cron). Years and `@daily`-style nicknames are not (README, "Jobs").
 pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
     use croner::parser::{CronParser, Seconds, Year};
-    let fields = s.split_whitespace().count();
-    if fields != 5 {
-        return Err(format!(
-            "has {fields} field(s); a schedule is 5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 2 1 * *\""
-        ));
-    }
+    const FIELDS: [(&str, &str); 6] = [
+        ("second", "0-59"),
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day of month", "1-31"),
+        ("month", "1-12 or JAN-DEC"),
+        ("day of week", "0-7 or SUN-SAT"),
+    ];
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    let (names, seconds) = match fields.len() {
+        5 => (&FIELDS[1..], Seconds::Disallowed),
+        6 => (&FIELDS[..], Seconds::Required),
+        n => {
+            return Err(format!(
+                "has {n} field(s); a schedule is 5-field cron (minute hour day-of-month month day-of-week), e.g. \"0 2 1 * *\", or 6 fields with the second first, e.g. \"*/10 * * * * *\""
+            ))
+        }
+    };
     let parser = CronParser::builder()
-        .seconds(Seconds::Disallowed)
+        .seconds(seconds)
         .year(Year::Disallowed)
         .build();
     parser.parse(s).map_err(|e| {
         // Name the field: parse each one alone (the others `*`) with the same parser.
-        const FIELDS: [(&str, &str); 5] = [
-            ("minute", "0-59"),
-            ("hour", "0-23"),
-            ("day of month", "1-31"),
-            ("month", "1-12 or JAN-DEC"),
-            ("day of week", "0-7 or SUN-SAT"),
-        ];
-        let fields: Vec<&str> = s.split_whitespace().collect();
-        let bad = (0..5).find_map(|i| {
-            let alone: Vec<&str> = (0..5).map(|j| if j == i { fields[i] } else { "*" }).collect();
+        let bad = (0..fields.len()).find_map(|i| {
+            let alone: Vec<&str> = (0..fields.len())
+                .map(|j| if j == i { fields[i] } else { "*" })
+                .collect();
             parser.parse(&alone.join(" ")).err().map(|e| (i, e))
         });
         match bad {
             Some((i, e)) => {
-                let (what, range) = FIELDS[i];
+                let (what, range) = names[i];
                 let field = fields[i];
                 let e = e.to_string();
                 if e.contains("Range out of bounds") {
@@ -560,12 +566,22 @@ mod tests {
             "0 9-17 * * 1-5",
             "0,30 * 1,15 * 0",
             "0 2 * * MON",
+            "*/10 * * * * *",
+            "30 0 2 1 * *",
         ] {
             assert_eq!(check_cron(ok), Ok(()), "{ok}");
         }
         for (bad, why) in [
             ("0 2 1 *", "has 4 field(s)"),
-            ("0 0 2 1 * *", "has 6 field(s)"),
+            ("0 0 0 2 1 * *", "has 7 field(s)"),
+            (
+                "60 * * * * *",
+                "the second field \"60\" is out of range 0-59",
+            ),
+            (
+                "* 60 * * * *",
+                "the minute field \"60\" is out of range 0-59",
+            ),
             ("60 * * * *", "the minute field \"60\" is out of range 0-59"),
             (
                 "* * * 0 *",
@@ -599,6 +615,11 @@ mod tests {
         let next = cron.find_next_occurrence(&from, false).unwrap();
         assert_eq!(next, tz.with_ymd_and_hms(2026, 6, 1, 2, 0, 0).unwrap());
         assert_eq!(next.naive_utc().to_string(), "2026-06-01 00:00:00");
+        // Six fields: the second first.
+        let every_10s = parse_cron("*/10 * * * * *").unwrap();
+        let from = tz.with_ymd_and_hms(2026, 5, 20, 12, 0, 1).unwrap();
+        let next = every_10s.find_next_occurrence(&from, false).unwrap();
+        assert_eq!(next, tz.with_ymd_and_hms(2026, 5, 20, 12, 0, 10).unwrap());
         assert!(parse_timezone(Some("Mars/Olympus"))
             .unwrap_err()
             .contains("is not a time zone"));

@@ -74,7 +74,7 @@
 //! id of the call that made it) in the same database, table `audit`: a bounded queue
 //! and one writer that writes what is queued in one transaction, in order.
 //!
-//! A run queued with [`Runner::enqueue_for_any_node`] (the web console's "Run now") is
+//! A run queued with [`enqueue_for_any_node`] (the web console's "Run now") is
 //! owned by no one, like a scheduled run, and claimed by whichever node's scheduler
 //! looks next ([`Scheduler::wake`] makes this node's look at once), with the params it
 //! was queued with. A [`RunObserver`] ([`Scheduler::observe`]) is told of each claim
@@ -113,8 +113,8 @@ pub use jobset::{JobDef, JobSet, StepDef};
 pub use observe::RunObserver;
 pub use report::job_reports;
 pub use runner::{
-    backoff_delay, retryable, step_error, Halt, HaltSignal, QueuedRun, RunError, RunEvent,
-    RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
+    backoff_delay, enqueue_for_any_node, retryable, step_error, Halt, HaltSignal, QueuedRun,
+    RunError, RunEvent, RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
 };
 pub use scheduler::{Scheduler, Scheduling, SYSTEM_USER};
 pub use template::TemplateContext;

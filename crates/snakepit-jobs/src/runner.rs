@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use snakepit::{Call, CallError, LogRecord, Map, RawValue, Value};
 use snakepit_host::{Backoff, Host};
 use snakepit_state::{
-    LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus, Trigger, LEASE,
-    LEASE_RENEW,
+    Claim, LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus, Trigger,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -236,6 +235,15 @@ pub struct QueuedRun {
     timezone: chrono_tz::Tz,
     /// The attempts each step made before (a re-queued run's), in step order.
     prior_attempts: Vec<u32>,
+    /// What every write of its execution carries (fencing).
+    claim: Claim,
+}
+
+impl QueuedRun {
+    /// The epoch of the claim this node executes it under.
+    pub fn epoch(&self) -> i64 {
+        self.claim.epoch
+    }
 }
 
 /// Runs jobs and records them. Cheap to clone.
@@ -244,7 +252,7 @@ pub struct Runner {
     caller: Arc<dyn StepCaller>,
     state: State,
     clock: Arc<dyn Clock>,
-    renew_every: Duration,
+    renew_every: Option<Duration>,
     observer: Option<Arc<dyn RunObserver>>,
 }
 
@@ -266,13 +274,60 @@ fn new_run_id(now: DateTime<Utc>) -> String {
     )
 }
 
+/// The run `req` asks for as the history records it (queued at `now`, its steps
+/// pending), with its job and the params it runs with.
+fn new_run(
+    jobs: &JobSet,
+    req: &RunRequest,
+    now: DateTime<Utc>,
+) -> Result<(NewRun, Arc<JobDef>, Map), RunError> {
+    let Some(job) = jobs.get(&req.job) else {
+        return Err(RunError::UnknownJob {
+            job: req.job.clone(),
+            known: jobs.names().into_iter().map(str::to_owned).collect(),
+        });
+    };
+    let params = job.params_with(&req.params).map_err(RunError::BadParam)?;
+    let new = NewRun {
+        id: new_run_id(now),
+        job: job.name.clone(),
+        trigger: req.trigger,
+        session_user: req.session_user.clone(),
+        params: Value::Map(params.clone()).to_json(),
+        scheduled_for: req.scheduled_for,
+        queued_at: now,
+        steps: job.steps.iter().map(|s| s.name.clone()).collect(),
+    };
+    Ok((new, job.clone(), params))
+}
+
+/// Records a run of `req.job`, queued at `now`, owned by no one: whichever node's
+/// scheduler looks next claims and executes it ([`Runner::claim`], with the params
+/// recorded here; on PostgreSQL the insert wakes every node). The web console's "Run
+/// now" and `snakepit run --enqueue`. Returns the run's id.
+pub async fn enqueue_for_any_node(
+    state: &State,
+    jobs: &JobSet,
+    req: RunRequest,
+    now: DateTime<Utc>,
+) -> Result<String, RunError> {
+    let (new, _, _) = new_run(jobs, &req, now)?;
+    if !state.queue_run(&new).await? {
+        return Err(RunError::Duplicate {
+            job: req.job,
+            tick: req.scheduled_for,
+        });
+    }
+    Ok(new.id)
+}
+
 impl Runner {
     pub fn new(caller: Arc<dyn StepCaller>, state: State, clock: Arc<dyn Clock>) -> Runner {
         Runner {
             caller,
             state,
             clock,
-            renew_every: LEASE_RENEW,
+            renew_every: None,
             observer: None,
         }
     }
@@ -283,11 +338,11 @@ impl Runner {
         self
     }
 
-    /// How often the leases of running runs are renewed, in real time (default
-    /// `LEASE_RENEW`, 15 s; tests of a lost lease make it short). Each renewal extends
-    /// the lease to the clock's now + `LEASE`.
+    /// How often the leases of running runs are renewed, in real time (default a third
+    /// of the state's lease, `[runtime] lease`; tests of a lost lease make it short).
+    /// Each renewal extends the lease to the clock's now + the state's lease.
     pub fn renew_every(mut self, every: Duration) -> Runner {
-        self.renew_every = every;
+        self.renew_every = Some(every);
         self
     }
 
@@ -303,66 +358,26 @@ impl Runner {
         jobs: &JobSet,
         req: RunRequest,
     ) -> Result<Option<QueuedRun>, RunError> {
-        self.record(jobs, req, false).await
-    }
-
-    /// Records a run of `req.job` as queued and owned by no one: whichever node's
-    /// scheduler looks next claims and executes it ([`Runner::claim`], with the params
-    /// recorded here). Returns the run's id.
-    pub async fn enqueue_for_any_node(
-        &self,
-        jobs: &JobSet,
-        req: RunRequest,
-    ) -> Result<String, RunError> {
-        let (job, tick) = (req.job.clone(), req.scheduled_for);
-        match self.record(jobs, req, true).await? {
-            Some(run) => Ok(run.id),
-            None => Err(RunError::Duplicate { job, tick }),
-        }
-    }
-
-    async fn record(
-        &self,
-        jobs: &JobSet,
-        req: RunRequest,
-        any_node: bool,
-    ) -> Result<Option<QueuedRun>, RunError> {
-        let Some(job) = jobs.get(&req.job) else {
-            return Err(RunError::UnknownJob {
-                job: req.job,
-                known: jobs.names().into_iter().map(str::to_owned).collect(),
-            });
-        };
-        let params = job.params_with(&req.params).map_err(RunError::BadParam)?;
-        let now = self.clock.now();
-        let id = new_run_id(now);
-        let new = NewRun {
-            id: id.clone(),
-            job: job.name.clone(),
-            trigger: req.trigger,
-            session_user: req.session_user.clone(),
-            params: Value::Map(params.clone()).to_json(),
-            scheduled_for: req.scheduled_for,
-            queued_at: now,
-            steps: job.steps.iter().map(|s| s.name.clone()).collect(),
-        };
-        let inserted = if any_node {
-            self.state.queue_run(&new).await?
-        } else {
-            self.state.insert_run(&new).await?
-        };
-        if !inserted {
+        let (new, job, params) = new_run(jobs, &req, self.clock.now())?;
+        if !self.state.insert_run(&new).await? {
             return Ok(None);
         }
+        // A manual run recorded by its own process holds epoch 1 (`State::insert_run`);
+        // a scheduled run owned by no one waits for a claim.
+        let epoch = i64::from(req.trigger == Trigger::Manual);
         Ok(Some(QueuedRun {
-            id,
-            job: job.clone(),
+            id: new.id.clone(),
+            job,
             trigger: req.trigger,
             params,
             scheduled_for: req.scheduled_for,
             session_user: req.session_user,
             timezone: jobs.timezone,
             prior_attempts: Vec::new(),
+            claim: Claim {
+                run_id: new.id,
+                epoch,
+            },
         }))
     }
 
@@ -386,7 +401,7 @@ impl Runner {
                 );
                 tracing::error!(run_id = %run.id, "{why}");
                 (self.state)
-                    .finish_run(&run.id, RunStatus::Failed, Some(&why), now)
+                    .finish_run(&claimed.claim, RunStatus::Failed, Some(&why), now)
                     .await?;
                 continue;
             };
@@ -414,6 +429,7 @@ impl Runner {
                 prior_attempts: (claimed.step_attempts.iter())
                     .map(|&n| u32::try_from(n).unwrap_or(0))
                     .collect(),
+                claim: claimed.claim,
             }));
         }
     }
@@ -458,9 +474,16 @@ impl Runner {
             }
         };
         let id = run.id.as_str();
+        let claim = &run.claim;
         let job = &run.job;
         let began = std::time::Instant::now();
-        self.state.start_run(id, self.clock.now()).await?;
+        match self.state.start_run(claim, self.clock.now()).await {
+            Err(StateError::Fenced { .. }) => {
+                tracing::warn!(run_id = id, job = %job.name, "the run was taken over before it started");
+                return Ok(RunStatus::Interrupted);
+            }
+            started => started?,
+        }
         tracing::info!(run_id = id, job = %job.name, trigger = run.trigger.as_str(), "run started");
         emit(RunEvent::Started {
             run_id: run.id.clone(),
@@ -470,11 +493,14 @@ impl Runner {
         // The caller's halt and the lease keeper's, in one signal (the first one holds).
         let (halt_tx, mut halt_rx) = watch::channel(*halt.borrow());
         let _forward = forward_halt(halt, halt_tx.clone());
-        let _lease = self.keep_lease(id, halt_tx);
-        let sink = LogSink::spawn(self.state.clone());
+        let _lease = self.keep_lease(claim, halt_tx);
+        let sink = LogSink::spawn(self.state.clone(), claim.clone());
         let ended = self.steps(&run, &sink, &emit, &mut halt_rx).await;
         sink.flush().await;
-        if *halt_rx.borrow() == Some(Halt::Lost) {
+        // Lost at a renewal, or a write was refused because another node holds the run
+        // now: its record is the new owner's.
+        let fenced = matches!(ended, Err(StateError::Fenced { .. }));
+        if fenced || *halt_rx.borrow() == Some(Halt::Lost) {
             tracing::warn!(run_id = id, job = %job.name, "stopped a run this node lost");
             return Ok(RunStatus::Interrupted);
         }
@@ -485,14 +511,21 @@ impl Runner {
                 // run's owner gone or its lease run out.
                 let why = format!("interrupted: the run history could not be written: {e}");
                 let _ = (self.state)
-                    .finish_run(id, RunStatus::Interrupted, Some(&why), self.clock.now())
+                    .finish_run(claim, RunStatus::Interrupted, Some(&why), self.clock.now())
                     .await;
                 return Err(e);
             }
         };
-        self.state
-            .finish_run(id, status, error.as_deref(), self.clock.now())
-            .await?;
+        match (self.state)
+            .finish_run(claim, status, error.as_deref(), self.clock.now())
+            .await
+        {
+            Err(StateError::Fenced { .. }) => {
+                tracing::warn!(run_id = id, job = %job.name, "the run was taken over as it ended; its end is not recorded");
+                return Ok(RunStatus::Interrupted);
+            }
+            finished => finished?,
+        }
         let took = began.elapsed();
         tracing::info!(
             run_id = id,
@@ -511,13 +544,15 @@ impl Runner {
 
     /// Renews the run's lease until the guard is dropped; sends [`Halt::Lost`] on
     /// `halt` when the run is no longer this node's.
-    fn keep_lease(&self, id: &str, halt: watch::Sender<Option<Halt>>) -> AbortOnDrop {
-        let (state, clock, id) = (self.state.clone(), self.clock.clone(), id.to_owned());
-        let every = self.renew_every;
+    fn keep_lease(&self, claim: &Claim, halt: watch::Sender<Option<Halt>>) -> AbortOnDrop {
+        let (state, clock, claim) = (self.state.clone(), self.clock.clone(), claim.clone());
+        let lease = state.lease();
+        let every = self.renew_every.unwrap_or(lease / 3);
+        let id = claim.run_id.clone();
         AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match state.renew_lease(&id, clock.now() + LEASE).await {
+                match state.renew_lease(&claim, clock.now() + lease).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(run_id = %id, "the run's lease was taken over; stopping it");
@@ -614,6 +649,7 @@ impl Runner {
             context,
         } = a;
         let id = run.id.as_str();
+        let claim = &run.claim;
         // A re-queued run's steps count their attempts on from the node that died.
         let mut attempt = run.prior_attempts.get(position).copied().unwrap_or(0);
         let attempts = attempt.saturating_add(step.retries).saturating_add(1);
@@ -629,7 +665,7 @@ impl Runner {
         loop {
             attempt += 1;
             self.state
-                .start_step(id, position, attempt, self.clock.now())
+                .start_step(claim, position, attempt, self.clock.now())
                 .await?;
             emit(RunEvent::StepStarted {
                 step: step.name.clone(),
@@ -705,7 +741,7 @@ impl Runner {
                             error: None,
                         };
                         self.state
-                            .finish_step(id, position, &end, self.clock.now())
+                            .finish_step(claim, position, &end, self.clock.now())
                             .await?;
                         emit(RunEvent::StepEnded {
                             step: step.name.clone(),
@@ -745,7 +781,7 @@ impl Runner {
                     error: Some(error.clone()),
                 };
                 self.state
-                    .finish_step(id, position, &end, self.clock.now())
+                    .finish_step(claim, position, &end, self.clock.now())
                     .await?;
                 emit(RunEvent::StepRetrying {
                     step: step.name.clone(),
@@ -780,7 +816,7 @@ impl Runner {
                 error: Some(error.clone()),
             };
             self.state
-                .finish_step(id, position, &end, self.clock.now())
+                .finish_step(claim, position, &end, self.clock.now())
                 .await?;
             emit(RunEvent::StepEnded {
                 step: step.name.clone(),
@@ -846,7 +882,7 @@ struct LogSink {
 }
 
 impl LogSink {
-    fn spawn(state: State) -> LogSink {
+    fn spawn(state: State, claim: Claim) -> LogSink {
         let (tx, mut rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut batch: Vec<LogLine> = Vec::new();
@@ -862,7 +898,7 @@ impl LogSink {
                         next = rx.try_recv().ok();
                     }
                 }
-                if let Err(e) = state.append_logs(&batch).await {
+                if let Err(e) = state.append_logs(&claim, &batch).await {
                     tracing::warn!(error = %e, lines = batch.len(), "cannot write run log lines");
                 }
                 batch.clear();

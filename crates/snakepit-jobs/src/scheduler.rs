@@ -6,18 +6,25 @@
 //!   does, rather than at once);
 //! - ticks missed while no scheduler ran are coalesced: the latest one runs once, with
 //!   its own time as the run's scheduled time (Airflow's `catchup = False`);
-//! - a tick is taken by moving the job's last tick with a compare-and-set, and a
-//!   scheduled run is unique per (job, tick), so two schedulers on one PostgreSQL do not
-//!   both run it.
+//! - a due tick is recorded as a run, unique per (job, tick), then the job's last tick
+//!   is moved with a compare-and-set, so two schedulers on one PostgreSQL do not both
+//!   run it, and a node killed between the two loses no tick.
 //!
 //! One run per job at a time: while a scheduled run of a job is queued or running (on
 //! any node), its next tick waits (and is coalesced with later ones) until the run ends.
 //!
-//! Several nodes (SPEC §8): a due tick is only queued (owned by no one); every node's
+//! Several nodes (README, "Several machines"): a due tick is only queued (owned by no one); every node's
 //! loop claims queued runs one at a time (`State::claim_run`: `FOR UPDATE SKIP LOCKED`
-//! on PostgreSQL) and executes them, renewing their leases. At each wake a node also
-//! recovers the runs of dead owners (`State::recover`): on PostgreSQL a scheduled run
-//! whose lease ran out is re-queued, and claimed by whichever node looks next.
+//! on PostgreSQL), up to [`Scheduler::max_runs`] in hand, and executes them, renewing
+//! their leases. At each wake a node also recovers the runs of dead owners
+//! (`State::recover`): on PostgreSQL a scheduled run whose lease ran out is re-queued,
+//! and claimed by whichever node looks next.
+//!
+//! When a node looks: at the next tick of any job; when one of its runs ends; on
+//! PostgreSQL when any node queues or ends a run (`LISTEN/NOTIFY`, `State::wakeups`);
+//! at the earliest end of a lease another node holds (a lapse has no event: the node
+//! that notices acts); and at each heartbeat, every third of the lease, when it also
+//! records itself in the nodes table (`State::heartbeat`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +44,11 @@ pub const SYSTEM_USER: &str = "system";
 /// The longest the scheduler sleeps before it looks again (so a wall-clock jump or a
 /// database hiccup costs at most this).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How long after another node's lease ends this node looks (`recover` takes a lease
+/// that ended strictly before now).
+const LAPSE_MARGIN: Duration = Duration::from_millis(20);
+/// The version a node records in the nodes table.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A scheduler running on its own task ([`Scheduler::start`]).
 pub struct Scheduling {
@@ -61,6 +73,8 @@ pub struct Scheduler {
     grace: Duration,
     /// [`Scheduler::wake`]: look at the state now.
     wake: tokio::sync::Notify,
+    /// The most runs this node has in hand at once.
+    max_runs: usize,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -86,7 +100,15 @@ impl Scheduler {
             jobs: watch::channel(Arc::new(jobs)).0,
             grace: Duration::from_secs(30),
             wake: tokio::sync::Notify::new(),
+            max_runs: default_max_runs(),
         }
+    }
+
+    /// The most runs this node executes at once (default 4 per CPU): it claims no more
+    /// while it has that many in hand, leaving the rest of the queue to other nodes.
+    pub fn max_runs(mut self, max: usize) -> Scheduler {
+        self.max_runs = max.max(1);
+        self
     }
 
     /// Tells `observer` of every run this scheduler claims and ends (see
@@ -146,9 +168,12 @@ impl Scheduler {
                 continue;
             };
             let tick = tick.with_timezone(&Utc);
-            if tick <= last || !state.advance_tick(&job.name, Some(last), tick).await? {
+            if tick <= last {
                 continue;
             }
+            // The run first, then the last tick: a node killed between the two loses no
+            // tick (the next one records it again, and the run's uniqueness per job and
+            // tick keeps it one run).
             let req = RunRequest {
                 job: job.name.clone(),
                 trigger: Trigger::Schedule,
@@ -164,6 +189,7 @@ impl Scheduler {
                     tracing::error!(job = %job.name, error = %e, "cannot queue a scheduled run")
                 }
             }
+            state.advance_tick(&job.name, Some(last), tick).await?;
         }
         Ok(queued)
     }
@@ -181,26 +207,28 @@ impl Scheduler {
     }
 
     /// One look at the state: recovers the runs of dead owners, queues due ticks,
-    /// then claims queued runs (this node's and other nodes') until none is left, each
-    /// claimed run handed to `spawn`.
-    async fn look(&self, mut spawn: impl FnMut(QueuedRun)) -> Result<(), StateError> {
+    /// then claims queued runs (this node's and other nodes') until none is left or it
+    /// has [`Scheduler::max_runs`] in hand (`in_hand` before the look), each claimed run
+    /// handed to `spawn`. Returns the earliest end of a lease another node holds.
+    async fn look(
+        &self,
+        mut in_hand: usize,
+        mut spawn: impl FnMut(QueuedRun),
+    ) -> Result<Option<DateTime<Utc>>, StateError> {
         let state = self.runner.state();
         state.recover(self.clock.now()).await?.log();
         self.due().await?;
         let jobs = self.jobs.borrow().clone();
-        while let Some(run) = self.runner.claim(&jobs).await? {
+        while in_hand < self.max_runs {
+            let Some(run) = self.runner.claim(&jobs).await? else {
+                break;
+            };
             spawn(run);
+            in_hand += 1;
         }
-        Ok(())
+        state.next_lease_end().await
     }
 
-    /// Fires due jobs and executes claimed runs until `stop` completes, then stops
-    /// firing and claiming, waits up to the grace period for the runs in flight, and
-    /// interrupts those still running (their call is cancelled; the run is recorded
-    /// `interrupted`). The loop looks again at the next tick, when a run ends, when the
-    /// jobs change, and after 60 s at most (so a run re-queued or queued by
-    /// another node waits that long at most). A database error is logged and retried
-    /// at the next wake.
     /// Runs the scheduler on a task of its own ([`Scheduler::run`]) until
     /// [`Scheduling::stop`].
     pub fn start(self: &Arc<Self>) -> Scheduling {
@@ -216,14 +244,29 @@ impl Scheduler {
         Scheduling { stop, task }
     }
 
+    /// Fires due jobs and executes claimed runs until `stop` completes, then stops
+    /// firing and claiming, waits up to the grace period for the runs in flight, and
+    /// interrupts those still running (their call is cancelled; the run is recorded
+    /// `interrupted`), and removes this node from the nodes table. It looks again at
+    /// the times the module documentation lists, when the jobs change, and after 60 s
+    /// at most. A database error is logged and retried at the next wake.
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let (halt_tx, halt_rx) = watch::channel(None);
         let mut runs: JoinSet<(String, Result<RunStatus, StateError>)> = JoinSet::new();
         let mut jobs_changed = self.jobs.subscribe();
+        let state = self.runner.state();
+        let lease = state.lease();
+        let beat_every = lease / 3;
+        let started = self.clock.now();
+        let mut next_beat = tokio::time::Instant::now();
+        let mut wakeups = state.wakeups().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot listen for queued runs; looking on timers only");
+            None
+        });
         tokio::pin!(stop);
         loop {
             let looked = self
-                .look(|run| {
+                .look(runs.len(), |run| {
                     let (runner, halt) = (self.runner.clone(), halt_rx.clone());
                     runs.spawn(async move {
                         let job = run.job.name.clone();
@@ -231,16 +274,33 @@ impl Scheduler {
                     });
                 })
                 .await;
-            if let Err(e) = looked {
-                tracing::error!(error = %e, "the scheduler cannot read the state database")
+            let now = self.clock.now();
+            // The heartbeat is in real time; ticks and leases are on the clock.
+            if tokio::time::Instant::now() >= next_beat {
+                next_beat = tokio::time::Instant::now() + beat_every;
+                if let Err(e) = state.heartbeat(VERSION, started, runs.len(), now).await {
+                    tracing::warn!(error = %e, "cannot record this node in the state database");
+                }
             }
-            let wait = self.next_wake(self.clock.now());
+            let mut wait = self.next_wake(now);
+            match looked {
+                Ok(Some(lease_end)) => {
+                    let lapse = (lease_end - now).to_std().unwrap_or_default() + LAPSE_MARGIN;
+                    wait = wait.min(lapse);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the scheduler cannot read the state database")
+                }
+            }
             tokio::select! {
                 () = &mut stop => break,
                 () = self.clock.sleep(wait) => {}
+                () = tokio::time::sleep_until(next_beat) => {}
                 Some(done) = runs.join_next() => finished(done),
                 _ = jobs_changed.changed() => {}
                 () = self.wake.notified() => {}
+                () = woken(&mut wakeups) => {}
             }
         }
         let drained = tokio::time::timeout(self.grace, async {
@@ -256,6 +316,22 @@ impl Scheduler {
                 finished(done);
             }
         }
+        if let Err(e) = state.leave().await {
+            tracing::warn!(error = %e, "cannot remove this node from the state database");
+        }
+    }
+}
+
+/// Four runs in hand per CPU.
+fn default_max_runs() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| n.get() * 4)
+}
+
+/// Returns at the next wake-up from the database (never without a listener).
+async fn woken(wakeups: &mut Option<snakepit_state::Wakeups>) {
+    match wakeups {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
     }
 }
 

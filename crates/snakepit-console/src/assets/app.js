@@ -368,7 +368,12 @@ function poolCard(p) {
 }
 
 async function poolsPage() {
-  const [s, crashes] = await Promise.all([api("/api/status"), api("/api/crashes")]);
+  const [s, crashes, nodes] = await Promise.all([api("/api/status"), api("/api/crashes"), api("/api/nodes")]);
+  const nodeRows = nodes.map((n) =>
+    h("tr", { "data-node": n.id },
+      h("td", {}, n.host), h("td", { class: "num" }, n.pid), h("td", {}, n.version),
+      h("td", {}, time(n.started_at)), h("td", {}, time(n.last_seen)), h("td", { class: "num" }, n.runs),
+      h("td", {}, badge(n.lost ? "lost" : "alive"))));
   const crashList = crashes.map((c) =>
     h("div", { class: "card crash" },
       h("div", {}, h("strong", {}, time(c.time)), " pool " + c.pool + " worker " + c.worker +
@@ -380,6 +385,9 @@ async function poolsPage() {
     h("p", {}, "Generation " + s.generation + " serving since " + time(s.since) + ". Serve pid " + s.pid + ", up " + Math.round(s.uptime_secs) + " s."),
     s.pools.map(poolCard),
     s.retiring.map((r) => h("div", {}, h("h2", {}, "Generation " + r.generation + " finishing its calls"), r.pools.map(poolCard))),
+    h("h2", {}, "Nodes"),
+    nodeRows.length ? table(["Host", ["Pid", "num"], "Version", "Started", "Last seen", ["Runs", "num"], "State"], nodeRows)
+      : h("p", { class: "muted" }, "No node has recorded itself yet."),
     h("h2", {}, "Recent crashes"),
     crashList.length ? crashList : h("p", { class: "muted" }, "No worker has crashed since the serve started."));
   for (const d of main.querySelectorAll("[data-pool]")) if (open.has(d.dataset.pool)) d.querySelector("details").open = true;

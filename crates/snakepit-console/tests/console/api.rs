@@ -7,7 +7,7 @@ use reqwest::{header, Client, StatusCode};
 use serde_json::{json, Value};
 use snakepit::{Map, Value as PyValue};
 use snakepit_host::Install;
-use snakepit_state::{AuditEntry, NewRun, RunStatus, Trigger};
+use snakepit_state::{AuditEntry, Claim, NewRun, RunStatus, Trigger};
 
 use crate::fixture::{
     python, wait_until, write_install, Served, SECRET_PARAM, SECRET_URL_PASSWORD, WAIT,
@@ -453,7 +453,12 @@ async fn record_runs(
             steps: vec!["one".into()],
         };
         assert!(s.state.insert_run(&run).await.unwrap());
-        s.state.finish_run(&id, status, None, at).await.unwrap();
+        // Recorded by this process: a manual run holds epoch 1, a scheduled one 0.
+        let claim = Claim {
+            run_id: id.clone(),
+            epoch: i64::from(i % 2 == 0),
+        };
+        s.state.finish_run(&claim, status, None, at).await.unwrap();
         ids.push(id);
     }
     ids
@@ -461,7 +466,10 @@ async fn record_runs(
 
 #[tokio::test]
 async fn runs_are_filtered_and_paged_without_gaps_or_repeats() {
-    let s = Served::start("127.0.0.1:0", None).await;
+    let mut s = Served::start("127.0.0.1:0", None).await;
+    // Its scheduled runs are recorded by hand, queued then finished: no scheduler takes
+    // them in between.
+    s.stop_scheduler().await;
     let c = client();
     // 2026-01-01 and 2026-01-02 (UTC).
     let day1 = 1_767_225_600;

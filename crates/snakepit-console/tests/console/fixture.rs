@@ -166,6 +166,7 @@ impl Served {
             started: std::time::SystemTime::now(),
             watching: None,
             jobs: None,
+            wake: None,
         };
         let settings = HttpSettings {
             addr: addr.parse().unwrap(),
@@ -195,6 +196,14 @@ impl Served {
     /// Opens the gate the `gated` job waits for.
     pub fn open_gate(&self) {
         std::fs::write(self.dir.path().join("gate"), "").unwrap();
+    }
+
+    /// Stops the scheduler (the console keeps serving): runs recorded by hand then
+    /// stay as recorded, not claimed by it.
+    pub async fn stop_scheduler(&mut self) {
+        if let Some(s) = self.scheduling.take() {
+            s.stop().await;
+        }
     }
 
     pub async fn stop(mut self) {
