@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import resource
 import signal
 import sys
 import threading
@@ -38,6 +39,9 @@ _UNSET = object()
 _PLANS = references._CACHE  # reference -> resolved Target (its dispatch plan)
 # Return values that are certainly not awaitable: no inspect.isawaitable for them.
 _PLAIN = frozenset((str, int, float, bool, dict, list, tuple, bytes))
+
+_getrusage = resource.getrusage
+_RUSAGE_SELF = resource.RUSAGE_SELF
 
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 # asyncio is imported on the first async call only (it costs ~45 ms of start-up).
@@ -60,6 +64,9 @@ class Worker:
         # The log bridge's stdout/stderr writers: partial lines are sent when a call ends.
         self.output: Any = None  # with has_partial() and flush_partial()
         self.main_ident = threading.main_thread().ident
+        # The CPU time (µs, user and system) at the end of the last call: a call's USAGE
+        # is the difference, so one getrusage a call (see PROTOCOL.md, USAGE).
+        self.cpu_at = _cpu_now()[:2]
         channel.route = self._route
         channel.on_deferred_signal = self._honour_signal
         channel.on_eof = self._on_eof
@@ -177,7 +184,14 @@ class Worker:
             self.cancellable = False
             self.call_id = None
             self.cancel_requested = False
-        self.channel.write_result(frame)
+        self.channel.write_result(self._usage(call_id), frame)
+
+    def _usage(self, call_id: int) -> bytes:
+        """The USAGE frame of the call that just ended: CPU since the previous call's end."""
+        user, system, max_rss = _cpu_now()
+        last_user, last_system = self.cpu_at
+        self.cpu_at = (user, system)
+        return protocol.usage_frame(call_id, user - last_user, system - last_system, max_rss)
 
     def _direct_call_failed(
         self,
@@ -299,6 +313,7 @@ class Worker:
             )
         else:
             body = protocol.build_result_nil(msg.call_id)
+        self.cpu_at = _cpu_now()[:2]  # an import's cost is not the next call's
         self.channel.send(body)
 
     # -------------------------------------------------------------------- host requests
@@ -394,6 +409,12 @@ class Worker:
         if self.call_id is not None and (self.cancel_requested or self.channel.eof):
             if self.task is None or self._in_task_step():
                 raise CallCancelled()
+
+
+def _cpu_now() -> Tuple[int, int, int]:
+    """The worker's user and system CPU time so far (µs) and its peak RSS (KiB)."""
+    r = _getrusage(_RUSAGE_SELF)
+    return int(r[0] * 1e6 + 0.5), int(r[1] * 1e6 + 0.5), r[2]
 
 
 async def _await(awaitable: Any) -> Any:

@@ -18,6 +18,7 @@ pub mod kind {
     pub const EXCEPTION: u8 = 17;
     pub const LOG: u8 = 18;
     pub const HOST_REQUEST: u8 = 19;
+    pub const USAGE: u8 = 20;
     pub const SPAWN: u8 = 32;
     pub const SPAWNED: u8 = 33;
     pub const EXITED: u8 = 34;
@@ -118,6 +119,17 @@ pub struct LogRecord {
     pub time: f64,
 }
 
+/// What a call cost its worker, as the worker measured it (USAGE): the CPU time of the
+/// worker process (every thread) since the end of its previous call, and its resident
+/// high-water mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerUsage {
+    pub cpu_user_us: u64,
+    pub cpu_sys_us: u64,
+    /// `ru_maxrss`: the worker's peak resident size so far, in KiB.
+    pub max_rss_kib: u64,
+}
+
 /// A message from a worker (or a fork-server) to the supervisor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromWorker {
@@ -137,6 +149,11 @@ pub enum FromWorker {
         exception: PyException,
     },
     Log(LogRecord),
+    /// What call `call_id` cost; sent just before its RESULT or EXCEPTION.
+    Usage {
+        call_id: u64,
+        usage: WorkerUsage,
+    },
     HostRequest {
         request_id: u64,
         call_id: Option<u64>,
@@ -403,6 +420,22 @@ impl FromWorker {
                     time: r.float()?,
                 })
             }
+            kind::USAGE => {
+                want(5)?;
+                let call_id = id(&mut r)?;
+                let mut count = |what| {
+                    let v = r.int()?;
+                    u64::try_from(v).map_err(|_| DecodeError::Field(what, v.to_string()))
+                };
+                FromWorker::Usage {
+                    call_id,
+                    usage: WorkerUsage {
+                        cpu_user_us: count("cpu_user_us")?,
+                        cpu_sys_us: count("cpu_sys_us")?,
+                        max_rss_kib: count("max_rss_kib")?,
+                    },
+                }
+            }
             kind::HOST_REQUEST => {
                 want(5)?;
                 let request_id = id(&mut r)?;
@@ -487,6 +520,14 @@ impl FromWorker {
                     None => w.nil(),
                 }
                 w.float(rec.time);
+            }
+            FromWorker::Usage { call_id, usage } => {
+                w.array_len(5);
+                w.int(kind::USAGE as i64);
+                w.int(*call_id as i64);
+                w.int(usage.cpu_user_us as i64);
+                w.int(usage.cpu_sys_us as i64);
+                w.int(usage.max_rss_kib as i64);
             }
             FromWorker::HostRequest {
                 request_id,

@@ -76,6 +76,7 @@ mod launcher;
 mod pool;
 mod process;
 mod shim;
+mod usage;
 mod worker;
 
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
@@ -88,6 +89,7 @@ pub use isolation::{
 };
 pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus, DEFAULT_ENV};
 pub use shim::resolve_interpreter;
+pub use usage::{CallUsage, Measured};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };
