@@ -97,6 +97,7 @@ pub async fn run(
     ctx: Option<&str>,
     timeout: Option<Duration>,
     quiet: bool,
+    verbose: bool,
 ) -> Result<ExitCode, CliError> {
     let kwargs = json_map("--kwargs", kwargs)?;
     let context = snakepit_host::call_context(json_map("--ctx", ctx)?);
@@ -128,13 +129,20 @@ pub async fn run(
             print_log(&rec, quiet);
         }
     });
-    let result = pool.submit(call).await;
+    let measured = pool.submit_measured(&call).await;
+    drop(call); // its log sender: the printer ends once the worker's are gone too
     crate::timing::mark("call");
     pool.shutdown(Duration::from_secs(2)).await;
     drop(pool);
     let _ = printer.await;
     crate::timing::mark("shutdown");
-    match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
+    if let (true, Some(u)) = (verbose, &measured.usage) {
+        eprintln!(
+            "snakepit: {reference}: {}",
+            crate::runs::usage_line(&snakepit_jobs::step_usage(u))
+        );
+    }
+    match measured.result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
         Ok(json) => {
             println!("{json}");
             Ok(ExitCode::SUCCESS)

@@ -184,6 +184,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
                 ctx.as_deref(),
                 timeout,
                 args.quiet,
+                args.verbose > 0,
             )
             .await
         }

@@ -75,7 +75,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
-use snakepit::{Call, CallError, Map, Pool, RawValue, Value, WorkerEvent};
+use snakepit::{Call, CallError, Map, Measured, Pool, RawValue, Value, WorkerEvent};
 use tokio::sync::broadcast;
 
 use generation::Generation;
@@ -406,6 +406,15 @@ impl Host {
         reference: &str,
         options: impl FnOnce(Call) -> Call,
     ) -> Result<RawValue, CallError> {
+        self.submit_measured(reference, options).await.result
+    }
+
+    /// [`Host::submit`], with what the call cost ([`snakepit::CallUsage`]).
+    pub async fn submit_measured(
+        &self,
+        reference: &str,
+        options: impl FnOnce(Call) -> Call,
+    ) -> Measured {
         let call = options(Call::new(reference));
         self.submit_from(self.current(), reference, call).await
     }
@@ -417,12 +426,12 @@ impl Host {
         mut generation: Arc<Generation>,
         reference: &str,
         call: Call,
-    ) -> Result<RawValue, CallError> {
+    ) -> Measured {
         loop {
             let began = Instant::now();
-            let result = generation.pool_for(reference).submit_ref(&call).await;
+            let measured = generation.pool_for(reference).submit_measured(&call).await;
             if let Some(o) = self.calls.get() {
-                let outcome = match &result {
+                let outcome = match &measured.result {
                     Ok(_) => "ok",
                     Err(e) => e.kind(),
                 };
@@ -432,11 +441,11 @@ impl Host {
                     began.elapsed(),
                 );
             }
-            match result {
+            match measured.result {
                 Err(CallError::ShutDown) => {
                     let current = self.current();
                     if current.number == generation.number {
-                        return Err(CallError::ShutDown);
+                        return measured;
                     }
                     tracing::debug!(
                         reference,
@@ -445,7 +454,7 @@ impl Host {
                     );
                     generation = current;
                 }
-                result => return result,
+                _ => return measured,
             }
         }
     }

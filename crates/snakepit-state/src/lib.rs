@@ -291,6 +291,27 @@ pub struct Step {
     pub error: Option<StepError>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the step's calls cost, summed over its attempts that a worker answered;
+    /// None when none was.
+    pub usage: Option<StepUsage>,
+}
+
+/// What a step's calls cost (`snakepit::CallUsage`, summed over the step's attempts;
+/// the peak is the largest). Integers, so that JSON readers need no duration format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StepUsage {
+    /// From each CALL's write to its answer's read (waiting for a worker and retry
+    /// delays excluded).
+    pub wall_us: i64,
+    /// The worker's CPU time (every thread), user and system.
+    pub cpu_user_us: i64,
+    pub cpu_sys_us: i64,
+    /// The worker's resident high-water mark at the end of the call (not reset per
+    /// call: a bound on the step's own peak).
+    pub peak_rss_bytes: i64,
+    /// Host requests (connector calls) and the time the supervisor spent serving them.
+    pub host_requests: i64,
+    pub host_us: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -305,6 +326,12 @@ struct StepRow {
     error_traceback: Option<String>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    wall_us: Option<i64>,
+    cpu_user_us: Option<i64>,
+    cpu_sys_us: Option<i64>,
+    peak_rss_bytes: Option<i64>,
+    host_requests: Option<i64>,
+    host_us: Option<i64>,
 }
 
 impl From<StepRow> for Step {
@@ -322,6 +349,14 @@ impl From<StepRow> for Step {
             }),
             started_at: r.started_at,
             finished_at: r.finished_at,
+            usage: r.wall_us.map(|wall_us| StepUsage {
+                wall_us,
+                cpu_user_us: r.cpu_user_us.unwrap_or(0),
+                cpu_sys_us: r.cpu_sys_us.unwrap_or(0),
+                peak_rss_bytes: r.peak_rss_bytes.unwrap_or(0),
+                host_requests: r.host_requests.unwrap_or(0),
+                host_us: r.host_us.unwrap_or(0),
+            }),
         }
     }
 }
@@ -394,6 +429,8 @@ pub struct StepEnd {
     /// The result as JSON, for a step that succeeded.
     pub result: Option<serde_json::Value>,
     pub error: Option<StepError>,
+    /// What its attempts so far cost.
+    pub usage: Option<StepUsage>,
 }
 
 #[derive(Clone)]
@@ -613,7 +650,8 @@ impl State {
                 sqlx::query(
                     "UPDATE steps SET status = 'pending', result = NULL, error_type = NULL, \
                      error_message = NULL, error_traceback = NULL, started_at = NULL, \
-                     finished_at = NULL WHERE run_id = $1",
+                     finished_at = NULL, wall_us = NULL, cpu_user_us = NULL, cpu_sys_us = NULL, \
+                     peak_rss_bytes = NULL, host_requests = NULL, host_us = NULL WHERE run_id = $1",
                 )
                 .bind(id)
                 .execute(&mut *tx)
@@ -891,11 +929,13 @@ impl State {
     ) -> Result<(), StateError> {
         let result = end.result.as_ref().map(|r| r.to_string());
         let e = end.error.as_ref();
+        let u = end.usage.as_ref();
         with_db!(self, p => {
             sqlx::query(
                 "UPDATE steps SET status = $1, attempts = $2, result = $3, error_type = $4, \
-                 error_message = $5, error_traceback = $6, finished_at = $7 \
-                 WHERE run_id = $8 AND position = $9",
+                 error_message = $5, error_traceback = $6, finished_at = $7, wall_us = $10, \
+                 cpu_user_us = $11, cpu_sys_us = $12, peak_rss_bytes = $13, host_requests = $14, \
+                 host_us = $15 WHERE run_id = $8 AND position = $9",
             )
             .bind(end.status.as_str())
             .bind(i64::from(end.attempts))
@@ -906,6 +946,12 @@ impl State {
             .bind(now)
             .bind(run_id)
             .bind(position as i64)
+            .bind(u.map(|u| u.wall_us))
+            .bind(u.map(|u| u.cpu_user_us))
+            .bind(u.map(|u| u.cpu_sys_us))
+            .bind(u.map(|u| u.peak_rss_bytes))
+            .bind(u.map(|u| u.host_requests))
+            .bind(u.map(|u| u.host_us))
             .execute(p)
             .await?;
         });
@@ -1015,7 +1061,8 @@ impl State {
         let (steps, logs): (Vec<StepRow>, Vec<LogLine>) = with_db!(self, p => {
             let steps = sqlx::query_as::<_, StepRow>(
                 "SELECT position, name, status, attempts, result, error_type, error_message, \
-                 error_traceback, started_at, finished_at FROM steps WHERE run_id = $1 ORDER BY position",
+                 error_traceback, started_at, finished_at, wall_us, cpu_user_us, cpu_sys_us, \
+                 peak_rss_bytes, host_requests, host_us FROM steps WHERE run_id = $1 ORDER BY position",
             )
             .bind(&run.id)
             .fetch_all(p)
