@@ -17,7 +17,10 @@ async fn a_call_reports_its_cpu_memory_host_requests_and_wall_time() {
     let u = burn.usage.expect("an answered call is measured");
     assert!(u.cpu() >= Duration::from_millis(75), "{u:?}");
     assert!(u.wall >= Duration::from_millis(75), "{u:?}");
-    assert!(u.peak_rss > 4 << 20, "a CPython worker is several MiB: {u:?}");
+    assert!(
+        u.peak_rss > 4 << 20,
+        "a CPython worker is several MiB: {u:?}"
+    );
     assert_eq!((u.host_requests, u.host_time), (0, Duration::ZERO));
 
     // The next call starts from the end of this one: a small call costs little.

@@ -32,6 +32,22 @@ pub fn json_map(flag: &str, text: Option<&str>) -> Result<Map, CliError> {
     }
 }
 
+/// A log channel for calls and the task that prints what arrives on stderr (as
+/// [`print_log`]); the task ends once every sender is gone, which includes the pool's
+/// (a worker's slot keeps its last call's log until its next call or its end): await it
+/// after the pool or host has shut down.
+pub fn log_printer(quiet: bool) -> (mpsc::Sender<LogRecord>, tokio::task::JoinHandle<()>) {
+    // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
+    // in a "N log lines dropped" line, instead of growing this process.
+    let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
+    let printer = tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            print_log(&rec, quiet);
+        }
+    });
+    (tx, printer)
+}
+
 /// Prints a plugin's log record on stderr.
 pub fn print_log(rec: &LogRecord, quiet: bool) {
     if quiet && rec.level < 30 {
@@ -114,9 +130,7 @@ pub async fn run(
         .await
         .map_err(|e| apps.build_error(e))?;
     crate::timing::mark("pool start");
-    // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
-    // in a "N log lines dropped" line, instead of growing this process.
-    let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
+    let (tx, printer) = log_printer(quiet);
     let mut call = Call::new(reference)
         .kwargs(kwargs)
         .context(context)
@@ -124,11 +138,6 @@ pub async fn run(
     if let Some(t) = timeout {
         call = call.timeout(t);
     }
-    let printer = tokio::spawn(async move {
-        while let Some(rec) = rx.recv().await {
-            print_log(&rec, quiet);
-        }
-    });
     let measured = pool.submit_measured(&call).await;
     drop(call); // its log sender: the printer ends once the worker's are gone too
     crate::timing::mark("call");
@@ -142,7 +151,10 @@ pub async fn run(
             crate::runs::usage_line(&snakepit_jobs::step_usage(u))
         );
     }
-    match measured.result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
+    match measured
+        .result
+        .and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string())))
+    {
         Ok(json) => {
             println!("{json}");
             Ok(ExitCode::SUCCESS)

@@ -40,14 +40,14 @@
 //! let value = host.call("billing.pricing:quote", kwargs, Map::new()).await?;
 //! println!("{}", value.decode()?);
 //!
-//! match host.validate_password("ada", "hunter2", None).await {
+//! match host.validate_password("ada", "hunter2", None, None).await {
 //!     Ok(()) => println!("accepted"),
 //!     Err(PasswordError::Rejected(reason)) => println!("rejected: {reason}"),
 //!     Err(e) => eprintln!("{e}"),
 //! }
 //!
 //! let payload: Map = vec![("screen".into(), Value::from("invoices"))];
-//! let outcome: Dispatch = host.dispatch("screen.before_save", payload).await;
+//! let outcome: Dispatch = host.dispatch("screen.before_save", payload, None).await;
 //! if let Some(veto) = &outcome.veto {
 //!     println!("vetoed by {}: {}", veto.reference, veto.message);
 //! }
@@ -75,14 +75,14 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
-use snakepit::{Call, CallError, Map, Measured, Pool, RawValue, Value, WorkerEvent};
+use snakepit::{Call, CallError, LogSink, Map, Measured, Pool, RawValue, Value, WorkerEvent};
 use tokio::sync::broadcast;
 
 use generation::Generation;
 
 pub use config::{
     parse_app_toml, parse_duration, parse_size, AppToml, Auth, HttpSettings, Install, Isolation,
-    PluginGrants, PoolSettings, RuntimeTable, MIN_HTTP_TOKEN,
+    PluginGrants, PoolSettings, RuntimeTable, EVENTS, MIN_HTTP_TOKEN,
 };
 pub use jobs::{
     check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
@@ -592,11 +592,14 @@ impl Host {
     /// Calls `[auth] password_validator` with username, password and existing_user:
     /// returning accepts, `ValueError` rejects with its message. The password is never
     /// logged.
+    ///
+    /// The validator's log records and prints go to `logs` too, when given.
     pub async fn validate_password(
         &self,
         username: &str,
         password: &str,
         existing_user: Option<Value>,
+        logs: Option<LogSink>,
     ) -> Result<(), PasswordError> {
         let reference = self
             .install()
@@ -610,7 +613,14 @@ impl Host {
             ("password".into(), Value::from(password)),
             ("existing_user".into(), existing_user.unwrap_or(Value::Nil)),
         ];
-        match self.call(&reference, Map::new(), ctx).await {
+        let call = |c: Call| {
+            let c = c.context(ctx);
+            match logs {
+                Some(l) => c.logs(l),
+                None => c,
+            }
+        };
+        match self.submit(&reference, call).await {
             Ok(_) => Ok(()),
             Err(CallError::Raised(e)) if e.type_name == "ValueError" => {
                 Err(PasswordError::Rejected(e.message))
@@ -622,7 +632,8 @@ impl Host {
     /// Calls the hooks of `event` in order, with the payload's keys as their context. In
     /// a `before_*` event the first hook that fails vetoes (the rest are not called);
     /// in any other event a failing hook is logged and reported and the rest still run.
-    pub async fn dispatch(&self, event: &str, payload: Map) -> Dispatch {
+    /// The hooks' log records and prints go to `logs` too, when given.
+    pub async fn dispatch(&self, event: &str, payload: Map, logs: Option<LogSink>) -> Dispatch {
         let mut out = Dispatch::default();
         let install = self.install();
         let Some(hooks) = install.config.hooks.get(event) else {
@@ -634,7 +645,14 @@ impl Host {
             .unwrap_or(event)
             .starts_with("before_");
         for reference in hooks {
-            match self.call(reference, Map::new(), payload.clone()).await {
+            let call = |c: Call| {
+                let c = c.context(payload.clone());
+                match &logs {
+                    Some(l) => c.logs(l.clone()),
+                    None => c,
+                }
+            };
+            match self.submit(reference, call).await {
                 Ok(_) => out.passed.push(reference.clone()),
                 Err(e) if before => {
                     let message = match &e {

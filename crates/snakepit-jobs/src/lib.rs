@@ -93,8 +93,8 @@ pub use jobset::{JobDef, JobSet, StepDef};
 pub use observe::RunObserver;
 pub use report::job_reports;
 pub use runner::{
-    backoff_delay, retryable, step_error, step_usage, Halt, HaltSignal, QueuedRun, RunError, RunEvent,
-    RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
+    backoff_delay, retryable, step_error, step_usage, Halt, HaltSignal, QueuedRun, RunError,
+    RunEvent, RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
 };
 pub use scheduler::{Scheduler, Scheduling, SYSTEM_USER};
 pub use template::TemplateContext;

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nix::unistd::Pid;
-use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value, WorkerUsage};
+use snakepit_proto::{
+    FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value, WorkerUsage,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
@@ -327,10 +329,7 @@ pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
 /// A host request in a handler's hands: its id, payload size and arrival, then its
 /// answer.
 type HostDone = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (u64, usize, Instant, Result<Value, HostFailure>)>
-            + Send,
-    >,
+    Box<dyn std::future::Future<Output = (u64, usize, Instant, Result<Value, HostFailure>)> + Send>,
 >;
 
 /// Runs one call on a leased worker, from the caller's task.
@@ -695,9 +694,7 @@ async fn exchange(
             FromWorker::Exception { call_id, exception } if call_id == job.id => {
                 return Exchange::Done(Err(call_error(exception, &job.reference)), tally)
             }
-            FromWorker::Usage { call_id, usage } if call_id == job.id => {
-                tally.worker = Some(usage)
-            }
+            FromWorker::Usage { call_id, usage } if call_id == job.id => tally.worker = Some(usage),
             FromWorker::Log(rec) => log.forward(rec),
             FromWorker::HostRequest {
                 request_id,

@@ -89,7 +89,7 @@ pub use isolation::{
 };
 pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus, DEFAULT_ENV};
 pub use shim::resolve_interpreter;
-pub use usage::{CallUsage, Measured};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };
+pub use usage::{CallUsage, Measured};

@@ -17,9 +17,9 @@ use crate::dispatch::{Checkout, Dispatch, Waiting};
 use crate::error::{BuildError, CallError, SpawnError};
 use crate::event::{EventKind, WorkerEvent};
 use crate::host::{HostHandler, NoHandler};
-use crate::usage::Measured;
 use crate::isolation::{harden_supervisor, Confinement, Enforcement, Isolation};
 use crate::launcher::{LaunchMode, Launcher};
+use crate::usage::Measured;
 use crate::worker;
 
 /// The variables passed to workers (and interpreter probes) by default.
@@ -784,9 +784,7 @@ impl Pool {
         let dispatch = &inner.shared.dispatch;
         let lease = match dispatch.checkout(inner.cfg.queue_limit) {
             Checkout::Ready(lease) => lease,
-            Checkout::Full => {
-                return unmeasured(Err(CallError::Overloaded(inner.cfg.queue_limit)))
-            }
+            Checkout::Full => return unmeasured(Err(CallError::Overloaded(inner.cfg.queue_limit))),
             Checkout::Closed => return unmeasured(Err(CallError::ShutDown)),
             // Waiting for a worker counts against the call's timeout.
             Checkout::Wait(rx) => {
