@@ -144,6 +144,8 @@ class Worker:
                             call_id, reference, target, kwargs, context
                         )
                     if frame is None:
+                        if target.coerce:
+                            kwargs = references.coerce(target, kwargs)
                         value = target.func(**kwargs)
                         self.cancellable = False
                         if target.is_async or (

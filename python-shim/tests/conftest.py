@@ -414,6 +414,13 @@ PLUGINS = {
             block = b"x" * (mib << 20)  # written, so resident
             return len(block)
     ''',
+    "dated.py": '''
+        from __future__ import annotations
+        from datetime import date
+
+        def run(*, day: date, text: str, month: date, plain=None, maybe: date | None = None):
+            return [day, text, month, plain, maybe]
+    ''',
     "broken.py": "def f(:\n",
     "slow_import.py": "import time\ntime.sleep(60)\ndef f():\n    return 1\n",
     "raises_on_import.py": "raise RuntimeError('import-time failure')\n",

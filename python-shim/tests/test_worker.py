@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import date
 
 import pytest
 
@@ -29,6 +30,24 @@ def test_handshake(plugins):
 
 
 # ------------------------------------------------------------------------- calls
+
+
+def test_dates_and_iso_texts_meet_str_and_date_annotations(shared_worker):
+    day = date(2026, 5, 1)
+    msg = shared_worker.call("dated:run", {"day": day, "text": day, "month": "2026-04",
+                                           "plain": day, "maybe": "2026-05-31"})
+    # A date for `str` arrives as its text, a month's text for `date` as its first day;
+    # an unannotated parameter gets the value as sent.
+    assert msg == [RESULT, shared_worker.next_call,
+                   [day, "2026-05-01", date(2026, 4, 1), day, date(2026, 5, 31)]]
+    ok = shared_worker.validate("dated:run", {"day": "2026-05-01", "text": day,
+                                              "month": "2026-04"}, [])
+    assert ok[0] == RESULT, ok
+    for bad in ({"day": 5}, {"day": "yesterday"}):
+        msg = shared_worker.validate("dated:run", {"text": "t", "month": "2026-04", **bad}, [])
+        assert msg[0] == EXCEPTION and "kwarg 'day'" in msg[4], msg
+    msg = shared_worker.validate("annotated:run", {"period": "p", "count": day}, [])
+    assert msg[0] == EXCEPTION and "does not match the annotation 'int | None'" in msg[4], msg
 
 
 def test_every_answer_comes_after_the_usage_of_its_call(worker):

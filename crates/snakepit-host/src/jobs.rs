@@ -244,15 +244,23 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
 
 /// A kwarg with the type it has once rendered, for checking it against the
 /// callable's annotations: a string that is exactly one `${params.NAME}` takes the
-/// param's value (and type); every other template renders to a string.
+/// param's value (and type), exactly one `${date.*}` is a date and exactly one
+/// `${month.*}` a month's text (sample values: only their types matter); every other
+/// template renders to a string.
 fn as_rendered(v: &toml::Value, params: &toml::Table) -> toml::Value {
     match v {
-        toml::Value::String(s) => s
-            .strip_prefix("${params.")
-            .and_then(|r| r.strip_suffix('}'))
-            .and_then(|name| params.get(name))
-            .cloned()
-            .unwrap_or_else(|| v.clone()),
+        toml::Value::String(s) => match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            Some("date.today" | "date.yesterday") => "2000-01-31"
+                .parse::<toml::value::Datetime>()
+                .map_or_else(|_| v.clone(), toml::Value::Datetime),
+            Some("month.current" | "month.previous") => toml::Value::String("2000-01".into()),
+            Some(name) => name
+                .strip_prefix("params.")
+                .and_then(|name| params.get(name))
+                .cloned()
+                .unwrap_or_else(|| v.clone()),
+            None => v.clone(),
+        },
         toml::Value::Array(a) => {
             toml::Value::Array(a.iter().map(|v| as_rendered(v, params)).collect())
         }
