@@ -65,7 +65,7 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
     let pkg = dir.join("plugins/billing/jobs.toml");
     let drafts = r#"[[jobs]] "reissue-monthly-drafts" step "reissue-drafts""#;
     let sync = r#"[[jobs]] "sync-ads" step "sync""#;
-    let expected: [(&Path, &str, &str); 10] = [
+    let expected: [(&Path, &str, &str); 11] = [
         (
             &top,
             r#"[[jobs]] "typo" step "s""#,
@@ -99,6 +99,11 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
             "type = \"shell\" is not a step type",
         ),
         (
+            &top,
+            r#"[[jobs]] "dated" step "s""#,
+            "kwarg 'dry_run' = ${date.today} (a date template) does not match the annotation 'bool'",
+        ),
+        (
             &pkg,
             r#"[[jobs]] "reissue-monthly-drafts""#,
             "another job named \"reissue-monthly-drafts\" is in jobs.toml",
@@ -120,7 +125,7 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
     }
     assert_eq!(jobs.len(), expected.len(), "{jobs:#?}");
     // File by file: jobs.toml, then plugins/<pkg>/jobs.toml.
-    assert!(jobs[..8].iter().all(|p| p.file == top), "{jobs:#?}");
+    assert!(jobs[..9].iter().all(|p| p.file == top), "{jobs:#?}");
 }
 
 #[tokio::test]

@@ -85,8 +85,9 @@ pub use config::{
     PluginGrants, PoolSettings, RuntimeTable, EVENTS, MIN_HTTP_TOKEN,
 };
 pub use jobs::{
-    check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
-    Backoff, Job, JobsFile, JobsToml, Step, StepCheck, JOB_STEP_CONTEXT, TEMPLATES,
+    check_cron, explain_templates, jobs_files, load_jobs, parse_cron, parse_timezone,
+    timezone_problem, to_value, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
+    JOB_STEP_CONTEXT, TEMPLATES,
 };
 /// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
 pub use snakepit_connectors as connectors;
