@@ -719,6 +719,7 @@ mod tests {
         let value = host
             .submit_from(old, "v:version", Call::new("v:version"))
             .await
+            .result
             .unwrap();
         assert_eq!(value.decode().unwrap(), Value::Int(2));
         host.shutdown(Duration::from_secs(5)).await;
