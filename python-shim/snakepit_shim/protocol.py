@@ -282,9 +282,18 @@ def build_host_request(
     )
 
 
-def usage_frame(call_id: int, cpu_user_us: int, cpu_sys_us: int, max_rss_kib: int) -> bytes:
-    """A complete USAGE frame (length included): what a call cost the worker."""
-    body = b"\x95\x14" + _int(call_id) + _int(cpu_user_us) + _int(cpu_sys_us) + _int(max_rss_kib)
+_CPU_PAIR = struct.Struct(">BdBd")
+
+
+def usage_frame(call_id: int, cpu_user: float, cpu_sys: float, max_rss_kib: int) -> bytes:
+    """A complete USAGE frame (length included): what a call cost the worker. The CPU
+    times are floats (seconds): fixed-size, so one ``pack`` (this runs on every call)."""
+    body = (
+        b"\x95\x14"
+        + _int(call_id)
+        + _CPU_PAIR.pack(0xCB, cpu_user, 0xCB, cpu_sys)
+        + _int(max_rss_kib)
+    )
     return _LEN.pack(len(body)) + body
 
 

@@ -64,9 +64,9 @@ class Worker:
         # The log bridge's stdout/stderr writers: partial lines are sent when a call ends.
         self.output: Any = None  # with has_partial() and flush_partial()
         self.main_ident = threading.main_thread().ident
-        # The CPU time (µs, user and system) at the end of the last call: a call's USAGE
+        # The CPU time (s, user and system) at the end of the last call: a call's USAGE
         # is the difference, so one getrusage a call (see PROTOCOL.md, USAGE).
-        self.cpu_at = _cpu_now()[:2]
+        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
         channel.route = self._route
         channel.on_deferred_signal = self._honour_signal
         channel.on_eof = self._on_eof
@@ -190,10 +190,13 @@ class Worker:
 
     def _usage(self, call_id: int) -> bytes:
         """The USAGE frame of the call that just ended: CPU since the previous call's end."""
-        user, system, max_rss = _cpu_now()
-        last_user, last_system = self.cpu_at
-        self.cpu_at = (user, system)
-        return protocol.usage_frame(call_id, user - last_user, system - last_system, max_rss)
+        r = _getrusage(_RUSAGE_SELF)
+        user = r[0]
+        system = r[1]
+        frame = protocol.usage_frame(call_id, user - self.cpu_user, system - self.cpu_sys, r[2])
+        self.cpu_user = user
+        self.cpu_sys = system
+        return frame
 
     def _direct_call_failed(
         self,
@@ -315,7 +318,8 @@ class Worker:
             )
         else:
             body = protocol.build_result_nil(msg.call_id)
-        self.cpu_at = _cpu_now()[:2]  # an import's cost is not the next call's
+        # An import's cost is not the next call's.
+        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
         self.channel.send(body)
 
     # -------------------------------------------------------------------- host requests
@@ -411,12 +415,6 @@ class Worker:
         if self.call_id is not None and (self.cancel_requested or self.channel.eof):
             if self.task is None or self._in_task_step():
                 raise CallCancelled()
-
-
-def _cpu_now() -> Tuple[int, int, int]:
-    """The worker's user and system CPU time so far (µs) and its peak RSS (KiB)."""
-    r = _getrusage(_RUSAGE_SELF)
-    return int(r[0] * 1e6 + 0.5), int(r[1] * 1e6 + 0.5), r[2]
 
 
 async def _await(awaitable: Any) -> Any:

@@ -38,7 +38,7 @@ GOLDEN = [
     ("log", [18, 7, 20, "billing.invoicing", "drafts=3", None, 1780000000.25]),
     ("log-between-calls", [18, None, 30, "stderr", "warning line", "exc text", 1780000000.5]),
     ("host-request", [19, 1, 7, "echo", {"x": 1}]),
-    ("usage", [20, 7, 1234, 56, 70000]),
+    ("usage", [20, 7, 0.25, 0.0625, 70000]),
 ]
 
 # How README.md shows each message (the notation of the brief).
@@ -57,5 +57,5 @@ NOTATION = {
     "log": '[18, 7, 20, "billing.invoicing", "drafts=3", None, 1780000000.25]',
     "log-between-calls": '[18, None, 30, "stderr", "warning line", "exc text", 1780000000.5]',
     "host-request": '[19, 1, 7, "echo", {"x": 1}]',
-    "usage": "[20, 7, 1234, 56, 70000]",
+    "usage": "[20, 7, 0.25, 0.0625, 70000]",
 }

@@ -120,12 +120,12 @@ pub struct LogRecord {
 }
 
 /// What a call cost its worker, as the worker measured it (USAGE): the CPU time of the
-/// worker process (every thread) since the end of its previous call, and its resident
-/// high-water mark.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// worker process (every thread) since the end of its previous call, in seconds, and its
+/// resident high-water mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct WorkerUsage {
-    pub cpu_user_us: u64,
-    pub cpu_sys_us: u64,
+    pub cpu_user: f64,
+    pub cpu_sys: f64,
     /// `ru_maxrss`: the worker's peak resident size so far, in KiB.
     pub max_rss_kib: u64,
 }
@@ -423,16 +423,15 @@ impl FromWorker {
             kind::USAGE => {
                 want(5)?;
                 let call_id = id(&mut r)?;
-                let mut count = |what| {
-                    let v = r.int()?;
-                    u64::try_from(v).map_err(|_| DecodeError::Field(what, v.to_string()))
-                };
+                let (cpu_user, cpu_sys) = (r.float()?, r.float()?);
+                let rss = r.int()?;
                 FromWorker::Usage {
                     call_id,
                     usage: WorkerUsage {
-                        cpu_user_us: count("cpu_user_us")?,
-                        cpu_sys_us: count("cpu_sys_us")?,
-                        max_rss_kib: count("max_rss_kib")?,
+                        cpu_user,
+                        cpu_sys,
+                        max_rss_kib: u64::try_from(rss)
+                            .map_err(|_| DecodeError::Field("max_rss_kib", rss.to_string()))?,
                     },
                 }
             }
@@ -525,8 +524,8 @@ impl FromWorker {
                 w.array_len(5);
                 w.int(kind::USAGE as i64);
                 w.int(*call_id as i64);
-                w.int(usage.cpu_user_us as i64);
-                w.int(usage.cpu_sys_us as i64);
+                w.float(usage.cpu_user);
+                w.float(usage.cpu_sys);
                 w.int(usage.max_rss_kib as i64);
             }
             FromWorker::HostRequest {

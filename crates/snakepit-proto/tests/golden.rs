@@ -169,8 +169,8 @@ fn worker_to_supervisor_frames() {
         FromWorker::Usage {
             call_id: 7,
             usage: snakepit_proto::WorkerUsage {
-                cpu_user_us: 1234,
-                cpu_sys_us: 56,
+                cpu_user: 0.25,
+                cpu_sys: 0.0625,
                 max_rss_kib: 70000,
             },
         }

@@ -40,8 +40,8 @@ impl CallUsage {
         let w = worker.unwrap_or_default();
         CallUsage {
             wall,
-            cpu_user: Duration::from_micros(w.cpu_user_us),
-            cpu_sys: Duration::from_micros(w.cpu_sys_us),
+            cpu_user: seconds(w.cpu_user),
+            cpu_sys: seconds(w.cpu_sys),
             peak_rss: w.max_rss_kib.saturating_mul(1024),
             host_requests,
             host_time,
@@ -63,6 +63,12 @@ impl CallUsage {
         self.host_requests = self.host_requests.saturating_add(other.host_requests);
         self.host_time += other.host_time;
     }
+}
+
+/// A worker's figure in seconds (a difference of two readings: never below zero, or not
+/// a number, unless the worker lies), to the microsecond.
+fn seconds(s: f64) -> Duration {
+    Duration::from_micros((s * 1e6).round().clamp(0.0, 1e15) as u64)
 }
 
 /// A call's outcome with what it cost. `usage` is `None` when no worker answered the
