@@ -239,19 +239,25 @@ impl RawPeer {
     /// any); returns the body's length.
     pub fn call(&mut self, frame: &[u8], call_id: u64) -> std::io::Result<usize> {
         self.sock.write_all(frame)?;
-        let body = read_frame(&mut self.sock, DEFAULT_FRAME_LIMIT)
-            .map_err(std::io::Error::other)?
-            .ok_or_else(|| std::io::Error::other("raw worker closed its socket"))?;
-        let n = body.len();
-        match FromWorker::decode(&Bytes::from(body)) {
-            Ok(FromWorker::Result { call_id: id, .. })
-                if id == call_id || call_id == 0 || id == 0 =>
-            {
-                Ok(n)
+        loop {
+            let body = read_frame(&mut self.sock, DEFAULT_FRAME_LIMIT)
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other("raw worker closed its socket"))?;
+            let n = body.len();
+            match FromWorker::decode(&Bytes::from(body)) {
+                // The shim says what the call cost before its answer.
+                Ok(FromWorker::Usage { .. }) => {}
+                Ok(FromWorker::Result { call_id: id, .. })
+                    if id == call_id || call_id == 0 || id == 0 =>
+                {
+                    return Ok(n)
+                }
+                other => {
+                    return Err(std::io::Error::other(format!(
+                        "unexpected answer {other:?}"
+                    )))
+                }
             }
-            other => Err(std::io::Error::other(format!(
-                "unexpected answer {other:?}"
-            ))),
         }
     }
 }

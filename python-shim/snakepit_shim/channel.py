@@ -141,17 +141,25 @@ class Channel:
                 self.signal_pending = False
                 self.on_deferred_signal()
 
-    def write_result(self, frame: bytes) -> None:
+    def write_result(self, usage: bytes, frame: bytes) -> None:
         """Main thread, no call in hand (so no I/O guard: SIGUSR1 does nothing): write a
-        call's answer; without the write lock in solo mode."""
+        call's USAGE and answer frames, in one ``send`` unless the answer is large;
+        without the write lock in solo mode."""
         self.main_writing = True
         try:
             if self.solo:
-                self.sock.sendall(frame)
+                self._send_answer(usage, frame)
                 return
         finally:
             self.main_writing = False
         with self.write_lock:
+            self._send_answer(usage, frame)
+
+    def _send_answer(self, usage: bytes, frame: bytes) -> None:
+        if len(frame) < 65536:
+            self.sock.sendall(usage + frame)
+        else:  # not worth copying a large answer to save a syscall
+            self.sock.sendall(usage)
             self.sock.sendall(frame)
 
     def _send_large(self, header: bytes, body: bytes) -> None:

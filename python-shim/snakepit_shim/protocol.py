@@ -1,4 +1,4 @@
-"""Frames and messages of the snakepit wire protocol, version 1.
+"""Frames and messages of the snakepit wire protocol, version 2.
 
 The one definition of the protocol is ``crates/snakepit-proto/PROTOCOL.md``; this module
 implements it and must not drift from it (the golden frames in ``fixtures/frames/`` pin
@@ -8,7 +8,7 @@ A frame is a 4-byte big-endian unsigned length ``N`` followed by ``N`` bytes of 
 holding one array ``[type, ...fields]``. ``N = 0`` is invalid, and ``N`` is checked against
 the frame limit before anything is allocated for the body. Supervisor to worker: CALL (1),
 CANCEL (2), SHUTDOWN (3), HOST_REPLY (4), VALIDATE (5); worker to supervisor: HANDSHAKE (0),
-RESULT (16), EXCEPTION (17), LOG (18), HOST_REQUEST (19). The fork-server's control channel
+RESULT (16), EXCEPTION (17), LOG (18), HOST_REQUEST (19), USAGE (20). The fork-server's control channel
 adds SPAWN (32), SPAWNED (33) and EXITED (34) (see ``forkserver.py``).
 
 This module has no I/O policy of its own: :class:`FrameBuffer` turns received bytes into
@@ -26,7 +26,7 @@ from .codec import Codec
 from .codec_decode import stdlib_decode_call
 from .codec_encode import _float, _int, _str
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
 
 # Supervisor to worker.
@@ -41,6 +41,7 @@ RESULT = 16
 EXCEPTION = 17
 LOG = 18
 HOST_REQUEST = 19
+USAGE = 20
 # Fork-server control channel.
 SPAWN = 32
 SPAWNED = 33
@@ -57,6 +58,7 @@ NAMES = {
     EXCEPTION: "EXCEPTION",
     LOG: "LOG",
     HOST_REQUEST: "HOST_REQUEST",
+    USAGE: "USAGE",
     SPAWN: "SPAWN",
     SPAWNED: "SPAWNED",
     EXITED: "EXITED",
@@ -274,6 +276,21 @@ def build_host_request(
         + _str(method)
         + codec.encode(payload, "payload")
     )
+
+
+_CPU_PAIR = struct.Struct(">BdBd")
+
+
+def usage_frame(call_id: int, cpu_user: float, cpu_sys: float, max_rss_kib: int) -> bytes:
+    """A complete USAGE frame (length included): what a call cost the worker. The CPU
+    times are floats (seconds): fixed-size, so one ``pack`` (this runs on every call)."""
+    body = (
+        b"\x95\x14"
+        + _int(call_id)
+        + _CPU_PAIR.pack(0xCB, cpu_user, 0xCB, cpu_sys)
+        + _int(max_rss_kib)
+    )
+    return _LEN.pack(len(body)) + body
 
 
 def build_spawned(worker_id: int, pid: int) -> bytes:

@@ -8,6 +8,7 @@ Problems are :class:`ReferenceProblem`, reported as EXCEPTION kind ``reference``
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import inspect
 import re
@@ -46,6 +47,10 @@ class Target(NamedTuple):
     name_set: FrozenSet[str]  # names, for C-level subset checks
     required_set: FrozenSet[str]
     is_async: bool  # an ``async def``: its value is awaited without asking
+    # (name, str or datetime.date) of the parameters annotated ``str`` or ``date``: a
+    # date given to a ``str`` one arrives as its ISO text, an ISO day or month
+    # ("2026-05-01", "2026-05") given to a ``date`` one as that day (a month's first).
+    coerce: Tuple[Tuple[str, type], ...]
     # A plain Python function whose signature is its code's: called with the kwargs as
     # they are, since Python's own argument binding then refuses exactly what ``bind``
     # refuses (the caller runs ``bind`` to name the problem when the call fails there).
@@ -135,7 +140,7 @@ def _inspect(reference: str, func: Callable[..., Any]) -> Target:
         sig = inspect.signature(func)
     except (TypeError, ValueError):  # some builtins: nothing to check, pass everything
         return Target(reference, func, display, (), (), True, {}, frozenset(), frozenset(),
-                      _is_async(func), False)
+                      _is_async(func), (), False)
     names: List[str] = []
     required: List[str] = []
     var_kw = False
@@ -162,8 +167,17 @@ def _inspect(reference: str, func: Callable[..., Any]) -> Target:
         and getattr(func, "__wrapped__", None) is None
         and getattr(func, "__signature__", None) is None
     )
+    coerce = []
+    for name, p in params.items():
+        if p.annotation is not p.empty:
+            kinds = annotation_kinds(p.annotation, func) or ()
+            for kind in (str, datetime.date):
+                if kind in kinds:
+                    coerce.append((name, kind))
+                    break
     return Target(reference, func, display, tuple(names), tuple(required), var_kw, params,
-                  frozenset(names), frozenset(required), _is_async(func), direct)
+                  frozenset(names), frozenset(required), _is_async(func), tuple(coerce),
+                  direct)
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -201,6 +215,35 @@ def bind(target: Target, kwargs: Dict[str, Any], context: Dict[str, Any]) -> Dic
             if name not in args:
                 raise _missing(target, name)
     return args
+
+
+def coerce(target: Target, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """``kwargs`` with the dates and ISO texts that ``target.coerce`` names converted
+    (the same dict when there is nothing to convert)."""
+    out = kwargs
+    for name, kind in target.coerce:
+        value = kwargs.get(name)
+        if kind is str:
+            new = value.isoformat() if type(value) is datetime.date else value
+        else:
+            new = _iso_day(value) if type(value) is str else value
+        if new is not value and new is not None:
+            if out is kwargs:
+                out = dict(kwargs)
+            out[name] = new
+    return out
+
+
+def _iso_day(text: str) -> Optional[datetime.date]:
+    """The day of ``"YYYY-MM-DD"``, the first of ``"YYYY-MM"``; None for other text."""
+    try:
+        if len(text) == 7:
+            return datetime.date.fromisoformat(text + "-01")
+        if len(text) == 10:
+            return datetime.date.fromisoformat(text)
+    except ValueError:
+        pass
+    return None
 
 
 def check(target: Target, kwargs: Dict[str, Any], context_keys: Iterable[str]) -> None:
@@ -260,8 +303,12 @@ _BY_NAME: Dict[str, type] = {
     "List": list,
     "typing.Dict": dict,
     "typing.List": list,
+    "date": datetime.date,
+    "datetime.date": datetime.date,
+    "datetime": datetime.datetime,
+    "datetime.datetime": datetime.datetime,
 }
-_SIMPLE_TYPES = (str, int, float, bool, dict, list)
+_SIMPLE_TYPES = (str, int, float, bool, dict, list, datetime.date, datetime.datetime)
 
 
 def annotation_kinds(ann: Any, func: Any = None) -> Optional[Tuple[type, ...]]:
@@ -332,6 +379,10 @@ def _fits(value: Any, kinds: Tuple[type, ...]) -> bool:
         if t is kind:
             return True
         if kind is float and t is int:  # an int is fine where a float is expected
+            return True
+        if kind is str and t is datetime.date:  # given as its ISO text (see coerce)
+            return True
+        if kind is datetime.date and t is str and _iso_day(value) is not None:
             return True
     return False
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import resource
 import signal
 import sys
 import threading
@@ -38,6 +39,9 @@ _UNSET = object()
 _PLANS = references._CACHE  # reference -> resolved Target (its dispatch plan)
 # Return values that are certainly not awaitable: no inspect.isawaitable for them.
 _PLAIN = frozenset((str, int, float, bool, dict, list, tuple, bytes))
+
+_getrusage = resource.getrusage
+_RUSAGE_SELF = resource.RUSAGE_SELF
 
 _SHIM_DIR = os.path.dirname(os.path.abspath(__file__))
 # asyncio is imported on the first async call only (it costs ~45 ms of start-up).
@@ -60,6 +64,9 @@ class Worker:
         # The log bridge's stdout/stderr writers: partial lines are sent when a call ends.
         self.output: Any = None  # with has_partial() and flush_partial()
         self.main_ident = threading.main_thread().ident
+        # The CPU time (s, user and system) at the end of the last call: a call's USAGE
+        # is the difference, so one getrusage a call (see PROTOCOL.md, USAGE).
+        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
         channel.route = self._route
         channel.on_deferred_signal = self._honour_signal
         channel.on_eof = self._on_eof
@@ -137,6 +144,8 @@ class Worker:
                             call_id, reference, target, kwargs, context
                         )
                     if frame is None:
+                        if target.coerce:
+                            kwargs = references.coerce(target, kwargs)
                         value = target.func(**kwargs)
                         self.cancellable = False
                         if target.is_async or (
@@ -177,7 +186,17 @@ class Worker:
             self.cancellable = False
             self.call_id = None
             self.cancel_requested = False
-        self.channel.write_result(frame)
+        self.channel.write_result(self._usage(call_id), frame)
+
+    def _usage(self, call_id: int) -> bytes:
+        """The USAGE frame of the call that just ended: CPU since the previous call's end."""
+        r = _getrusage(_RUSAGE_SELF)
+        user = r[0]
+        system = r[1]
+        frame = protocol.usage_frame(call_id, user - self.cpu_user, system - self.cpu_sys, r[2])
+        self.cpu_user = user
+        self.cpu_sys = system
+        return frame
 
     def _direct_call_failed(
         self,
@@ -299,6 +318,8 @@ class Worker:
             )
         else:
             body = protocol.build_result_nil(msg.call_id)
+        # An import's cost is not the next call's.
+        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
         self.channel.send(body)
 
     # -------------------------------------------------------------------- host requests

@@ -32,7 +32,7 @@ CODEC = codec_mod.select_codec()
 DEADLINE = 10.0
 
 
-def worker_command(plugins: Path, mode: str = "worker", protocol_version: int = 1,
+def worker_command(plugins: Path, mode: str = "worker", protocol_version: int = protocol.PROTOCOL_VERSION,
                    frame_limit: int = 67108864, extra: Optional[List[str]] = None) -> List[str]:
     return [
         sys.executable, "-c", BOOT, str(SHIM_PARENT), mode,
@@ -71,6 +71,7 @@ class Supervisor:
         self.sock = sock
         self.frames = protocol.FrameBuffer(limit)
         self.logs: List[list] = []
+        self.usages: List[list] = []
         self.host_requests: List[list] = []
         self.auto_echo = True
         # method -> handler(payload) -> reply value (or raise Refused); "echo" is built in
@@ -82,9 +83,14 @@ class Supervisor:
         self.sock.sendall(protocol.frame(body))
 
     def recv_raw(self, timeout: float = DEADLINE) -> bytes:
+        """The next frame's body; USAGE frames (before every call's answer) are collected
+        in ``usages``."""
         deadline = time.monotonic() + timeout
         while True:
             body = self.frames.next_frame()
+            if body is not None and body[:2] == b"\x95\x14":
+                self.usages.append(CODEC.decode(body))
+                continue
             if body is not None:
                 return body
             left = deadline - time.monotonic()
@@ -394,6 +400,26 @@ PLUGINS = {
         def background_reply(timeout: float = 5.0):
             _box["thread"].join(timeout)
             return _box.get("reply", "no reply")
+    ''',
+    "costly.py": '''
+        import time
+
+        def burn(ms: int):
+            end = time.process_time() + ms / 1000
+            while time.process_time() < end:
+                pass
+            return ms
+
+        def grow(mib: int):
+            block = b"x" * (mib << 20)  # written, so resident
+            return len(block)
+    ''',
+    "dated.py": '''
+        from __future__ import annotations
+        from datetime import date
+
+        def run(*, day: date, text: str, month: date, plain=None, maybe: date | None = None):
+            return [day, text, month, plain, maybe]
     ''',
     "broken.py": "def f(:\n",
     "slow_import.py": "import time\ntime.sleep(60)\ndef f():\n    return 1\n",

@@ -4,7 +4,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 GOLDEN = [
-    ("handshake", [0, 1, 4242, "3.11.7", "stdlib"]),
+    ("handshake", [0, 2, 4242, "3.11.7", "stdlib"]),
     ("call-small", [1, 7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False},
                     {"job_id": "j1", "run_id": "r-1"}]),
     ("cancel", [2, 7]),
@@ -38,11 +38,12 @@ GOLDEN = [
     ("log", [18, 7, 20, "billing.invoicing", "drafts=3", None, 1780000000.25]),
     ("log-between-calls", [18, None, 30, "stderr", "warning line", "exc text", 1780000000.5]),
     ("host-request", [19, 1, 7, "echo", {"x": 1}]),
+    ("usage", [20, 7, 0.25, 0.0625, 70000]),
 ]
 
 # How README.md shows each message (the notation of the brief).
 NOTATION = {
-    "handshake": '[0, 1, 4242, "3.11.7", "stdlib"]',
+    "handshake": '[0, 2, 4242, "3.11.7", "stdlib"]',
     "call-small": '[1, 7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False}, {"job_id": "j1", "run_id": "r-1"}]',
     "cancel": "[2, 7]",
     "shutdown": "[3]",
@@ -56,4 +57,5 @@ NOTATION = {
     "log": '[18, 7, 20, "billing.invoicing", "drafts=3", None, 1780000000.25]',
     "log-between-calls": '[18, None, 30, "stderr", "warning line", "exc text", 1780000000.5]',
     "host-request": '[19, 1, 7, "echo", {"x": 1}]',
+    "usage": "[20, 7, 0.25, 0.0625, 70000]",
 }

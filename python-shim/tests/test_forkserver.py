@@ -64,7 +64,7 @@ def spawn_ready(ctl: Supervisor, worker_id: int) -> Tuple[int, Spawned]:
     msg = ctl.recv()
     assert msg[:2] == [protocol.SPAWNED, worker_id]
     hs = spawned.sup.recv()
-    assert hs[:3] == [protocol.HANDSHAKE, 1, msg[2]]
+    assert hs[:3] == [protocol.HANDSHAKE, protocol.PROTOCOL_VERSION, msg[2]]
     return msg[2], spawned
 
 
@@ -75,7 +75,7 @@ def forkserver(plugins):
     theirs.close()
     ctl = Supervisor(proc, ours)
     hs = ctl.recv()
-    assert hs[:3] == [protocol.HANDSHAKE, 1, proc.pid]
+    assert hs[:3] == [protocol.HANDSHAKE, protocol.PROTOCOL_VERSION, proc.pid]
     try:
         yield ctl
     finally:

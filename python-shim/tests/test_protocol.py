@@ -56,6 +56,7 @@ def test_hand_built_envelopes_match_golden(impl):
     assert protocol.build_log(*dict(GOLDEN)["log-between-calls"][1:]) \
         == _golden_body("log-between-calls")
     assert protocol.build_host_request(1, 7, "echo", {"x": 1}, impl) == _golden_body("host-request")
+    assert protocol.usage_frame(*dict(GOLDEN)["usage"][1:])[4:] == _golden_body("usage")
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=ids)

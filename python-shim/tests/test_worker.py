@@ -7,6 +7,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import date
 
 import pytest
 
@@ -20,7 +21,7 @@ def test_handshake(plugins):
     sup = start_worker(plugins)
     try:
         msg = sup.recv()
-        assert msg[:3] == [protocol.HANDSHAKE, 1, sup.proc.pid]
+        assert msg[:3] == [protocol.HANDSHAKE, protocol.PROTOCOL_VERSION, sup.proc.pid]
         assert msg[3] == "%d.%d.%d" % sys.version_info[:3]
         assert msg[4] == CODEC.name  # SNAKEPIT_SHIM_CODEC=stdlib is inherited
         assert sup.shutdown() == 0
@@ -29,6 +30,47 @@ def test_handshake(plugins):
 
 
 # ------------------------------------------------------------------------- calls
+
+
+def test_dates_and_iso_texts_meet_str_and_date_annotations(shared_worker):
+    day = date(2026, 5, 1)
+    msg = shared_worker.call("dated:run", {"day": day, "text": day, "month": "2026-04",
+                                           "plain": day, "maybe": "2026-05-31"})
+    # A date for `str` arrives as its text, a month's text for `date` as its first day;
+    # an unannotated parameter gets the value as sent.
+    assert msg == [RESULT, shared_worker.next_call,
+                   [day, "2026-05-01", date(2026, 4, 1), day, date(2026, 5, 31)]]
+    ok = shared_worker.validate("dated:run", {"day": "2026-05-01", "text": day,
+                                              "month": "2026-04"}, [])
+    assert ok[0] == RESULT, ok
+    for bad in ({"day": 5}, {"day": "yesterday"}):
+        msg = shared_worker.validate("dated:run", {"text": "t", "month": "2026-04", **bad}, [])
+        assert msg[0] == EXCEPTION and "kwarg 'day'" in msg[4], msg
+    msg = shared_worker.validate("annotated:run", {"period": "p", "count": day}, [])
+    assert msg[0] == EXCEPTION and "does not match the annotation 'int | None'" in msg[4], msg
+
+
+def test_every_answer_comes_after_the_usage_of_its_call(worker):
+    sup = worker  # a fresh one: its peak RSS is its start-up's
+    msg = sup.call("costly:burn", {"ms": 60})
+    assert msg == [RESULT, sup.next_call, 60]
+    (usage,) = sup.usages
+    assert usage[:2] == [protocol.USAGE, sup.next_call]
+    cpu_user, cpu_sys, max_rss = usage[2:]
+    assert cpu_user + cpu_sys >= 0.055, usage  # seconds: the 60 ms the plugin burnt
+    sup.call("costly:burn", {"ms": 0})
+    assert sum(sup.usages[-1][2:4]) < 0.055, sup.usages  # the next call starts afresh
+    # The peak is the worker's high-water mark (KiB), which an exec'd worker starts with
+    # its forking parent's (here pytest's, ≈ 100 MiB): allocate well above that.
+    msg = sup.call("costly:grow", {"mib": 200})
+    assert msg[2] == 200 << 20
+    assert sup.usages[-1][4] >= max(max_rss, 160 << 10), (max_rss, sup.usages)
+    # A failing call has its usage too, and a VALIDATE answer none.
+    assert sup.call("billing.invoicing:custom", {})[0] == EXCEPTION
+    assert sup.usages[-1][1] == sup.next_call
+    sup.validate("costly:burn", {"ms": 1}, [])
+    assert sup.usages[-1][1] == sup.next_call - 1
+
 
 
 def test_sync_call_with_context_and_kwargs(shared_worker):
@@ -391,12 +433,12 @@ def test_eof_exits_zero(worker):
 
 def test_protocol_version_mismatch_exits_two(plugins):
     ours, theirs = socket.socketpair()
-    proc = spawn_on_fd3(worker_command(plugins, protocol_version=2), theirs)
+    proc = spawn_on_fd3(worker_command(plugins, protocol_version=protocol.PROTOCOL_VERSION + 1), theirs)
     theirs.close()
     try:
         out, err = proc.communicate(timeout=DEADLINE)
         assert proc.returncode == 2
-        assert b"protocol 2" in err and err.count(b"\n") == 1
+        assert b"protocol 3" in err and err.count(b"\n") == 1
     finally:
         ours.close()
 

@@ -105,6 +105,8 @@ forbidden-report = "SELECT count(*) AS n FROM {t}"
 two-params = "SELECT id FROM {t} WHERE period = :period AND customer = :customer"
 "put-types:write" = "INSERT INTO {t}_types (i, f, s, b, d, dt, dtz, day, flag, n) VALUES (:i, :f, :s, :b, :d, :dt, :dtz, :day, :flag, :n)"
 get-types = "SELECT i, f, s, b, d, dt, dtz, day, flag, n FROM {t}_types"
+"put-day:write" = "INSERT INTO {t}_types (day) VALUES (:day)"
+get-days = "SELECT day FROM {t}_types ORDER BY day"
 "#,
             url = self.url()
         );
@@ -667,6 +669,57 @@ async fn typed_values_round_trip(db: Server) {
     assert_eq!(row, &want, "{db:?}");
     host.shutdown(Duration::from_secs(2)).await;
     apps.teardown().await;
+}
+
+/// Issue 15: `${date.yesterday}` and `${month.previous}` as a job step renders them,
+/// into a DATE column, with no conversion in the plugin.
+async fn date_templates_bind_to_date_columns(db: Server) {
+    let apps = Apps::new(db, None);
+    apps.setup().await;
+    let host = apps.open().await;
+    let when = chrono::TimeZone::with_ymd_and_hms(&chrono_tz::UTC, 2026, 5, 1, 2, 0, 0).unwrap();
+    let params = Map::new();
+    let templates = snakepit_jobs::TemplateContext {
+        scheduled_for: when,
+        job: "j",
+        run_id: "r",
+        params: &params,
+    };
+    let day = |iso: &str| Value::Date(snakepit_proto::parse_date(iso).unwrap());
+    let yesterday = templates.render(&s("${date.yesterday}"));
+    assert_eq!(yesterday, day("2026-04-30"));
+    let got = call(&host, "typed:put_day", vec![("day", yesterday)])
+        .await
+        .unwrap();
+    assert_eq!(got.get("given"), Some(&s("date")), "{db:?}: {got}");
+    let month = templates.render(&s("${month.previous}"));
+    assert_eq!(month, s("2026-04"));
+    let got = call(&host, "typed:put_month", vec![("day", month)])
+        .await
+        .unwrap();
+    assert_eq!(got.get("given"), Some(&s("date")), "{db:?}: {got}");
+    let rows = Value::List(vec![
+        Value::map([("day", day("2026-04-01"))]),
+        Value::map([("day", day("2026-04-30"))]),
+    ]);
+    assert_eq!(got.get("rows"), Some(&rows), "{db:?}");
+    host.shutdown(Duration::from_secs(2)).await;
+    apps.teardown().await;
+}
+
+#[tokio::test]
+async fn date_templates_bind_to_date_columns_on_sqlite() {
+    date_templates_bind_to_date_columns(Server::Sqlite).await
+}
+
+#[tokio::test]
+async fn date_templates_bind_to_date_columns_on_postgres() {
+    date_templates_bind_to_date_columns(Server::Postgres).await
+}
+
+#[tokio::test]
+async fn date_templates_bind_to_date_columns_on_mariadb() {
+    date_templates_bind_to_date_columns(Server::MariaDb).await
 }
 
 #[tokio::test]

@@ -225,6 +225,13 @@ async fn context_templates_and_chaining(backend: Backend) {
         .steps
         .iter()
         .all(|s| s.status == "succeeded" && s.attempts == 1));
+    // Each step's cost is on the record, read back from the history.
+    for s in &rec.steps {
+        let u = s.usage.expect("a step a worker answered has its cost");
+        assert!(u.wall_us > 0 && u.cpu_user_us + u.cpu_sys_us > 0, "{u:?}");
+        assert!(u.peak_rss_bytes > 4 << 20, "{u:?}");
+        assert_eq!((u.host_requests, u.host_us), (0, 0));
+    }
     // The plugin's log records and prints, tagged with step and attempt.
     let logs: Vec<(&str, i64, &str, &str)> = rec
         .logs
@@ -335,6 +342,10 @@ async fn a_failed_step_fails_the_run(backend: Backend) {
         "{tb}"
     );
     assert_eq!((never.status.as_str(), never.attempts), ("skipped", 0));
+    // The failed step's three attempts were answered: their cost summed; the skipped
+    // step has none.
+    assert!(boom.usage.is_some_and(|u| u.wall_us > 0), "{boom:?}");
+    assert!(never.usage.is_none());
     assert_eq!(clock.sleeps(), [Duration::from_secs(2); 2], "fixed backoff");
     f.close().await;
 }

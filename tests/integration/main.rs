@@ -17,3 +17,4 @@ mod nodes;
 mod plugin_host;
 mod reload;
 mod state;
+mod usage;

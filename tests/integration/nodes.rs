@@ -565,6 +565,7 @@ async fn a_node_that_lost_its_lease_cannot_write_to_the_run(backend: Backend) {
         attempts: 1,
         result: Some(serde_json::json!(result)),
         error: None,
+        usage: None,
     };
     let fenced = |r: Result<(), StateError>| {
         assert!(matches!(r, Err(StateError::Fenced { .. })), "{r:?}");

@@ -65,7 +65,7 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
     let pkg = dir.join("plugins/billing/jobs.toml");
     let drafts = r#"[[jobs]] "reissue-monthly-drafts" step "reissue-drafts""#;
     let sync = r#"[[jobs]] "sync-ads" step "sync""#;
-    let expected: [(&Path, &str, &str); 10] = [
+    let expected: [(&Path, &str, &str); 11] = [
         (
             &top,
             r#"[[jobs]] "typo" step "s""#,
@@ -99,6 +99,11 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
             "type = \"shell\" is not a step type",
         ),
         (
+            &top,
+            r#"[[jobs]] "dated" step "s""#,
+            "kwarg 'dry_run' = ${date.today} (a date template) does not match the annotation 'bool'",
+        ),
+        (
             &pkg,
             r#"[[jobs]] "reissue-monthly-drafts""#,
             "another job named \"reissue-monthly-drafts\" is in jobs.toml",
@@ -120,7 +125,7 @@ async fn check_reports_every_broken_job_with_file_entry_and_reason() {
     }
     assert_eq!(jobs.len(), expected.len(), "{jobs:#?}");
     // File by file: jobs.toml, then plugins/<pkg>/jobs.toml.
-    assert!(jobs[..8].iter().all(|p| p.file == top), "{jobs:#?}");
+    assert!(jobs[..9].iter().all(|p| p.file == top), "{jobs:#?}");
 }
 
 #[tokio::test]
@@ -170,17 +175,17 @@ fn an_unknown_key_is_reported_with_its_place() {
 #[tokio::test]
 async fn the_password_validator_accepts_and_rejects() {
     let host = open(&install_dir("good")).await.unwrap();
-    host.validate_password("ada", "correct horse battery", None)
+    host.validate_password("ada", "correct horse battery", None, None)
         .await
         .unwrap();
-    let short = host.validate_password("ada", "short", None).await;
+    let short = host.validate_password("ada", "short", None, None).await;
     assert!(
         matches!(&short, Err(PasswordError::Rejected(m)) if m == "the password needs at least 8 characters"),
         "{short:?}"
     );
     let existing = Value::Map(vec![("old_password".into(), "correct horse".into())]);
     let same = host
-        .validate_password("ada", "correct horse", Some(existing))
+        .validate_password("ada", "correct horse", Some(existing), None)
         .await;
     assert!(
         matches!(&same, Err(PasswordError::Rejected(m)) if m.contains("differ from the old")),
@@ -210,13 +215,13 @@ async fn hooks_run_in_order_and_a_before_hook_vetoes() {
     let trace = tmp.path().join("trace");
 
     let out = host
-        .dispatch("screen.before_save", trace_payload(&trace, false))
+        .dispatch("screen.before_save", trace_payload(&trace, false), None)
         .await;
     assert!(out.veto.is_none() && out.failed.is_empty(), "{out:?}");
     assert_eq!(read_trace(&trace), ["first", "veto_if_asked", "third"]);
 
     let out = host
-        .dispatch("screen.before_save", trace_payload(&trace, true))
+        .dispatch("screen.before_save", trace_payload(&trace, true), None)
         .await;
     let veto = out.veto.expect("vetoed");
     assert_eq!(
@@ -231,7 +236,7 @@ async fn hooks_run_in_order_and_a_before_hook_vetoes() {
 
     // An after_* hook that raises is reported; the rest still run.
     let out = host
-        .dispatch("screen.after_save", trace_payload(&trace, false))
+        .dispatch("screen.after_save", trace_payload(&trace, false), None)
         .await;
     assert!(out.veto.is_none(), "{out:?}");
     assert_eq!(out.failed.len(), 1);
@@ -239,7 +244,9 @@ async fn hooks_run_in_order_and_a_before_hook_vetoes() {
     assert_eq!(read_trace(&trace), ["first", "after_boom", "third"]);
 
     // An event without hooks passes.
-    let out = host.dispatch("connector.before_query", Map::new()).await;
+    let out = host
+        .dispatch("connector.before_query", Map::new(), None)
+        .await;
     assert!(out.veto.is_none() && out.passed.is_empty());
     host.shutdown(Duration::from_secs(2)).await;
 }

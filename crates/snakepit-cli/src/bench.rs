@@ -31,6 +31,25 @@ struct Summary {
     p99_us: u64,
     calls_per_sec: f64,
     workers_restarted: u64,
+    /// The answered calls' CPU time in their workers (user + system), percentiles.
+    cpu_p50_us: u64,
+    cpu_p99_us: u64,
+    /// The largest worker resident high-water mark any call reported.
+    peak_rss_bytes: u64,
+}
+
+/// What one caller thread saw.
+#[derive(Default)]
+struct Seen {
+    lat: Vec<u32>,
+    cpu: Vec<u32>,
+    peak_rss: u64,
+    errors: Errors,
+}
+
+/// Microseconds, saturated to fit the sample vectors.
+fn us(d: Duration) -> u32 {
+    d.as_micros().min(u32::MAX as u128) as u32
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -135,32 +154,44 @@ pub async fn run(
                 .enable_all()
                 .build()?;
             Ok::<_, std::io::Error>(rt.block_on(async move {
-                let mut lat = Vec::new();
-                let mut errors = Errors::default();
+                let mut seen = Seen::default();
                 while next.fetch_add(1, Ordering::Relaxed) < calls {
                     let t = Instant::now();
-                    match pool
-                        .submit(Call::new(reference.as_str()).kwargs((*kwargs).clone()))
-                        .await
-                    {
-                        Ok(_) => lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32),
-                        Err(e) => errors.count(&e),
+                    let call = Call::new(reference.as_str()).kwargs((*kwargs).clone());
+                    let measured = pool.submit_measured(&call).await;
+                    let elapsed = t.elapsed();
+                    if let Some(u) = &measured.usage {
+                        seen.cpu.push(us(u.cpu()));
+                        seen.peak_rss = seen.peak_rss.max(u.peak_rss);
+                    }
+                    match measured.result {
+                        Ok(_) => seen.lat.push(us(elapsed)),
+                        Err(e) => seen.errors.count(&e),
                     }
                     bar.inc(1);
                 }
-                (lat, errors)
+                seen
             }))
         }));
     }
     let mut lat = Vec::with_capacity(opts.calls as usize);
+    let mut cpu = Vec::with_capacity(opts.calls as usize);
+    let mut peak_rss = 0;
     let mut errors = Errors::default();
     for t in tasks {
-        let (l, e) = tokio::task::block_in_place(|| t.join())
+        let Seen {
+            lat: l,
+            cpu: c,
+            peak_rss: p,
+            errors: e,
+        } = tokio::task::block_in_place(|| t.join())
             .map_err(|_| CliError::Pool("a bench thread panicked".into()))?
             .map_err(|e| {
                 CliError::Pool(format!("a bench thread could not start its runtime: {e}"))
             })?;
         lat.extend(l);
+        cpu.extend(c);
+        peak_rss = peak_rss.max(p);
         errors.raised += e.raised;
         errors.timeout += e.timeout;
         errors.crashed += e.crashed;
@@ -172,6 +203,7 @@ pub async fn run(
     let workers_restarted = pool.status().restarts - restarts_before;
     pool.shutdown(Duration::from_secs(5)).await;
     lat.sort_unstable();
+    cpu.sort_unstable();
     let s = Summary {
         calls: opts.calls,
         ok: lat.len() as u64,
@@ -182,6 +214,9 @@ pub async fn run(
             / 10.0,
         errors,
         workers_restarted,
+        cpu_p50_us: percentile(&cpu, 0.50),
+        cpu_p99_us: percentile(&cpu, 0.99),
+        peak_rss_bytes: peak_rss,
     };
     let accounted = s.ok + s.errors.total() == s.calls;
     if opts.json {
@@ -197,6 +232,12 @@ pub async fn run(
         outln!(
             "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted (recycled by max_calls_per_worker / max_worker_rss, or replaced after a crash)",
             s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted
+        );
+        outln!(
+            "worker CPU per call p50 {} µs, p99 {} µs; peak worker RSS {:.1} MiB",
+            s.cpu_p50_us,
+            s.cpu_p99_us,
+            s.peak_rss_bytes as f64 / f64::from(1u32 << 20)
         );
     }
     Ok(if accounted {

@@ -33,6 +33,22 @@ pub fn json_map(flag: &str, text: Option<&str>) -> Result<Map, CliError> {
     }
 }
 
+/// A log channel for calls and the task that prints what arrives on stderr (as
+/// [`print_log`]); the task ends once every sender is gone, which includes the pool's
+/// (a worker's slot keeps its last call's log until its next call or its end): await it
+/// after the pool or host has shut down.
+pub fn log_printer(quiet: bool) -> (mpsc::Sender<LogRecord>, tokio::task::JoinHandle<()>) {
+    // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
+    // in a "N log lines dropped" line, instead of growing this process.
+    let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
+    let printer = tokio::spawn(async move {
+        while let Some(rec) = rx.recv().await {
+            print_log(&rec, quiet);
+        }
+    });
+    (tx, printer)
+}
+
 /// Prints a plugin's log record on stderr.
 pub fn print_log(rec: &LogRecord, quiet: bool) {
     if quiet && rec.level < 30 {
@@ -49,13 +65,9 @@ pub fn print_log(rec: &LogRecord, quiet: bool) {
     }
 }
 
-/// The exit code and the stderr report of a failed call (README, "From the command line").
-pub fn report_error(reference: &str, e: &CallError) -> u8 {
-    report_failure(reference, &CallFailure::from(e))
-}
-
-/// [`report_error`] of a failure as the control socket carries it: a local call and one
-/// through `snakepit serve` (`--remote`) report the same.
+/// The exit code and the stderr report of a failed call (README, "From the command
+/// line"), as the control socket carries it: a local call and one through `snakepit
+/// serve` (`--remote`) report the same.
 pub fn report_failure(reference: &str, e: &CallFailure) -> u8 {
     if let Some(exc) = &e.raised {
         err!("{}", exc.traceback);
@@ -104,6 +116,8 @@ pub struct Options<'a> {
     pub ctx: Option<&'a str>,
     pub timeout: Option<Duration>,
     pub quiet: bool,
+    /// Print the call's cost on stderr (`-v`).
+    pub verbose: bool,
     pub json: bool,
 }
 
@@ -114,6 +128,7 @@ pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
         ctx,
         timeout,
         quiet,
+        verbose,
         json,
     } = opts;
     let kwargs = json_map("--kwargs", kwargs)?;
@@ -131,9 +146,7 @@ pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
         .await
         .map_err(|e| apps.build_error(e))?;
     crate::timing::mark("pool start");
-    // Bounded: a plugin that logs faster than stderr takes them loses the excess, counted
-    // in a "N log lines dropped" line, instead of growing this process.
-    let (tx, mut rx) = mpsc::channel(LOG_CHANNEL);
+    let (tx, printer) = log_printer(quiet);
     let mut call = Call::new(reference)
         .kwargs(kwargs)
         .context(context)
@@ -141,18 +154,23 @@ pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
     if let Some(t) = timeout {
         call = call.timeout(t);
     }
-    let printer = tokio::spawn(async move {
-        while let Some(rec) = rx.recv().await {
-            print_log(&rec, quiet);
-        }
-    });
-    let result = pool.submit(call).await;
+    let measured = pool.submit_measured(&call).await;
+    drop(call); // its log sender: the printer ends once the worker's are gone too
     crate::timing::mark("call");
     pool.shutdown(Duration::from_secs(2)).await;
     drop(pool);
     let _ = printer.await;
     crate::timing::mark("shutdown");
-    match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
+    if let (true, Some(u)) = (verbose, &measured.usage) {
+        errln!(
+            "snakepit: {reference}: {}",
+            crate::runs::usage_line(&snakepit_jobs::step_usage(u))
+        );
+    }
+    match measured
+        .result
+        .and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string())))
+    {
         Ok(json) => {
             outln!("{json}");
             Ok(ExitCode::SUCCESS)

@@ -254,6 +254,7 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
                 ctx: ctx.as_deref(),
                 timeout,
                 quiet: args.quiet,
+                verbose: args.verbose > 0,
                 json: args.json,
             };
             if remote {
@@ -282,10 +283,18 @@ pub async fn run(args: Args) -> Result<ExitCode, CliError> {
             username,
             existing_user,
         } => {
-            crate::host_cmds::validate_password(load()?, &username, existing_user.as_deref()).await
+            crate::host_cmds::validate_password(
+                load(),
+                &username,
+                existing_user.as_deref(),
+                args.json,
+                args.quiet,
+            )
+            .await
         }
         Command::Dispatch { event, payload } => {
-            crate::host_cmds::dispatch(load()?, &event, payload.as_deref(), args.json).await
+            crate::host_cmds::dispatch(load(), &event, payload.as_deref(), args.json, args.quiet)
+                .await
         }
         Command::Serve {
             graceful_timeout,

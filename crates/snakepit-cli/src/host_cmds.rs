@@ -5,11 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use serde_json::json;
 use snakepit::{CallError, Value};
+use snakepit_host::control::CallFailure;
 use snakepit_host::{Host, HostError, PasswordError, Problem};
 
 use crate::apps::Apps;
-use crate::call::json_map;
+use crate::call::{json_map, log_printer};
 use crate::error::CliError;
 use crate::output::{err, errln, outln};
 
@@ -75,12 +77,84 @@ fn nothing_to_check(dir: &Path) -> bool {
         .all(|f| !dir.join(f).exists())
 }
 
+/// How a command that answers with JSON on every outcome (`validate-password`,
+/// `dispatch`) reports an error that kept it from answering: without `--json` the error
+/// goes up as any command's; with it, on stderr and as `answer`'s `error` (`{kind,
+/// message, raised: null}` plus `more`), with the error's exit code.
+fn answer_error(
+    json: bool,
+    mut answer: serde_json::Value,
+    e: CliError,
+    more: serde_json::Value,
+) -> Result<ExitCode, CliError> {
+    if !json {
+        return Err(e);
+    }
+    errln!("snakepit: {e}");
+    let kind = match &e {
+        CliError::Config { .. } => "config",
+        CliError::Usage(_) => "usage",
+        CliError::Pool(_) => "pool",
+    };
+    let mut error = json!({"kind": kind, "message": e.to_string(), "raised": null});
+    if let (Some(error), serde_json::Value::Object(more)) = (error.as_object_mut(), more) {
+        error.extend(more);
+    }
+    answer["error"] = error;
+    outln!("{answer}");
+    Ok(ExitCode::from(e.exit_code()))
+}
+
 /// The password comes from stdin (one trailing newline dropped) and is never printed.
+/// The validator's log records and prints go to stderr (as `call`'s). With `--json`,
+/// `{accepted, reason, error}` on stdout whatever the outcome.
 pub async fn validate_password(
-    apps: Apps,
+    apps: Result<Apps, HostError>,
     username: &str,
     existing_user: Option<&str>,
+    json: bool,
+    quiet: bool,
 ) -> Result<ExitCode, CliError> {
+    let answer = |accepted: bool, reason: Option<&str>, error: Option<serde_json::Value>| json!({"accepted": accepted, "reason": reason, "error": error});
+    let verdict = match ask_validator(apps, username, existing_user, quiet).await {
+        Ok(v) => v,
+        Err(e) => return answer_error(json, answer(false, None, None), e, json!({})),
+    };
+    let (code, out) = match verdict {
+        Ok(()) => (0, answer(true, None, None)),
+        Err(PasswordError::Rejected(reason)) => {
+            errln!("{reason}");
+            (1, answer(false, Some(&reason), None))
+        }
+        Err(e @ PasswordError::NotConfigured) => {
+            let e = CliError::Usage(format!(
+                "{e}; add password_validator = \"module:function\" to [auth]"
+            ));
+            return answer_error(json, answer(false, None, None), e, json!({}));
+        }
+        Err(PasswordError::Failed { reference, error }) => {
+            let failure = CallFailure::from(&error);
+            let code = crate::call::report_failure(&reference, &failure);
+            (
+                code,
+                answer(false, None, serde_json::to_value(failure).ok()),
+            )
+        }
+    };
+    if json {
+        outln!("{out}");
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Reads the password and asks the install's validator, its log lines on stderr.
+async fn ask_validator(
+    apps: Result<Apps, HostError>,
+    username: &str,
+    existing_user: Option<&str>,
+    quiet: bool,
+) -> Result<Result<(), PasswordError>, CliError> {
+    let apps = apps?;
     let existing = match existing_user {
         None => None,
         Some(text) => Some(Value::Map(json_map("--existing-user", Some(text))?)),
@@ -94,34 +168,44 @@ pub async fn validate_password(
         .map(|p| p.strip_suffix('\r').unwrap_or(p))
         .unwrap_or(&password);
     let host = Host::start_checked(apps).await?;
-    let result = host.validate_password(username, password, existing).await;
+    let (logs, printer) = log_printer(quiet);
+    let verdict = host
+        .validate_password(username, password, existing, Some(logs.into()))
+        .await;
     host.shutdown(SHUTDOWN).await;
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(PasswordError::Rejected(reason)) => {
-            errln!("{reason}");
-            Ok(ExitCode::from(1))
-        }
-        Err(e @ PasswordError::NotConfigured) => Err(CliError::Usage(format!(
-            "{e}; add password_validator = \"module:function\" to [auth]"
-        ))),
-        Err(PasswordError::Failed { reference, error }) => Ok(ExitCode::from(
-            crate::call::report_error(&reference, &error),
-        )),
-    }
+    drop(host); // with its workers' last log senders
+    let _ = printer.await;
+    Ok(verdict)
 }
 
-/// 0 when no hook vetoed (failed `after_*` hooks are reported on stderr); 1 on a veto.
+/// 0 when no hook vetoed (failed `after_*` hooks are reported on stderr); 1 on a veto;
+/// 2 for an event that neither `[hooks]` nor the documented events name. The hooks' log
+/// records and prints go to stderr (as `call`'s). With `--json`, `{event, passed, veto,
+/// failed, error}` on stdout whatever the outcome.
 pub async fn dispatch(
-    apps: Apps,
+    apps: Result<Apps, HostError>,
     event: &str,
     payload: Option<&str>,
     json: bool,
+    quiet: bool,
 ) -> Result<ExitCode, CliError> {
-    let payload = json_map("--payload", payload)?;
-    let host = Host::start_checked(apps).await?;
-    let out = host.dispatch(event, payload).await;
-    host.shutdown(SHUTDOWN).await;
+    let answer = json!({"event": event, "passed": [], "veto": null, "failed": [], "error": null});
+    let apps = match apps {
+        Ok(apps) => apps,
+        Err(e) => return answer_error(json, answer, e.into(), json!({})),
+    };
+    let known = apps.known_events();
+    if !known.iter().any(|k| k == event) {
+        let e = CliError::Usage(format!(
+            "no hook in app.toml [hooks] uses the event {event:?} and it is not a documented event; the known events are {}",
+            known.join(", ")
+        ));
+        return answer_error(json, answer, e, json!({"known_events": known}));
+    }
+    let out = match run_hooks(apps, event, payload, quiet).await {
+        Ok(out) => out,
+        Err(e) => return answer_error(json, answer, e, json!({})),
+    };
     for (reference, e) in &out.failed {
         match e {
             CallError::Raised(x) => errln!(
@@ -136,15 +220,15 @@ pub async fn dispatch(
         let failed: Vec<_> = out
             .failed
             .iter()
-            .map(|(r, e)| serde_json::json!({"reference": r, "error": e.to_string()}))
+            .map(|(r, e)| json!({"reference": r, "error": e.to_string()}))
             .collect();
         let veto = out
             .veto
             .as_ref()
-            .map(|v| serde_json::json!({"reference": v.reference, "message": v.message}));
+            .map(|v| json!({"reference": v.reference, "message": v.message}));
         outln!(
             "{}",
-            serde_json::json!({"passed": out.passed, "veto": veto, "failed": failed})
+            json!({"event": event, "passed": out.passed, "veto": veto, "failed": failed, "error": null})
         );
     }
     match out.veto {
@@ -154,4 +238,21 @@ pub async fn dispatch(
         }
         None => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// Starts the install and calls the event's hooks, their log lines on stderr.
+async fn run_hooks(
+    apps: Apps,
+    event: &str,
+    payload: Option<&str>,
+    quiet: bool,
+) -> Result<snakepit_host::Dispatch, CliError> {
+    let payload = json_map("--payload", payload)?;
+    let host = Host::start_checked(apps).await?;
+    let (logs, printer) = log_printer(quiet);
+    let out = host.dispatch(event, payload, Some(logs.into())).await;
+    host.shutdown(SHUTDOWN).await;
+    drop(host); // with its workers' last log senders
+    let _ = printer.await;
+    Ok(out)
 }

@@ -93,6 +93,8 @@ pub async fn call(apps: &Path, opts: Options<'_>) -> Result<ExitCode, CliError> 
         ctx,
         timeout,
         quiet,
+        // The control socket does not carry a call's cost.
+        verbose: _,
         json,
     } = opts;
     // Checked here, with the local call's messages; sent as the JSON they are.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use snakepit_proto::level_name;
-use snakepit_state::{AuditRow, CallPage, RunFilter, RunRecord};
+use snakepit_state::{AuditRow, CallPage, RunFilter, RunRecord, StepUsage};
 
 use crate::apps::Apps;
 use crate::error::CliError;
@@ -50,6 +50,22 @@ fn seconds(d: std::time::Duration) -> String {
         1000..=59_999 => format!("{:.1}s", d.as_secs_f64()),
         _ => format!("{}m {}s", d.as_secs() / 60, d.as_secs() % 60),
     }
+}
+
+/// What a step (or a call) cost, on one line: `wall 1.2ms · cpu 850µs (user 610µs, sys
+/// 240µs) · peak RSS 23.4 MiB · 2 host requests, 310µs`.
+pub fn usage_line(u: &StepUsage) -> String {
+    format!(
+        "wall {} · cpu {} (user {}, sys {}) · peak RSS {:.1} MiB · {} host request{}, {}",
+        micros(u.wall_us),
+        micros(u.cpu_user_us + u.cpu_sys_us),
+        micros(u.cpu_user_us),
+        micros(u.cpu_sys_us),
+        u.peak_rss_bytes as f64 / f64::from(1u32 << 20),
+        u.host_requests,
+        if u.host_requests == 1 { "" } else { "s" },
+        micros(u.host_us),
+    )
 }
 
 /// A duration given in µs: `85µs`, `1.2ms`, then as [`seconds`].
@@ -248,6 +264,9 @@ pub fn render(rec: &RunRecord, now: DateTime<Utc>) -> String {
             s.attempts,
             if s.attempts == 1 { "" } else { "s" }
         ));
+        if let Some(u) = &s.usage {
+            out.push_str(&format!("     cost: {}\n", usage_line(u)));
+        }
         if let Some(result) = &s.result {
             out.push_str(&format!("     result: {result}\n"));
         }

@@ -430,6 +430,149 @@ fn dispatch_exits_1_on_a_veto_and_0_otherwise() {
 }
 
 #[test]
+fn hooks_and_the_validator_are_heard_on_stderr_and_answer_json_on_every_outcome() {
+    let good = install("good");
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", text(&out.stdout)))
+    };
+    let strong = "correct horse battery\n";
+    let out = snakepit_with(
+        &good,
+        &["validate-password", "--username", "loud"],
+        strong,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("validating loud"), "{err}");
+    assert!(err.contains("WARNING security: loud warning"), "{err}");
+    let out = snakepit_with(
+        &good,
+        &["-q", "validate-password", "--username", "loud"],
+        strong,
+        &[],
+    );
+    assert!(!text(&out.stderr).contains("validating loud"));
+
+    let out = snakepit_with(
+        &good,
+        &["--json", "validate-password", "--username", "ada"],
+        strong,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"accepted": true, "reason": null, "error": null})
+    );
+    let out = snakepit_with(
+        &good,
+        &["--json", "validate-password", "--username", "ada"],
+        "adalovelace99\n",
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"accepted": false, "reason": "the password must not contain the username", "error": null})
+    );
+    // An install without a validator still answers JSON (exit 2).
+    let bare = tempfile::tempdir().unwrap();
+    std::fs::write(bare.path().join("app.toml"), "").unwrap();
+    let out = snakepit_with(
+        bare.path(),
+        &["--json", "validate-password", "--username", "ada"],
+        strong,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let answer = json(&out);
+    assert_eq!(
+        (
+            answer["accepted"].as_bool(),
+            answer["error"]["kind"].as_str()
+        ),
+        (Some(false), Some("usage"))
+    );
+
+    // A hook's prints reach stderr, unless -q.
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("trace");
+    let payload = |veto: bool| {
+        serde_json::json!({"trace": trace.to_str().unwrap(), "veto": veto, "say": "hello from a hook"})
+            .to_string()
+    };
+    let out = snakepit(
+        &good,
+        &[
+            "dispatch",
+            "screen.before_save",
+            "--payload",
+            &payload(false),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("hello from a hook"));
+    let out = snakepit(
+        &good,
+        &[
+            "-q",
+            "dispatch",
+            "screen.before_save",
+            "--payload",
+            &payload(false),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!text(&out.stderr).contains("hello from a hook"));
+    // A veto in JSON.
+    let out = snakepit(
+        &good,
+        &[
+            "--json",
+            "dispatch",
+            "screen.before_save",
+            "--payload",
+            &payload(true),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let answer = json(&out);
+    assert_eq!(
+        answer["veto"]["message"],
+        "saving this screen is not allowed"
+    );
+    assert_eq!(answer["passed"], serde_json::json!(["audit:first"]));
+    assert_eq!(answer["error"], serde_json::Value::Null);
+
+    // An event nobody uses and nobody documents: 2, with the known events.
+    let known = "connector.before_query, screen.after_save, screen.before_save";
+    let out = snakepit(&good, &["dispatch", "screen.befor_save"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"screen.befor_save\"") && err.contains(known),
+        "{err}"
+    );
+    let out = snakepit(&good, &["--json", "dispatch", "screen.befor_save"]);
+    assert_eq!(out.status.code(), Some(2));
+    let answer = json(&out);
+    assert_eq!(
+        answer["error"]["known_events"],
+        serde_json::json!([
+            "connector.before_query",
+            "screen.after_save",
+            "screen.before_save"
+        ])
+    );
+    assert_eq!(answer["passed"], serde_json::json!([]));
+    // A documented event that no hook uses passes, silently.
+    let out = snakepit(&good, &["--json", "dispatch", "connector.before_query"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
 fn workers_see_only_the_allowlisted_environment() {
     let good = install("good");
     let env = [("SNAKEPIT_TEST_SECRET", "hunter2"), ("TZ", "Europe/Paris")];

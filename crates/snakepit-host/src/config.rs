@@ -350,7 +350,21 @@ pub struct Install {
     pub connectors: Connectors,
 }
 
+/// The events snakepit documents (SPEC §2): `[hooks]` may name others, which only
+/// `dispatch` raises.
+pub const EVENTS: [&str; 3] = ["screen.before_save", "screen.after_save", BEFORE_QUERY];
+
 impl Install {
+    /// The events a dispatch may name: the documented ones ([`EVENTS`]) and every event
+    /// `[hooks]` maps, sorted.
+    pub fn known_events(&self) -> Vec<String> {
+        let mut events: Vec<String> = EVENTS.iter().map(|e| e.to_string()).collect();
+        events.extend(self.config.hooks.keys().cloned());
+        events.sort();
+        events.dedup();
+        events
+    }
+
     /// Finds the apps dir (`apps`, else the working directory), reads its app.toml (if any)
     /// and resolves the interpreter (README, "From the command line"): `python` (a
     /// `--python` flag), else `[runtime] python`, `$SNAKEPIT_PYTHON`,

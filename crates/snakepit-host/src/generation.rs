@@ -11,7 +11,8 @@ use futures_util::future::join_all;
 use snakepit::{CallError, Map, Pool};
 
 use crate::{
-    load_jobs, timezone_problem, HostError, Install, Problem, JOB_STEP_CONTEXT, PASSWORD_CONTEXT,
+    explain_templates, load_jobs, timezone_problem, HostError, Install, Problem, JOB_STEP_CONTEXT,
+    PASSWORD_CONTEXT,
 };
 
 /// One generation of an install's pools.
@@ -109,6 +110,8 @@ impl Generation {
             kwargs: Map,
             keys: Vec<String>,
             hook: bool,
+            /// A step's whole date and month templates (see `explain_templates`).
+            templates: Vec<(String, String)>,
         }
         let mut todo: Vec<Todo> = Vec::new();
         let cfg = &self.install.config;
@@ -121,6 +124,7 @@ impl Generation {
                 kwargs: Map::new(),
                 keys: PASSWORD_CONTEXT.iter().map(|k| k.to_string()).collect(),
                 hook: false,
+                templates: vec![],
             });
         }
         for (event, refs) in &cfg.hooks {
@@ -132,6 +136,7 @@ impl Generation {
                     kwargs: Map::new(),
                     keys: vec![],
                     hook: true,
+                    templates: vec![],
                 });
             }
         }
@@ -145,6 +150,7 @@ impl Generation {
                 kwargs: step.kwargs,
                 keys: JOB_STEP_CONTEXT.iter().map(|k| k.to_string()).collect(),
                 hook: false,
+                templates: step.templates,
             });
         }
         let checks = todo.into_iter().map(|t| async move {
@@ -171,7 +177,7 @@ impl Generation {
             Some(Problem {
                 file: t.file,
                 entry: t.entry,
-                reason,
+                reason: explain_templates(reason, &t.templates),
             })
         });
         let mut found: Vec<Problem> = join_all(checks).await.into_iter().flatten().collect();

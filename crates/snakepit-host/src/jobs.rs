@@ -112,6 +112,31 @@ pub struct StepCheck {
     pub entry: String,
     pub callable: String,
     pub kwargs: Map,
+    /// The kwargs that are a whole date or month template (sent with a sample value),
+    /// and the template: a problem names the template, not the sample.
+    pub templates: Vec<(String, String)>,
+}
+
+/// The samples a whole `${date.*}` or `${month.*}` template is validated with.
+const SAMPLE_DAY: &str = "2000-01-31";
+const SAMPLE_MONTH: &str = "2000-01";
+
+/// A worker's reason for refusing a step, with each template's sample replaced by the
+/// template (`kwarg 'n' = ${date.today} (a date template) does not match ...`).
+pub fn explain_templates(reason: String, templates: &[(String, String)]) -> String {
+    let mut reason = reason;
+    for (key, template) in templates {
+        for (sample, kind) in [
+            ("datetime.date(2000, 1, 31) (date)", "a date"),
+            ("'2000-01' (str)", "a month's YYYY-MM text"),
+        ] {
+            reason = reason.replace(
+                &format!("kwarg '{key}' = {sample}"),
+                &format!("kwarg '{key}' = {template} ({kind} template)"),
+            );
+        }
+    }
+    reason
 }
 
 /// The jobs.toml files of an install: `<apps>/jobs.toml`, then
@@ -234,6 +259,16 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
                             .iter()
                             .map(|(k, v)| (k.clone(), to_value(&as_rendered(v, &job.params))))
                             .collect(),
+                        templates: step
+                            .kwargs
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                let t = v.as_str()?;
+                                let name = t.strip_prefix("${")?.strip_suffix('}')?;
+                                (name.starts_with("date.") || name.starts_with("month."))
+                                    .then(|| (k.clone(), t.to_owned()))
+                            })
+                            .collect(),
                     }),
                 }
             }
@@ -244,15 +279,23 @@ pub fn load_jobs(dir: &Path) -> (Vec<JobsFile>, Vec<StepCheck>, Vec<Problem>) {
 
 /// A kwarg with the type it has once rendered, for checking it against the
 /// callable's annotations: a string that is exactly one `${params.NAME}` takes the
-/// param's value (and type); every other template renders to a string.
+/// param's value (and type), exactly one `${date.*}` is a date and exactly one
+/// `${month.*}` a month's text (sample values: only their types matter); every other
+/// template renders to a string.
 fn as_rendered(v: &toml::Value, params: &toml::Table) -> toml::Value {
     match v {
-        toml::Value::String(s) => s
-            .strip_prefix("${params.")
-            .and_then(|r| r.strip_suffix('}'))
-            .and_then(|name| params.get(name))
-            .cloned()
-            .unwrap_or_else(|| v.clone()),
+        toml::Value::String(s) => match s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
+            Some("date.today" | "date.yesterday") => SAMPLE_DAY
+                .parse::<toml::value::Datetime>()
+                .map_or_else(|_| v.clone(), toml::Value::Datetime),
+            Some("month.current" | "month.previous") => toml::Value::String(SAMPLE_MONTH.into()),
+            Some(name) => name
+                .strip_prefix("params.")
+                .and_then(|name| params.get(name))
+                .cloned()
+                .unwrap_or_else(|| v.clone()),
+            None => v.clone(),
+        },
         toml::Value::Array(a) => {
             toml::Value::Array(a.iter().map(|v| as_rendered(v, params)).collect())
         }

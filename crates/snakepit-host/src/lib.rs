@@ -66,14 +66,14 @@
 //! let value = host.call("billing.pricing:quote", kwargs, Map::new()).await?;
 //! println!("{}", value.decode()?);
 //!
-//! match host.validate_password("ada", "hunter2", None).await {
+//! match host.validate_password("ada", "hunter2", None, None).await {
 //!     Ok(()) => println!("accepted"),
 //!     Err(PasswordError::Rejected(reason)) => println!("rejected: {reason}"),
 //!     Err(e) => eprintln!("{e}"),
 //! }
 //!
 //! let payload: Map = vec![("screen".into(), Value::from("invoices"))];
-//! let outcome: Dispatch = host.dispatch("screen.before_save", payload).await;
+//! let outcome: Dispatch = host.dispatch("screen.before_save", payload, None).await;
 //! if let Some(veto) = &outcome.veto {
 //!     println!("vetoed by {}: {}", veto.reference, veto.message);
 //! }
@@ -103,18 +103,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
 use snakepit::sync::Recover;
-use snakepit::{Call, CallError, Map, Pool, RawValue, Value, WorkerEvent};
+use snakepit::{Call, CallError, LogSink, Map, Measured, Pool, RawValue, Value, WorkerEvent};
 use tokio::sync::broadcast;
 
 use generation::Generation;
 
 pub use config::{
     parse_app_toml, parse_duration, parse_size, AppToml, Auth, HttpSettings, Install, Isolation,
-    PluginGrants, PoolSettings, RuntimeTable, MIN_HTTP_TOKEN,
+    PluginGrants, PoolSettings, RuntimeTable, EVENTS, MIN_HTTP_TOKEN,
 };
 pub use jobs::{
-    check_cron, jobs_files, load_jobs, parse_cron, parse_timezone, timezone_problem, to_value,
-    Backoff, Job, JobsFile, JobsToml, Step, StepCheck, JOB_STEP_CONTEXT, TEMPLATES,
+    check_cron, explain_templates, jobs_files, load_jobs, parse_cron, parse_timezone,
+    timezone_problem, to_value, Backoff, Job, JobsFile, JobsToml, Step, StepCheck,
+    JOB_STEP_CONTEXT, TEMPLATES,
 };
 /// The connectors every pool serves (`Install::connectors`): audit sink, problems, config.
 pub use snakepit_connectors as connectors;
@@ -427,6 +428,15 @@ impl Host {
         reference: &str,
         options: impl FnOnce(Call) -> Call,
     ) -> Result<RawValue, CallError> {
+        self.submit_measured(reference, options).await.result
+    }
+
+    /// [`Host::submit`], with what the call cost ([`snakepit::CallUsage`]).
+    pub async fn submit_measured(
+        &self,
+        reference: &str,
+        options: impl FnOnce(Call) -> Call,
+    ) -> Measured {
         let call = options(Call::new(reference));
         self.submit_from(self.current(), reference, call).await
     }
@@ -438,12 +448,12 @@ impl Host {
         mut generation: Arc<Generation>,
         reference: &str,
         call: Call,
-    ) -> Result<RawValue, CallError> {
+    ) -> Measured {
         loop {
             let began = Instant::now();
-            let result = generation.pool_for(reference).submit_ref(&call).await;
+            let measured = generation.pool_for(reference).submit_measured(&call).await;
             if let Some(o) = self.calls.get() {
-                let outcome = match &result {
+                let outcome = match &measured.result {
                     Ok(_) => "ok",
                     Err(e) => e.kind(),
                 };
@@ -453,11 +463,11 @@ impl Host {
                     began.elapsed(),
                 );
             }
-            match result {
+            match measured.result {
                 Err(CallError::ShutDown) => {
                     let current = self.current();
                     if current.number == generation.number {
-                        return Err(CallError::ShutDown);
+                        return measured;
                     }
                     tracing::debug!(
                         reference,
@@ -466,7 +476,7 @@ impl Host {
                     );
                     generation = current;
                 }
-                result => return result,
+                _ => return measured,
             }
         }
     }
@@ -604,11 +614,14 @@ impl Host {
     /// Calls `[auth] password_validator` with username, password and existing_user:
     /// returning accepts, `ValueError` rejects with its message. The password is never
     /// logged.
+    ///
+    /// The validator's log records and prints go to `logs` too, when given.
     pub async fn validate_password(
         &self,
         username: &str,
         password: &str,
         existing_user: Option<Value>,
+        logs: Option<LogSink>,
     ) -> Result<(), PasswordError> {
         let reference = self
             .install()
@@ -622,7 +635,14 @@ impl Host {
             ("password".into(), Value::from(password)),
             ("existing_user".into(), existing_user.unwrap_or(Value::Nil)),
         ];
-        match self.call(&reference, Map::new(), ctx).await {
+        let call = |c: Call| {
+            let c = c.context(ctx);
+            match logs {
+                Some(l) => c.logs(l),
+                None => c,
+            }
+        };
+        match self.submit(&reference, call).await {
             Ok(_) => Ok(()),
             Err(CallError::Raised(e)) if e.type_name == "ValueError" => {
                 Err(PasswordError::Rejected(e.message))
@@ -634,7 +654,8 @@ impl Host {
     /// Calls the hooks of `event` in order, with the payload's keys as their context. In
     /// a `before_*` event the first hook that fails vetoes (the rest are not called);
     /// in any other event a failing hook is logged and reported and the rest still run.
-    pub async fn dispatch(&self, event: &str, payload: Map) -> Dispatch {
+    /// The hooks' log records and prints go to `logs` too, when given.
+    pub async fn dispatch(&self, event: &str, payload: Map, logs: Option<LogSink>) -> Dispatch {
         let mut out = Dispatch::default();
         let install = self.install();
         let Some(hooks) = install.config.hooks.get(event) else {
@@ -646,7 +667,14 @@ impl Host {
             .unwrap_or(event)
             .starts_with("before_");
         for reference in hooks {
-            match self.call(reference, Map::new(), payload.clone()).await {
+            let call = |c: Call| {
+                let c = c.context(payload.clone());
+                match &logs {
+                    Some(l) => c.logs(l.clone()),
+                    None => c,
+                }
+            };
+            match self.submit(reference, call).await {
                 Ok(_) => out.passed.push(reference.clone()),
                 Err(e) if before => {
                     let message = match &e {
@@ -712,6 +740,7 @@ mod tests {
         let value = host
             .submit_from(old, "v:version", Call::new("v:version"))
             .await
+            .result
             .unwrap();
         assert_eq!(value.decode().unwrap(), Value::Int(2));
         host.shutdown(Duration::from_secs(5)).await;

@@ -113,8 +113,9 @@ pub use jobset::{JobDef, JobSet, StepDef};
 pub use observe::RunObserver;
 pub use report::job_reports;
 pub use runner::{
-    backoff_delay, enqueue_for_any_node, retryable, step_error, Halt, HaltSignal, QueuedRun,
-    RunError, RunEvent, RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP, RUNNER_LOGGER,
+    backoff_delay, enqueue_for_any_node, retryable, step_error, step_usage, Halt, HaltSignal,
+    QueuedRun, RunError, RunEvent, RunRequest, Runner, StepCaller, BACKOFF_BASE, BACKOFF_CAP,
+    RUNNER_LOGGER,
 };
 pub use scheduler::{Scheduler, Scheduling, SYSTEM_USER};
 pub use template::TemplateContext;

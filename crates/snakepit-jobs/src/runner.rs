@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use snakepit::{Call, CallError, LogRecord, Map, RawValue, Value};
+use snakepit::{Call, CallError, CallUsage, LogRecord, Map, Measured, Value};
 use snakepit_host::{Backoff, Host};
 use snakepit_state::{
-    Claim, LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus, Trigger,
+    Claim, LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus,
+    StepUsage, Trigger,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -41,7 +42,7 @@ pub trait StepCaller: Send + Sync + 'static {
         &'a self,
         reference: &'a str,
         options: Box<dyn FnOnce(Call) -> Call + Send + 'a>,
-    ) -> Pin<Box<dyn Future<Output = Result<RawValue, CallError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Measured> + Send + 'a>>;
 }
 
 impl StepCaller for Host {
@@ -49,8 +50,21 @@ impl StepCaller for Host {
         &'a self,
         reference: &'a str,
         options: Box<dyn FnOnce(Call) -> Call + Send + 'a>,
-    ) -> Pin<Box<dyn Future<Output = Result<RawValue, CallError>> + Send + 'a>> {
-        Box::pin(self.submit(reference, options))
+    ) -> Pin<Box<dyn Future<Output = Measured> + Send + 'a>> {
+        Box::pin(self.submit_measured(reference, options))
+    }
+}
+
+/// A call's cost as the run history keeps it.
+pub fn step_usage(u: &CallUsage) -> StepUsage {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    StepUsage {
+        wall_us: us(u.wall),
+        cpu_user_us: us(u.cpu_user),
+        cpu_sys_us: us(u.cpu_sys),
+        peak_rss_bytes: i64::try_from(u.peak_rss).unwrap_or(i64::MAX),
+        host_requests: i64::from(u.host_requests),
+        host_us: us(u.host_time),
     }
 }
 
@@ -662,6 +676,8 @@ impl Runner {
             logger: RUNNER_LOGGER.to_owned(),
             message,
         };
+        // What this step's attempts cost, summed.
+        let mut cost: Option<CallUsage> = None;
         loop {
             attempt += 1;
             self.state
@@ -725,6 +741,13 @@ impl Runner {
                 emit(RunEvent::Log(l.clone()));
                 sink.push(l);
             }
+            let ended = ended.map(|m| {
+                if let Some(u) = &m.usage {
+                    cost.get_or_insert_with(CallUsage::default).add(u);
+                }
+                m.result
+            });
+            let usage = cost.as_ref().map(step_usage);
             let failure = match ended {
                 Err(h) => {
                     sink.push(note(attempt, 30, h.note()));
@@ -739,6 +762,7 @@ impl Runner {
                             attempts: attempt,
                             result: Some(json),
                             error: None,
+                            usage,
                         };
                         self.state
                             .finish_step(claim, position, &end, self.clock.now())
@@ -779,6 +803,7 @@ impl Runner {
                     attempts: attempt,
                     result: None,
                     error: Some(error.clone()),
+                    usage,
                 };
                 self.state
                     .finish_step(claim, position, &end, self.clock.now())
@@ -814,6 +839,7 @@ impl Runner {
                 attempts: attempt,
                 result: None,
                 error: Some(error.clone()),
+                usage,
             };
             self.state
                 .finish_step(claim, position, &end, self.clock.now())

@@ -6,7 +6,11 @@
 //! Values keep their type: only strings are rendered (inside lists and tables too),
 //! and a string that is exactly one `${params.NAME}` becomes the param's value with its
 //! own type (`limit = "${params.limit}"` with `params = { limit = 10 }` is the integer
-//! 10). A param inside a longer string is written as text (a string as itself, other
+//! 10). A string that is exactly `${date.today}` or `${date.yesterday}` is a date (the
+//! wire's `date`: a `datetime.date` in the worker, a DATE parameter in SQL); the worker
+//! gives it as its ISO text to a parameter annotated `str` (and a `${month.*}` text to one
+//! annotated `date` as the month's first day: see the shim's `references.coerce`). A
+//! param or a date inside a longer string is written as text (a string as itself, other
 //! values as JSON). Unknown templates are load-time errors (see
 //! `snakepit_host::load_jobs`), so rendering cannot fail.
 
@@ -67,11 +71,25 @@ impl TemplateContext<'_> {
         }
     }
 
+    /// The day of a whole `${date.*}` template.
+    fn day(&self, name: &str) -> Option<NaiveDate> {
+        match name {
+            "date.today" => Some(self.today()),
+            "date.yesterday" => self.today().pred_opt(),
+            _ => None,
+        }
+    }
+
     fn render_str(&self, s: &str) -> Value {
         if let Some(name) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
             if !name.contains('}') {
                 if let Some(v) = self.param(name) {
                     return v.clone();
+                }
+                if let Some(day) = self.day(name) {
+                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+                    let days = (day - epoch).num_days();
+                    return Value::Date(i32::try_from(days).unwrap_or(i32::MAX));
                 }
             }
         }
@@ -108,6 +126,12 @@ mod tests {
         tz.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
     }
 
+    /// A whole date template is a date (the wire's `date`).
+    fn date(iso: &str) -> Value {
+        let day = NaiveDate::parse_from_str(iso, "%Y-%m-%d").unwrap();
+        Value::Date((day - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days() as i32)
+    }
+
     fn render(when: DateTime<Tz>, s: &str) -> Value {
         let params: Map = vec![
             ("region".into(), Value::from("eu")),
@@ -129,10 +153,14 @@ mod tests {
         let jan1 = at(utc, 2026, 1, 1, 2);
         assert_eq!(render(jan1, "${month.previous}"), Value::from("2025-12"));
         assert_eq!(render(jan1, "${month.current}"), Value::from("2026-01"));
-        assert_eq!(render(jan1, "${date.yesterday}"), Value::from("2025-12-31"));
-        assert_eq!(render(jan1, "${date.today}"), Value::from("2026-01-01"));
+        assert_eq!(render(jan1, "${date.yesterday}"), date("2025-12-31"));
+        assert_eq!(render(jan1, "${date.today}"), date("2026-01-01"));
+        assert_eq!(
+            render(jan1, "on ${date.today}"),
+            Value::from("on 2026-01-01")
+        );
         let mar1 = at(utc, 2028, 3, 1, 0);
-        assert_eq!(render(mar1, "${date.yesterday}"), Value::from("2028-02-29"));
+        assert_eq!(render(mar1, "${date.yesterday}"), date("2028-02-29"));
         assert_eq!(render(mar1, "${month.previous}"), Value::from("2028-02"));
         let may31 = at(utc, 2026, 5, 31, 0);
         assert_eq!(render(may31, "${month.previous}"), Value::from("2026-04"));
@@ -143,10 +171,10 @@ mod tests {
         // 2026-06-01 00:30 in Paris is still May 31 in UTC.
         let paris = at(chrono_tz::Europe::Paris, 2026, 6, 1, 0);
         assert_eq!(render(paris, "${month.previous}"), Value::from("2026-05"));
-        assert_eq!(render(paris, "${date.today}"), Value::from("2026-06-01"));
+        assert_eq!(render(paris, "${date.today}"), date("2026-06-01"));
         let utc = paris.with_timezone(&chrono_tz::UTC);
         assert_eq!(render(utc, "${month.previous}"), Value::from("2026-04"));
-        assert_eq!(render(utc, "${date.today}"), Value::from("2026-05-31"));
+        assert_eq!(render(utc, "${date.today}"), date("2026-05-31"));
     }
 
     #[test]
@@ -169,7 +197,7 @@ mod tests {
         };
         assert_eq!(
             cx.render(&list),
-            Value::List(vec![Value::from("2026-05-02"), Value::Bool(false)])
+            Value::List(vec![date("2026-05-02"), Value::Bool(false)])
         );
     }
 }

@@ -29,12 +29,12 @@ use bytes::Bytes;
 pub use frame::{body_len, frame, read_frame, FrameBuffer, FrameError, DEFAULT_FRAME_LIMIT};
 pub use message::{
     encode_call, kind, level_name, ExceptionKind, FromWorker, HostFailure, LogRecord, PyException,
-    ToWorker,
+    ToWorker, WorkerUsage,
 };
 pub use value::{date_iso, parse_date, DateTime, Value, EXT_DATE, EXT_DATETIME, EXT_DECIMAL};
 
 /// The protocol version this crate speaks; the HANDSHAKE must carry the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Why a frame body or a value did not decode.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

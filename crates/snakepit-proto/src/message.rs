@@ -18,6 +18,7 @@ pub mod kind {
     pub const EXCEPTION: u8 = 17;
     pub const LOG: u8 = 18;
     pub const HOST_REQUEST: u8 = 19;
+    pub const USAGE: u8 = 20;
     pub const SPAWN: u8 = 32;
     pub const SPAWNED: u8 = 33;
     pub const EXITED: u8 = 34;
@@ -131,6 +132,17 @@ pub fn level_name(level: i64) -> &'static str {
     }
 }
 
+/// What a call cost its worker, as the worker measured it (USAGE): the CPU time of the
+/// worker process (every thread) since the end of its previous call, in seconds, and its
+/// resident high-water mark.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct WorkerUsage {
+    pub cpu_user: f64,
+    pub cpu_sys: f64,
+    /// `ru_maxrss`: the worker's peak resident size so far, in KiB.
+    pub max_rss_kib: u64,
+}
+
 /// A message from a worker (or a fork-server) to the supervisor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FromWorker {
@@ -150,6 +162,11 @@ pub enum FromWorker {
         exception: PyException,
     },
     Log(LogRecord),
+    /// What call `call_id` cost; sent just before its RESULT or EXCEPTION.
+    Usage {
+        call_id: u64,
+        usage: WorkerUsage,
+    },
     HostRequest {
         request_id: u64,
         call_id: Option<u64>,
@@ -416,6 +433,21 @@ impl FromWorker {
                     time: r.float()?,
                 })
             }
+            kind::USAGE => {
+                want(5)?;
+                let call_id = id(&mut r)?;
+                let (cpu_user, cpu_sys) = (r.float()?, r.float()?);
+                let rss = r.int()?;
+                FromWorker::Usage {
+                    call_id,
+                    usage: WorkerUsage {
+                        cpu_user,
+                        cpu_sys,
+                        max_rss_kib: u64::try_from(rss)
+                            .map_err(|_| DecodeError::Field("max_rss_kib", rss.to_string()))?,
+                    },
+                }
+            }
             kind::HOST_REQUEST => {
                 want(5)?;
                 let request_id = id(&mut r)?;
@@ -500,6 +532,14 @@ impl FromWorker {
                     None => w.nil(),
                 }
                 w.float(rec.time);
+            }
+            FromWorker::Usage { call_id, usage } => {
+                w.array_len(5);
+                w.int(kind::USAGE as i64);
+                w.int(*call_id as i64);
+                w.float(usage.cpu_user);
+                w.float(usage.cpu_sys);
+                w.int(usage.max_rss_kib as i64);
             }
             FromWorker::HostRequest {
                 request_id,

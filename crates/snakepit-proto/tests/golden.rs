@@ -164,6 +164,17 @@ fn worker_to_supervisor_frames() {
         (method.as_str(), payload.decode().unwrap()),
         ("echo", Value::map([("x", Value::Int(1))]))
     );
+    assert_eq!(
+        from_worker("usage"),
+        FromWorker::Usage {
+            call_id: 7,
+            usage: snakepit_proto::WorkerUsage {
+                cpu_user: 0.25,
+                cpu_sys: 0.0625,
+                max_rss_kib: 70000,
+            },
+        }
+    );
 }
 
 #[test]

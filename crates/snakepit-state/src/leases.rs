@@ -116,7 +116,8 @@ impl State {
                 sqlx::query(
                     "UPDATE steps SET status = 'pending', result = NULL, error_type = NULL, \
                      error_message = NULL, error_traceback = NULL, started_at = NULL, \
-                     finished_at = NULL WHERE run_id = $1",
+                     finished_at = NULL, wall_us = NULL, cpu_user_us = NULL, cpu_sys_us = NULL, \
+                     peak_rss_bytes = NULL, host_requests = NULL, host_us = NULL WHERE run_id = $1",
                 )
                 .bind(id)
                 .execute(&mut *tx)

@@ -65,7 +65,7 @@ pub use audit::{AuditEntry, AuditRow, CallPage, CallSummary};
 pub use leases::{Claim, ClaimedRun, Recovered};
 pub use model::{
     LogLine, NewRun, Run, RunFilter, RunRecord, RunStatus, Step, StepEnd, StepError, StepStatus,
-    Trigger,
+    StepUsage, Trigger,
 };
 use model::{RunRow, RUN_COLUMNS};
 pub use nodes::Node;

@@ -203,6 +203,27 @@ pub struct Step {
     /// The epoch of the execution that last wrote it (its run's, unless the run was
     /// re-queued since and its new execution has not reached this step).
     pub epoch: i64,
+    /// What the step's calls cost, summed over its attempts that a worker answered;
+    /// None when none was.
+    pub usage: Option<StepUsage>,
+}
+
+/// What a step's calls cost (`snakepit::CallUsage`, summed over the step's attempts;
+/// the peak is the largest). Integers, so that JSON readers need no duration format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StepUsage {
+    /// From each CALL's write to its answer's read (waiting for a worker and retry
+    /// delays excluded).
+    pub wall_us: i64,
+    /// The worker's CPU time (every thread), user and system.
+    pub cpu_user_us: i64,
+    pub cpu_sys_us: i64,
+    /// The worker's resident high-water mark at the end of the call (not reset per
+    /// call: a bound on the step's own peak).
+    pub peak_rss_bytes: i64,
+    /// Host requests (connector calls) and the time the supervisor spent serving them.
+    pub host_requests: i64,
+    pub host_us: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,6 +239,12 @@ pub(crate) struct StepRow {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     epoch: i64,
+    wall_us: Option<i64>,
+    cpu_user_us: Option<i64>,
+    cpu_sys_us: Option<i64>,
+    peak_rss_bytes: Option<i64>,
+    host_requests: Option<i64>,
+    host_us: Option<i64>,
 }
 
 impl From<StepRow> for Step {
@@ -236,6 +263,14 @@ impl From<StepRow> for Step {
             started_at: r.started_at,
             finished_at: r.finished_at,
             epoch: r.epoch,
+            usage: r.wall_us.map(|wall_us| StepUsage {
+                wall_us,
+                cpu_user_us: r.cpu_user_us.unwrap_or(0),
+                cpu_sys_us: r.cpu_sys_us.unwrap_or(0),
+                peak_rss_bytes: r.peak_rss_bytes.unwrap_or(0),
+                host_requests: r.host_requests.unwrap_or(0),
+                host_us: r.host_us.unwrap_or(0),
+            }),
         }
     }
 }
@@ -297,4 +332,6 @@ pub struct StepEnd {
     /// The result as JSON, for a step that succeeded.
     pub result: Option<serde_json::Value>,
     pub error: Option<StepError>,
+    /// What its attempts so far cost.
+    pub usage: Option<StepUsage>,
 }

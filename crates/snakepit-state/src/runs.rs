@@ -177,13 +177,15 @@ impl State {
     ) -> Result<(), StateError> {
         let result = end.result.as_ref().map(|r| r.to_string());
         let e = end.error.as_ref();
+        let u = end.usage.as_ref();
         with_db!(self, p => {
             let mut tx = p.begin().await?;
             fence!(tx, claim);
             sqlx::query(
                 "UPDATE steps SET status = $1, attempts = $2, result = $3, error_type = $4, \
-                 error_message = $5, error_traceback = $6, finished_at = $7, epoch = $8 \
-                 WHERE run_id = $9 AND position = $10",
+                 error_message = $5, error_traceback = $6, finished_at = $7, epoch = $8, \
+                 wall_us = $11, cpu_user_us = $12, cpu_sys_us = $13, peak_rss_bytes = $14, \
+                 host_requests = $15, host_us = $16 WHERE run_id = $9 AND position = $10",
             )
             .bind(end.status.as_str())
             .bind(i64::from(end.attempts))
@@ -195,6 +197,12 @@ impl State {
             .bind(claim.epoch)
             .bind(&claim.run_id)
             .bind(position as i64)
+            .bind(u.map(|u| u.wall_us))
+            .bind(u.map(|u| u.cpu_user_us))
+            .bind(u.map(|u| u.cpu_sys_us))
+            .bind(u.map(|u| u.peak_rss_bytes))
+            .bind(u.map(|u| u.host_requests))
+            .bind(u.map(|u| u.host_us))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -284,7 +292,9 @@ impl State {
         let (steps, logs): (Vec<StepRow>, Vec<LogLine>) = with_db!(self, p => {
             let steps = sqlx::query_as::<_, StepRow>(
                 "SELECT position, name, status, attempts, result, error_type, error_message, \
-                 error_traceback, started_at, finished_at, epoch FROM steps WHERE run_id = $1 ORDER BY position",
+                 error_traceback, started_at, finished_at, epoch, wall_us, cpu_user_us, \
+                 cpu_sys_us, peak_rss_bytes, host_requests, host_us FROM steps WHERE run_id = $1 \
+                 ORDER BY position",
             )
             .bind(&run.id)
             .fetch_all(p)

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use nix::unistd::Pid;
-use snakepit_proto::{FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value};
+use snakepit_proto::{
+    FrameBuffer, FromWorker, HostFailure, RawValue, ToWorker, Value, WorkerUsage,
+};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
@@ -35,6 +37,7 @@ use crate::event::RetireReason;
 use crate::host::HostRequest;
 use crate::pool::PoolConfig;
 use crate::sync::Recover;
+use crate::usage::{CallUsage, Measured};
 use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
@@ -260,9 +263,24 @@ impl Drop for Held {
 
 /// How an exchange with a worker ended.
 enum Exchange {
-    Done(Result<RawValue, CallError>),
+    Done(Result<RawValue, CallError>, Tally),
     Died,
     Violation(String),
+}
+
+/// What an exchange counted of the call's cost.
+#[derive(Default)]
+struct Tally {
+    worker: Option<WorkerUsage>,
+    host_requests: u32,
+    host_time: Duration,
+}
+
+impl Tally {
+    fn host_request(&mut self, since: Instant) {
+        self.host_requests = self.host_requests.saturating_add(1);
+        self.host_time += since.elapsed();
+    }
 }
 
 /// The raw fd of a lease's socket, for registering it with the caller's reactor.
@@ -309,9 +327,10 @@ pub(crate) fn recv_into(fd: RawFd, buf: &mut FrameBuffer) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// A host request in a handler's hands: its id and payload size, then its answer.
+/// A host request in a handler's hands: its id, payload size and arrival, then its
+/// answer.
 type HostDone = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (u64, usize, Result<Value, HostFailure>)> + Send>,
+    Box<dyn std::future::Future<Output = (u64, usize, Instant, Result<Value, HostFailure>)> + Send>,
 >;
 
 /// Runs one call on a leased worker, from the caller's task.
@@ -320,7 +339,7 @@ pub(crate) async fn call_on(
     dispatch: &Dispatch,
     lease: Lease,
     job: &crate::pool::Job,
-) -> Result<RawValue, CallError> {
+) -> Measured {
     let began = Instant::now();
     let log = Arc::new(CallLog::new(
         job.id,
@@ -347,14 +366,23 @@ pub(crate) async fn call_on(
     // slot's thread and may arrive a moment after the call's answer.
     let mut lease = held.lease.take().expect("the exchange returned it");
     match outcome {
-        Ok(Exchange::Done(result)) => {
+        Ok(Exchange::Done(result, tally)) => {
+            let usage = CallUsage::new(
+                began.elapsed(),
+                tally.worker,
+                tally.host_requests,
+                tally.host_time,
+            );
             lease.served += 1;
             if let Some(reason) = retire_reason(cfg, &mut lease, began) {
                 lease.hand_back(|lease| Handback::Retire { lease, reason });
             } else {
                 dispatch.checkin(lease);
             }
-            result
+            Measured {
+                result,
+                usage: Some(usage),
+            }
         }
         Ok(Exchange::Violation(detail)) => {
             tracing::warn!(pool = %cfg.name, worker = lease.slot, pid = lease.pid.as_raw(), detail, "worker broke the protocol; killing it");
@@ -362,7 +390,7 @@ pub(crate) async fn call_on(
                 lease,
                 reason: RetireReason::Protocol,
             });
-            Err(CallError::Protocol(detail))
+            Measured::unmeasured(Err(CallError::Protocol(detail)))
         }
         Ok(Exchange::Died) => {
             let (tx, rx) = oneshot::channel();
@@ -370,12 +398,12 @@ pub(crate) async fn call_on(
                 lease,
                 reply: Some(tx),
             });
-            rx.await.unwrap_or(Err(CallError::ShutDown))
+            Measured::unmeasured(rx.await.unwrap_or(Err(CallError::ShutDown)))
         }
         Err(_elapsed) => {
             tracing::debug!(id = job.id, "call timed out; cancelling it in the worker");
             lease.cancel(job.id, RetireReason::Timeout);
-            Err(CallError::Timeout(job.timeout))
+            Measured::unmeasured(Err(CallError::Timeout(job.timeout)))
         }
     }
 }
@@ -688,6 +716,7 @@ async fn exchange(
     }
     let mut host: FuturesUnordered<HostDone> = FuturesUnordered::new();
     let mut in_flight = InFlight::default();
+    let mut tally = Tally::default();
     loop {
         let msg = tokio::select! {
             biased;
@@ -695,22 +724,24 @@ async fn exchange(
                 Ok(m) => m,
                 Err(e) => return broken(e),
             },
-            Some((request_id, size, reply)) = host.next(), if !host.is_empty() => {
+            Some((request_id, size, since, reply)) = host.next(), if !host.is_empty() => {
                 in_flight.requests -= 1;
                 in_flight.bytes -= size;
                 if let Err(e) = wire.answer(request_id, reply).await {
                     return broken(e);
                 }
+                tally.host_request(since);
                 continue;
             }
         };
         match msg {
             FromWorker::Result { call_id, value } if call_id == job.id => {
-                return Exchange::Done(Ok(value))
+                return Exchange::Done(Ok(value), tally)
             }
             FromWorker::Exception { call_id, exception } if call_id == job.id => {
-                return Exchange::Done(Err(call_error(exception, &job.reference)))
+                return Exchange::Done(Err(call_error(exception, &job.reference)), tally)
             }
+            FromWorker::Usage { call_id, usage } if call_id == job.id => tally.worker = Some(usage),
             FromWorker::Log(rec) => log.forward(rec),
             FromWorker::HostRequest {
                 request_id,
@@ -718,6 +749,7 @@ async fn exchange(
                 method,
                 payload,
             } => {
+                let since = Instant::now();
                 let size = payload.as_bytes().len();
                 let reply = if let Some(refused) = refusal(call_id, job.id, &in_flight, size) {
                     log.warn(format!("host request refused: {}", refused.message));
@@ -739,12 +771,15 @@ async fn exchange(
                     });
                     in_flight.requests += 1;
                     in_flight.bytes += size;
-                    host.push(Box::pin(async move { (request_id, size, fut.await) }));
+                    host.push(Box::pin(
+                        async move { (request_id, size, since, fut.await) },
+                    ));
                     continue;
                 };
                 if let Err(e) = wire.answer(request_id, reply).await {
                     return broken(e);
                 }
+                tally.host_request(since);
             }
             other => {
                 return Exchange::Violation(format!(

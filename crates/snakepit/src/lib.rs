@@ -100,6 +100,7 @@ mod pool;
 mod process;
 mod shim;
 pub mod sync;
+mod usage;
 mod worker;
 
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
@@ -115,3 +116,4 @@ pub use shim::{resolve_interpreter, shim_dir, TEST_BOOTSTRAP};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };
+pub use usage::{CallUsage, Measured};

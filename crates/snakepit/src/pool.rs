@@ -20,6 +20,7 @@ use crate::event::{EventKind, WorkerEvent};
 use crate::host::{HostHandler, NoHandler};
 use crate::isolation::{harden_supervisor, Confinement, Enforcement, Isolation};
 use crate::launcher::{LaunchMode, Launcher};
+use crate::usage::Measured;
 use crate::worker;
 
 /// The variables passed to workers (and interpreter probes) by default.
@@ -683,8 +684,16 @@ impl Pool {
     /// [`Pool::submit`] of a call the caller keeps: one it may make again elsewhere
     /// (after `ShutDown`) without copying its kwargs.
     pub async fn submit_ref(&self, call: &Call) -> Result<RawValue, CallError> {
+        self.submit_measured(call).await.result
+    }
+
+    /// [`Pool::submit_ref`], with what the call cost: its CPU time, the worker's peak
+    /// resident size, its host requests and its wall time (see [`CallUsage`](crate::CallUsage)).
+    pub async fn submit_measured(&self, call: &Call) -> Measured {
         let inner = &self.inner;
-        check_reference(&call.reference)?;
+        if let Err(e) = check_reference(&call.reference) {
+            return Measured::unmeasured(Err(e));
+        }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = encode_call(id, &call.reference, &call.kwargs, &call.context);
         // However the call ends (answer, timeout, crash, or the caller dropping it), the
@@ -724,6 +733,7 @@ impl Pool {
         .encode();
         self.enqueue(id, reference.to_owned(), frame, None, None, None)
             .await
+            .result
             .map(drop)
     }
 
@@ -735,24 +745,25 @@ impl Pool {
         timeout: Option<Duration>,
         logs: Option<LogSink>,
         run_id: Option<Arc<str>>,
-    ) -> Result<RawValue, CallError> {
+    ) -> Measured {
+        let unmeasured = Measured::unmeasured;
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
-            return Err(CallError::ShutDown);
+            return unmeasured(Err(CallError::ShutDown));
         }
         if frame.len() - 4 > inner.cfg.frame_limit {
-            return Err(CallError::Unserializable(format!(
+            return unmeasured(Err(CallError::Unserializable(format!(
                 "the call's arguments take {} bytes, over the frame limit of {}",
                 frame.len() - 4,
                 inner.cfg.frame_limit
-            )));
+            ))));
         }
         if inner.shared.live.load(Ordering::Acquire) == 0
             && inner.shared.failing.load(Ordering::Acquire) == inner.cfg.workers
         {
             let e = inner.shared.last_spawn_error.lock().recover().clone();
             if let Some(e) = e {
-                return Err(CallError::Unavailable(e));
+                return unmeasured(Err(CallError::Unavailable(e)));
             }
         }
         let timeout = timeout.unwrap_or(inner.cfg.call_timeout);
@@ -769,15 +780,15 @@ impl Pool {
         let dispatch = &inner.shared.dispatch;
         let lease = match dispatch.checkout(inner.cfg.queue_limit) {
             Checkout::Ready(lease) => lease,
-            Checkout::Full => return Err(CallError::Overloaded(inner.cfg.queue_limit)),
-            Checkout::Closed => return Err(CallError::ShutDown),
+            Checkout::Full => return unmeasured(Err(CallError::Overloaded(inner.cfg.queue_limit))),
+            Checkout::Closed => return unmeasured(Err(CallError::ShutDown)),
             // Waiting for a worker counts against the call's timeout.
             Checkout::Wait(rx) => {
                 let mut waiting = Waiting::new(rx, dispatch);
                 match tokio::time::timeout_at(deadline.into(), waiting.lease()).await {
                     Ok(Some(lease)) => lease,
-                    Ok(None) => return Err(CallError::ShutDown),
-                    Err(_) => return Err(CallError::Timeout(timeout)),
+                    Ok(None) => return unmeasured(Err(CallError::ShutDown)),
+                    Err(_) => return unmeasured(Err(CallError::Timeout(timeout))),
                 }
             }
         };

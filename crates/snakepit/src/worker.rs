@@ -450,6 +450,8 @@ impl Slot {
                     FromWorker::Result { call_id: id, .. }
                     | FromWorker::Exception { call_id: id, .. },
                 ) if id == call_id => break,
+                // Nobody waits for what the cancelled call cost.
+                Ok(FromWorker::Usage { .. }) => {}
                 Ok(FromWorker::Log(rec)) => lease.current.forward(rec, &self.cfg.name, self.id),
                 Ok(FromWorker::HostRequest { request_id, .. }) => {
                     let refusal = ToWorker::HostReply {

@@ -44,3 +44,13 @@ def cpus(**ctx) -> list:
     import os
 
     return sorted(os.sched_getaffinity(0))
+
+
+def burn(*, ms: int) -> int:
+    """Spends `ms` milliseconds of CPU."""
+    import time
+
+    end = time.process_time() + ms / 1000
+    while time.process_time() < end:
+        pass
+    return ms

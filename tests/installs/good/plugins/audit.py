@@ -6,8 +6,10 @@ def _mark(trace, name):
         f.write(name + "\n")
 
 
-def first(*, trace, **payload):
+def first(*, trace, say=None, **payload):
     _mark(trace, "first")
+    if say:  # for the CLI tests: a hook's prints are heard
+        print(say)
 
 
 def veto_if_asked(*, trace, veto=False, **payload):
