@@ -151,6 +151,19 @@ async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> 
 
 /// Queues `n` runs of `job` owned by no one, queued at `now`, in one statement each for
 /// the runs and their steps.
+/// Waits until no run of the schema is queued or running.
+async fn all_ended(db: &PgPool, what: &str, limit: Duration) {
+    wait_until(what, limit, async || {
+        let open: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM runs WHERE status IN ('queued', 'running')")
+                .fetch_one(db)
+                .await
+                .unwrap();
+        open == 0
+    })
+    .await;
+}
+
 async fn queue(db: &PgPool, job: &str, trigger: &str, n: u32, tag: &str) {
     sqlx::raw_sql(&format!(
         "INSERT INTO runs (id, job, trigger_type, session_user_name, status, params, \
@@ -208,20 +221,7 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
 
     // Throughput: every run queued at once.
     queue(&db, "noop", "manual", opts.runs, "t").await;
-    wait_until(
-        "the queued runs to end",
-        Duration::from_secs(1800),
-        async || {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap();
-            open == 0
-        },
-    )
-    .await;
+    all_ended(&db, "the queued runs to end", Duration::from_secs(1800)).await;
     let (first, last_start, last_end): (DateTime<Utc>, DateTime<Utc>, DateTime<Utc>) =
         sqlx::query_as(
             "SELECT min(started_at), max(started_at), max(finished_at) FROM runs WHERE id LIKE 't-%'",
@@ -246,20 +246,7 @@ async fn round(opts: &Options, admin: &PgPool, nodes_n: usize) -> Figures {
         queue(&db, "noop", "manual", 1, &format!("l{i:04}")).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wait_until(
-        "the paced runs to end",
-        Duration::from_secs(300),
-        async || {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM runs WHERE status IN ('queued', 'running')",
-            )
-            .fetch_one(&db)
-            .await
-            .unwrap();
-            open == 0
-        },
-    )
-    .await;
+    all_ended(&db, "the paced runs to end", Duration::from_secs(300)).await;
     let mut lat: Vec<f64> = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM started_at - queued_at)::float8 * 1000 FROM runs WHERE id LIKE 'l%'",
     )

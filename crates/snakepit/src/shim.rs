@@ -65,7 +65,7 @@ pub(crate) fn materialize() -> Result<PathBuf, SpawnError> {
 }
 
 /// The directory holding the embedded shim's `snakepit_shim` package, written there if
-/// it is not (see [`materialize`]): what `snakepit shim --path` prints, for
+/// it is not (see `materialize`): what `snakepit shim --path` prints, for
 /// `PYTHONPATH`, editors and type checkers.
 pub fn shim_dir() -> Result<PathBuf, SpawnError> {
     materialize()
