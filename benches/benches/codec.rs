@@ -23,6 +23,7 @@ fn codec(c: &mut Criterion) {
                 reference: black_box("bench_plugin:echo").into(),
                 kwargs: vec![("x".into(), Value::Int(1))],
                 context: vec![],
+                measure: false,
             }
             .encode()
         })

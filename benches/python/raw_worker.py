@@ -52,7 +52,7 @@ def main():
         n = unpack_from(buf)[0]
         body, buf = buf[4 : 4 + n], buf[4 + n :]
         msg = decode(body)
-        # [1, call_id, "module:function", kwargs, context]
+        # [1, call_id, "module:function", kwargs, context, measure]
         call_id, reference, kwargs = msg[1], msg[2], msg[3]
         name = reference.rpartition(":")[2]
         if name == "rows_bytes":

@@ -90,6 +90,7 @@ pub fn small_call_frame(call_id: u64) -> Vec<u8> {
         reference: "bench_plugin:echo".into(),
         kwargs: vec![("x".into(), Value::Int(1))],
         context: vec![],
+        measure: false,
     }
     .encode()
 }
@@ -101,6 +102,7 @@ pub fn call_frame(call_id: u64, func: &str) -> Vec<u8> {
         reference: format!("bench_plugin:{func}"),
         kwargs: vec![],
         context: vec![],
+        measure: false,
     }
     .encode()
 }

@@ -143,7 +143,8 @@ class Channel:
 
     def write_result(self, usage: bytes, frame: bytes) -> None:
         """Main thread, no call in hand (so no I/O guard: SIGUSR1 does nothing): write a
-        call's USAGE and answer frames, in one ``send`` unless the answer is large;
+        call's USAGE (empty for an unmeasured call) and answer frames, in one ``send``
+        unless the answer is large;
         without the write lock in solo mode."""
         self.main_writing = True
         try:
@@ -156,7 +157,9 @@ class Channel:
             self._send_answer(usage, frame)
 
     def _send_answer(self, usage: bytes, frame: bytes) -> None:
-        if len(frame) < 65536:
+        if not usage:  # an unmeasured call
+            self.sock.sendall(frame)
+        elif len(frame) < 65536:
             self.sock.sendall(usage + frame)
         else:  # not worth copying a large answer to save a syscall
             self.sock.sendall(usage)

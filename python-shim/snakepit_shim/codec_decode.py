@@ -212,11 +212,11 @@ def stdlib_decode(data: Buffer) -> Any:
     return value
 
 
-def stdlib_decode_call(data: bytes) -> Optional[Tuple[Any, Any, Any, Any]]:
-    """The fields of a CALL body ``[1, call_id, reference, kwargs, context]`` decoded
-    without building the list (the per-call hot path); None when ``data`` does not start
-    like a CALL (the caller then decodes it generically)."""
-    if len(data) < 6 or data[0] != 0x95 or data[1] != 0x01:
+def stdlib_decode_call(data: bytes) -> Optional[Tuple[Any, Any, Any, Any, Any]]:
+    """The fields of a CALL body ``[1, call_id, reference, kwargs, context, measure]``
+    decoded without building the list (the per-call hot path); None when ``data`` does
+    not start like a CALL (the caller then decodes it generically)."""
+    if len(data) < 7 or data[0] != 0x96 or data[1] != 0x01:
         return None
     try:
         b = data[2]
@@ -241,6 +241,11 @@ def stdlib_decode_call(data: bytes) -> Optional[Tuple[Any, Any, Any, Any]]:
             context, pos = _dec_map(data, pos + 1, b & 0x0F)
         else:
             context, pos = _dec(data, pos)
+        b = data[pos]
+        if b == 0xC3 or b == 0xC2:
+            measure, pos = b == 0xC3, pos + 1
+        else:
+            measure, pos = _dec(data, pos)
     except (IndexError, struct.error):
         raise _truncated() from None
     except UnicodeDecodeError as exc:
@@ -249,4 +254,4 @@ def stdlib_decode_call(data: bytes) -> Optional[Tuple[Any, Any, Any, Any]]:
         raise DecodeError("value is nested too deeply") from None
     if pos != len(data):
         raise DecodeError(f"{len(data) - pos} trailing bytes after the value")
-    return call_id, reference, kwargs, context
+    return call_id, reference, kwargs, context, measure

@@ -1,4 +1,4 @@
-"""Frames and messages of the snakepit wire protocol, version 2.
+"""Frames and messages of the snakepit wire protocol, version 3.
 
 The one definition of the protocol is ``crates/snakepit-proto/PROTOCOL.md``; this module
 implements it and must not drift from it (the golden frames in ``fixtures/frames/`` pin
@@ -26,7 +26,7 @@ from .codec import Codec
 from .codec_decode import stdlib_decode_call
 from .codec_encode import _float, _int, _str
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 DEFAULT_FRAME_LIMIT = 64 * 1024 * 1024
 
 # Supervisor to worker.
@@ -304,13 +304,16 @@ def build_exited(pid: int, status: int) -> bytes:
 # Supervisor-side builders: used by the tests and the golden-frame generator.
 
 
-def build_call(call_id: int, reference: str, kwargs: dict, context: dict, codec: Codec) -> bytes:
+def build_call(
+    call_id: int, reference: str, kwargs: dict, context: dict, codec: Codec, measure: bool = False
+) -> bytes:
     return (
-        b"\x95\x01"
+        b"\x96\x01"
         + _int(call_id)
         + _str(reference)
         + codec.encode(kwargs, "kwargs")
         + codec.encode(context, "context")
+        + (b"\xc3" if measure else b"\xc2")
     )
 
 
@@ -352,6 +355,7 @@ class Call(NamedTuple):
     reference: str
     kwargs: dict
     context: dict
+    measure: bool  # answer with a USAGE frame (see PROTOCOL.md, USAGE)
 
 
 class Cancel(NamedTuple):
@@ -383,7 +387,7 @@ Message = Union[Call, Cancel, Shutdown, HostReply, Validate, Spawn]
 
 # type -> (class, field types); `int` excludes bool.
 _SHAPES = {
-    CALL: (Call, (int, str, dict, dict)),
+    CALL: (Call, (int, str, dict, dict, bool)),
     CANCEL: (Cancel, (int,)),
     SHUTDOWN: (Shutdown, ()),
     HOST_REPLY: (HostReply, (int, bool, object)),
@@ -402,12 +406,13 @@ def _fast_call(body: bytes, decode_call: Callable[[bytes], Any]) -> Optional[Mes
     except _codec.DecodeError as exc:
         raise ProtocolError(f"undecodable frame: {exc}") from None
     if fields is not None:
-        call_id, reference, kwargs, context = fields
+        call_id, reference, kwargs, context, measure = fields
         if (
             type(call_id) is int
             and type(reference) is str
             and type(kwargs) is dict
             and type(context) is dict
+            and type(measure) is bool
         ):
             return _new_tuple(Call, fields)
     return None
@@ -447,15 +452,16 @@ def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
             msg = decode(body)
         except _codec.DecodeError as exc:
             raise ProtocolError(f"undecodable frame: {exc}") from None
-        if type(msg) is list and len(msg) == 5 and msg[0] == CALL:  # the hot path
-            _, call_id, reference, kwargs, context = msg
+        if type(msg) is list and len(msg) == 6 and msg[0] == CALL:  # the hot path
+            _, call_id, reference, kwargs, context, measure = msg
             if (
                 type(call_id) is int
                 and type(reference) is str
                 and type(kwargs) is dict
                 and type(context) is dict
+                and type(measure) is bool
             ):
-                return _new_tuple(Call, (call_id, reference, kwargs, context))
+                return _new_tuple(Call, (call_id, reference, kwargs, context, measure))
         elif type(msg) is list and len(msg) == 4 and msg[0] == HOST_REPLY:
             if type(msg[1]) is int and msg[2] is True:  # a host request's successful reply
                 return _new_tuple(HostReply, (msg[1], True, msg[3]))
@@ -466,15 +472,16 @@ def make_parser(codec: Codec) -> Callable[[Union[bytes, bytearray]], Message]:
 
 def check_message(msg: Any) -> Message:
     """The message for a decoded ``[type, ...fields]`` array (ProtocolError)."""
-    if type(msg) is list and len(msg) == 5 and msg[0] == CALL:  # the hot path
-        call_id, reference, kwargs, context = msg[1], msg[2], msg[3], msg[4]
+    if type(msg) is list and len(msg) == 6 and msg[0] == CALL:  # the hot path
+        call_id, reference, kwargs, context, measure = msg[1:]
         if (
             type(call_id) is int
             and type(reference) is str
             and type(kwargs) is dict
             and type(context) is dict
+            and type(measure) is bool
         ):
-            return Call(call_id, reference, kwargs, context)
+            return Call(call_id, reference, kwargs, context, measure)
     if type(msg) is list and len(msg) == 4 and msg[0] == HOST_REPLY and msg[2] is True:
         if type(msg[1]) is int:  # the host request's hot path: a successful reply
             return _new_tuple(HostReply, (msg[1], True, msg[3]))

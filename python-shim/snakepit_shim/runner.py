@@ -64,9 +64,12 @@ class Worker:
         # The log bridge's stdout/stderr writers: partial lines are sent when a call ends.
         self.output: Any = None  # with has_partial() and flush_partial()
         self.main_ident = threading.main_thread().ident
-        # The CPU time (s, user and system) at the end of the last call: a call's USAGE
-        # is the difference, so one getrusage a call (see PROTOCOL.md, USAGE).
-        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
+        # The CPU time (s, user and system) at the last reading, and whether that reading
+        # was the end of the previous call (a measured one): a measured call's USAGE is
+        # the difference, so one getrusage per measured call in a row of them, two for
+        # the first, none for an unmeasured call (see PROTOCOL.md, USAGE).
+        self.cpu_user = self.cpu_sys = 0.0
+        self.cpu_fresh = False
         channel.route = self._route
         channel.on_deferred_signal = self._honour_signal
         channel.on_eof = self._on_eof
@@ -113,8 +116,10 @@ class Worker:
         async or not) comes from the cache, kwargs without context that fit the
         signature are passed as they are, and a small result is framed without the
         codec."""
-        call_id, reference, kwargs, context = msg
+        call_id, reference, kwargs, context, measure = msg
         self.call_id = call_id
+        if measure and not self.cpu_fresh:
+            self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
         if self.cancelled_early:  # a CANCEL that overtook us while the CALL waited
             self.cancel_requested = call_id in self.cancelled_early
             self.cancelled_early.discard(call_id)
@@ -186,10 +191,16 @@ class Worker:
             self.cancellable = False
             self.call_id = None
             self.cancel_requested = False
-        self.channel.write_result(self._usage(call_id), frame)
+        if measure:
+            self.channel.write_result(self._usage(call_id), frame)
+        else:
+            self.cpu_fresh = False
+            self.channel.write_result(b"", frame)
 
     def _usage(self, call_id: int) -> bytes:
-        """The USAGE frame of the call that just ended: CPU since the previous call's end."""
+        """The USAGE frame of the measured call that just ended: CPU since the last
+        reading (the previous measured call's end, or this call's start)."""
+        self.cpu_fresh = True
         r = _getrusage(_RUSAGE_SELF)
         user = r[0]
         system = r[1]
@@ -318,8 +329,7 @@ class Worker:
             )
         else:
             body = protocol.build_result_nil(msg.call_id)
-        # An import's cost is not the next call's.
-        self.cpu_user, self.cpu_sys = _getrusage(_RUSAGE_SELF)[:2]
+        self.cpu_fresh = False  # an import's cost is not the next call's
         self.channel.send(body)
 
     # -------------------------------------------------------------------- host requests

@@ -122,11 +122,11 @@ def _str(s: str) -> bytes:
 
 
 def call_frame(call_id: int, reference: str, kwargs: Dict[str, object]) -> bytes:
-    body = b"\x95\x01" + _int(call_id) + _str(reference)
+    body = b"\x96\x01" + _int(call_id) + _str(reference)
     body += bytes((0x80 | len(kwargs),))
     for k, v in kwargs.items():
         body += _str(k) + (_int(v) if isinstance(v, int) else _str(v))  # type: ignore[arg-type]
-    body += b"\x80"  # empty context
+    body += b"\x80\xc2"  # empty context, unmeasured
     return len(body).to_bytes(4, "big") + body
 
 
@@ -206,7 +206,7 @@ def _spawn(cmd: List[str], env: Dict[str, str]) -> Tuple[subprocess.Popen, socke
 
 
 def start_shim(shim: Path, plugins: Path, env: Dict[str, str]) -> Peer:
-    cmd = [sys.executable, "-c", BOOT, str(shim), "worker", "--fd", "3", "--protocol", "2",
+    cmd = [sys.executable, "-c", BOOT, str(shim), "worker", "--fd", "3", "--protocol", "3",
            "--frame-limit", "67108864", "--sys-path", str(plugins), "--pool", "default",
            "--generation", "0", "--worker-id", "1"]
     proc, sock = _spawn(cmd, env)
@@ -240,8 +240,6 @@ def run_calls(peer: Peer, frames: List[bytes], expect_tail: bytes,
         t = clock()
         sendall(frame)
         body = recv_frame()
-        if body.startswith(b"\x95\x14"):  # the shim's USAGE comes before its RESULT
-            body = recv_frame()
         dt = clock() - t
         if samples is not None:
             samples.append(dt / 1000.0)

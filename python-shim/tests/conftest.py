@@ -135,14 +135,16 @@ class Supervisor:
 
     # calls
     def start_call(self, reference: str, kwargs: Optional[Dict[str, Any]] = None,
-                   context: Optional[Dict[str, Any]] = None) -> int:
+                   context: Optional[Dict[str, Any]] = None, measure: bool = False) -> int:
         self.next_call += 1
-        self.send(protocol.build_call(self.next_call, reference, kwargs or {}, context or {}, CODEC))
+        self.send(protocol.build_call(self.next_call, reference, kwargs or {}, context or {}, CODEC,
+                                      measure))
         return self.next_call
 
     def call(self, reference: str, kwargs: Optional[Dict[str, Any]] = None,
-             context: Optional[Dict[str, Any]] = None, timeout: float = DEADLINE) -> list:
-        call_id = self.start_call(reference, kwargs, context)
+             context: Optional[Dict[str, Any]] = None, timeout: float = DEADLINE,
+             measure: bool = False) -> list:
+        call_id = self.start_call(reference, kwargs, context, measure)
         msg = self.recv_until((protocol.RESULT, protocol.EXCEPTION), timeout)
         assert msg[1] == call_id, msg
         return msg

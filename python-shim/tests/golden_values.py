@@ -4,9 +4,9 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 GOLDEN = [
-    ("handshake", [0, 2, 4242, "3.11.7", "stdlib"]),
+    ("handshake", [0, 3, 4242, "3.11.7", "stdlib"]),
     ("call-small", [1, 7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False},
-                    {"job_id": "j1", "run_id": "r-1"}]),
+                    {"job_id": "j1", "run_id": "r-1"}, True]),
     ("cancel", [2, 7]),
     ("shutdown", [3]),
     ("host-reply-ok", [4, 3, True, {"rows": [1, 2]}]),
@@ -43,8 +43,8 @@ GOLDEN = [
 
 # How README.md shows each message (the notation of the brief).
 NOTATION = {
-    "handshake": '[0, 2, 4242, "3.11.7", "stdlib"]',
-    "call-small": '[1, 7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False}, {"job_id": "j1", "run_id": "r-1"}]',
+    "handshake": '[0, 3, 4242, "3.11.7", "stdlib"]',
+    "call-small": '[1, 7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False}, {"job_id": "j1", "run_id": "r-1"}, True]',
     "cancel": "[2, 7]",
     "shutdown": "[3]",
     "host-reply-ok": '[4, 3, True, {"rows": [1, 2]}]',

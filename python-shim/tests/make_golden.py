@@ -21,7 +21,7 @@ FRAMES = HERE.parent.parent / "fixtures" / "frames"
 
 README_HEAD = """# Golden frames
 
-Each `<name>.bin` is one complete frame of protocol version 2: the 4-byte big-endian length,
+Each `<name>.bin` is one complete frame of protocol version 3: the 4-byte big-endian length,
 then the MessagePack body (see `crates/snakepit-proto/PROTOCOL.md`). The Rust tests and the
 Python tests (`python-shim/tests/test_protocol.py`) decode each and re-encode it byte for byte.
 

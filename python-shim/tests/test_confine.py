@@ -13,7 +13,7 @@ from typing import Callable
 
 import pytest
 
-from snakepit_shim import confine
+from snakepit_shim import confine, protocol
 
 
 def landlock_abi() -> int:
@@ -117,7 +117,7 @@ def test_a_bad_plan_is_refused_by_the_fork_server():
          "import sys; sys.path.insert(0, sys.argv[1]);"
          " from snakepit_shim.main import main; main(sys.argv[2:])",
          os.path.dirname(os.path.dirname(confine.__file__)),
-         "forkserver", "--fd", "0", "--protocol", "2", "--confine", "{not json"],
+         "forkserver", "--fd", "0", "--protocol", str(protocol.PROTOCOL_VERSION), "--confine", "{not json"],
         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
     assert out.returncode == 2, out
     assert "bad --confine plan" in out.stderr

@@ -40,7 +40,8 @@ def _golden_body(name):
 def test_hand_built_envelopes_match_golden(impl):
     assert protocol.build_handshake(4242, "3.11.7", "stdlib") == _golden_body("handshake")
     assert protocol.build_call(7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False},
-                               {"job_id": "j1", "run_id": "r-1"}, impl) == _golden_body("call-small")
+                               {"job_id": "j1", "run_id": "r-1"}, impl, measure=True) \
+        == _golden_body("call-small")
     assert protocol.build_cancel(7) == _golden_body("cancel")
     assert protocol.build_shutdown() == _golden_body("shutdown")
     assert protocol.build_host_reply(3, True, {"rows": [1, 2]}, impl) == _golden_body("host-reply-ok")
@@ -63,7 +64,7 @@ def test_hand_built_envelopes_match_golden(impl):
 def test_parse_golden_messages(impl):
     call = protocol.parse(_golden_body("call-small"), impl)
     assert call == protocol.Call(7, "billing.invoicing:run", {"period": "2026-05", "dry_run": False},
-                                 {"job_id": "j1", "run_id": "r-1"})
+                                 {"job_id": "j1", "run_id": "r-1"}, True)
     assert protocol.parse(_golden_body("cancel"), impl) == protocol.Cancel(7)
     assert protocol.parse(_golden_body("shutdown"), impl) == protocol.Shutdown()
     assert protocol.parse(_golden_body("host-reply-err"), impl) == protocol.HostReply(

@@ -50,27 +50,34 @@ def test_dates_and_iso_texts_meet_str_and_date_annotations(shared_worker):
     assert msg[0] == EXCEPTION and "does not match the annotation 'int | None'" in msg[4], msg
 
 
-def test_every_answer_comes_after_the_usage_of_its_call(worker):
+def test_a_measured_call_has_its_usage_before_its_answer_and_an_unmeasured_one_none(worker):
     sup = worker  # a fresh one: its peak RSS is its start-up's
-    msg = sup.call("costly:burn", {"ms": 60})
+    msg = sup.call("costly:burn", {"ms": 60}, measure=True)
     assert msg == [RESULT, sup.next_call, 60]
     (usage,) = sup.usages
     assert usage[:2] == [protocol.USAGE, sup.next_call]
     cpu_user, cpu_sys, max_rss = usage[2:]
     assert cpu_user + cpu_sys >= 0.055, usage  # seconds: the 60 ms the plugin burnt
-    sup.call("costly:burn", {"ms": 0})
+    sup.call("costly:burn", {"ms": 0}, measure=True)
     assert sum(sup.usages[-1][2:4]) < 0.055, sup.usages  # the next call starts afresh
+    # An unmeasured call has no USAGE, and its CPU is not charged to the next measured one.
+    sup.call("costly:burn", {"ms": 60})
+    assert len(sup.usages) == 2, sup.usages
+    sup.call("costly:burn", {"ms": 0}, measure=True)
+    assert sup.usages[-1][1] == sup.next_call and sum(sup.usages[-1][2:4]) < 0.055, sup.usages
     # The peak is the worker's high-water mark (KiB), which an exec'd worker starts with
     # its forking parent's (here pytest's, ≈ 100 MiB): allocate well above that.
-    msg = sup.call("costly:grow", {"mib": 200})
+    msg = sup.call("costly:grow", {"mib": 200}, measure=True)
     assert msg[2] == 200 << 20
     assert sup.usages[-1][4] >= max(max_rss, 160 << 10), (max_rss, sup.usages)
-    # A failing call has its usage too, and a VALIDATE answer none.
-    assert sup.call("billing.invoicing:custom", {})[0] == EXCEPTION
+    # A failing call has its usage too, and a VALIDATE answer none; an import's CPU is not
+    # the next call's.
+    assert sup.call("billing.invoicing:custom", {}, measure=True)[0] == EXCEPTION
     assert sup.usages[-1][1] == sup.next_call
     sup.validate("costly:burn", {"ms": 1}, [])
     assert sup.usages[-1][1] == sup.next_call - 1
-
+    sup.call("costly:burn", {"ms": 0}, measure=True)
+    assert sup.usages[-1][1] == sup.next_call and sum(sup.usages[-1][2:4]) < 0.055, sup.usages
 
 
 def test_sync_call_with_context_and_kwargs(shared_worker):
@@ -438,7 +445,8 @@ def test_protocol_version_mismatch_exits_two(plugins):
     try:
         out, err = proc.communicate(timeout=DEADLINE)
         assert proc.returncode == 2
-        assert b"protocol 3" in err and err.count(b"\n") == 1
+        theirs_version = f"protocol {protocol.PROTOCOL_VERSION + 1}".encode()
+        assert theirs_version in err and err.count(b"\n") == 1
     finally:
         ours.close()
 

@@ -428,7 +428,10 @@ impl Host {
         reference: &str,
         options: impl FnOnce(Call) -> Call,
     ) -> Result<RawValue, CallError> {
-        self.submit_measured(reference, options).await.result
+        let call = options(Call::new(reference));
+        self.submit_from(self.current(), reference, call, false)
+            .await
+            .result
     }
 
     /// [`Host::submit`], with what the call cost ([`snakepit::CallUsage`]).
@@ -438,7 +441,8 @@ impl Host {
         options: impl FnOnce(Call) -> Call,
     ) -> Measured {
         let call = options(Call::new(reference));
-        self.submit_from(self.current(), reference, call).await
+        self.submit_from(self.current(), reference, call, true)
+            .await
     }
 
     /// Makes `call` on `generation`, then again on the serving generation for as long as
@@ -448,10 +452,19 @@ impl Host {
         mut generation: Arc<Generation>,
         reference: &str,
         call: Call,
+        measure: bool,
     ) -> Measured {
         loop {
             let began = Instant::now();
-            let measured = generation.pool_for(reference).submit_measured(&call).await;
+            let pool = generation.pool_for(reference);
+            let measured = if measure {
+                pool.submit_measured(&call).await
+            } else {
+                Measured {
+                    result: pool.submit_ref(&call).await,
+                    usage: None,
+                }
+            };
             if let Some(o) = self.calls.get() {
                 let outcome = match &measured.result {
                     Ok(_) => "ok",
@@ -738,7 +751,7 @@ mod tests {
             .await;
         assert!(matches!(direct, Err(CallError::ShutDown)), "{direct:?}");
         let value = host
-            .submit_from(old, "v:version", Call::new("v:version"))
+            .submit_from(old, "v:version", Call::new("v:version"), false)
             .await
             .result
             .unwrap();

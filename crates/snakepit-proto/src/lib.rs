@@ -34,7 +34,7 @@ pub use message::{
 pub use value::{date_iso, parse_date, DateTime, Value, EXT_DATE, EXT_DATETIME, EXT_DECIMAL};
 
 /// The protocol version this crate speaks; the HANDSHAKE must carry the same.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Why a frame body or a value did not decode.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -32,6 +32,9 @@ pub enum ToWorker {
         reference: String,
         kwargs: Vec<(String, Value)>,
         context: Vec<(String, Value)>,
+        /// The caller wants the call's figures: the worker answers with a USAGE frame
+        /// (and takes the CPU readings that costs) only when this is set.
+        measure: bool,
     },
     Cancel {
         call_id: u64,
@@ -200,14 +203,16 @@ pub fn encode_call(
     reference: &str,
     kwargs: &[(String, Value)],
     context: &[(String, Value)],
+    measure: bool,
 ) -> Vec<u8> {
     let mut w = Writer::frame();
-    w.array_len(5);
+    w.array_len(6);
     w.int(kind::CALL as i64);
     w.int(call_id as i64);
     w.str(reference);
     pairs(&mut w, kwargs);
     pairs(&mut w, context);
+    w.bool(measure);
     w.finish_frame()
 }
 
@@ -221,7 +226,8 @@ impl ToWorker {
                 reference,
                 kwargs,
                 context,
-            } => return encode_call(*call_id, reference, kwargs, context),
+                measure,
+            } => return encode_call(*call_id, reference, kwargs, context, *measure),
             ToWorker::Cancel { call_id } => {
                 w.array_len(2);
                 w.int(kind::CANCEL as i64);
@@ -289,12 +295,13 @@ impl ToWorker {
         };
         let msg = match u8::try_from(ty).unwrap_or(u8::MAX) {
             kind::CALL => {
-                want(5)?;
+                want(6)?;
                 ToWorker::Call {
                     call_id: id(&mut r)?,
                     reference: r.str()?.to_owned(),
                     kwargs: map(&mut r)?,
                     context: map(&mut r)?,
+                    measure: r.bool()?,
                 }
             }
             kind::CANCEL => {

@@ -73,11 +73,13 @@ fn supervisor_to_worker_frames() {
         reference,
         kwargs,
         context,
+        measure,
     } = to_worker("call-small")
     else {
         panic!("not a call")
     };
     assert_eq!((call_id, reference.as_str()), (7, "billing.invoicing:run"));
+    assert!(measure);
     assert_eq!(
         kwargs,
         vec![

@@ -684,18 +684,25 @@ impl Pool {
     /// [`Pool::submit`] of a call the caller keeps: one it may make again elsewhere
     /// (after `ShutDown`) without copying its kwargs.
     pub async fn submit_ref(&self, call: &Call) -> Result<RawValue, CallError> {
-        self.submit_measured(call).await.result
+        self.submit_call(call, false).await.result
     }
 
     /// [`Pool::submit_ref`], with what the call cost: its CPU time, the worker's peak
     /// resident size, its host requests and its wall time (see [`CallUsage`](crate::CallUsage)).
+    ///
+    /// Only a measured call costs the worker its CPU readings (a syscall or two, a few
+    /// microseconds): a call made with `submit_ref` costs nothing for accounting.
     pub async fn submit_measured(&self, call: &Call) -> Measured {
+        self.submit_call(call, true).await
+    }
+
+    async fn submit_call(&self, call: &Call, measure: bool) -> Measured {
         let inner = &self.inner;
         if let Err(e) = check_reference(&call.reference) {
             return Measured::unmeasured(Err(e));
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_call(id, &call.reference, &call.kwargs, &call.context);
+        let frame = encode_call(id, &call.reference, &call.kwargs, &call.context, measure);
         // However the call ends (answer, timeout, crash, or the caller dropping it), the
         // handler hears of it: it rolls back what the call left open.
         let _ended = CallEnded {
