@@ -162,10 +162,7 @@ pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
     let _ = printer.await;
     crate::timing::mark("shutdown");
     if let (true, Some(u)) = (verbose, &measured.usage) {
-        errln!(
-            "snakepit: {reference}: {}",
-            crate::runs::usage_line(&snakepit_jobs::step_usage(u))
-        );
+        print_cost(reference, u);
     }
     match measured
         .result
@@ -181,4 +178,12 @@ pub async fn run(apps: &Apps, opts: Options<'_>) -> Result<ExitCode, CliError> {
             json,
         ))),
     }
+}
+
+/// `call -v`'s cost line, on stderr (the same as a step's in `runs show`).
+pub(crate) fn print_cost(reference: &str, u: &snakepit::CallUsage) {
+    errln!(
+        "snakepit: {reference}: {}",
+        crate::runs::usage_line(&snakepit_jobs::step_usage(u))
+    );
 }

@@ -5,9 +5,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use snakepit_host::control::{Client, ControlError, Reply, Request};
+use snakepit_host::control::{Client, ControlError, Reply, Request, Usage};
 
-use crate::call::{fail, json_map, print_log, Options};
+use crate::call::{fail, json_map, print_cost, print_log, Options};
 use crate::error::CliError;
 use crate::output::{errln, outln};
 
@@ -93,8 +93,7 @@ pub async fn call(apps: &Path, opts: Options<'_>) -> Result<ExitCode, CliError> 
         ctx,
         timeout,
         quiet,
-        // The control socket does not carry a call's cost.
-        verbose: _,
+        verbose,
         json,
     } = opts;
     // Checked here, with the local call's messages; sent as the JSON they are.
@@ -108,17 +107,25 @@ pub async fn call(apps: &Path, opts: Options<'_>) -> Result<ExitCode, CliError> 
             kwargs: parse(kwargs),
             ctx: parse(ctx),
             timeout_ms: timeout.map(|t| t.as_millis() as u64),
+            measure: verbose,
         })
         .await?;
+    let print_usage = |usage: Option<Usage>| {
+        if let Some(u) = usage {
+            print_cost(reference, &u.into());
+        }
+    };
     loop {
         match client.next().await? {
             Reply::Log { record } => print_log(&record.into(), quiet),
-            Reply::Result { value } => {
+            Reply::Result { value, usage } => {
+                print_usage(usage);
                 outln!("{value}");
                 return Ok(ExitCode::SUCCESS);
             }
-            Reply::Failed { failure } => {
-                return Ok(ExitCode::from(fail(reference, &failure, json)))
+            Reply::Failed { failure, usage } => {
+                print_usage(usage);
+                return Ok(ExitCode::from(fail(reference, &failure, json)));
             }
             other => return Err(unexpected(&other)),
         }

@@ -186,6 +186,31 @@ fn serve_answers_status_reload_and_remote_calls_then_stops_on_sigterm() {
     assert_eq!(boom.status.code(), Some(1));
     assert!(text(&boom.stderr).contains("KeyError: 'inner'"));
     assert_eq!(same(&["call", "demo.calls:nosuch"]).status.code(), Some(2));
+    // `-v` prints the call's cost on stderr, remote as local; a failing call has one too.
+    for args in [
+        &[
+            "call",
+            "-v",
+            "demo.calls:hello",
+            "--kwargs",
+            r#"{"name": "ada"}"#,
+        ][..],
+        &["call", "-v", "demo.calls:boom"][..],
+    ] {
+        for remote in [false, true] {
+            let mut args = args.to_vec();
+            if remote {
+                args.push("--remote");
+            }
+            let out = snakepit(dir.path(), &args);
+            let err = text(&out.stderr);
+            let cost = format!("snakepit: {}: wall ", args[2]);
+            assert!(
+                err.contains(&cost) && err.contains(" · cpu ") && err.contains("peak RSS"),
+                "{args:?}: {err}"
+            );
+        }
+    }
     assert_eq!(
         same(&["call", "demo.calls:hello", "--kwargs", "[1]"])
             .status

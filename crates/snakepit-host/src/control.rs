@@ -27,7 +27,7 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
-use snakepit::{CallError, LogRecord, Map, Value};
+use snakepit::{CallError, CallUsage, LogRecord, Map, Value};
 use snakepit_proto::{frame, FrameBuffer, FrameError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
@@ -41,6 +41,44 @@ pub const FRAME_LIMIT: usize = 64 << 20;
 /// `<apps>/.snakepit/control.sock`.
 pub fn socket_path(apps: &Path) -> PathBuf {
     apps.join(".snakepit").join("control.sock")
+}
+
+/// What a remote call cost: [`snakepit::CallUsage`] in integers, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub wall_us: u64,
+    pub cpu_user_us: u64,
+    pub cpu_sys_us: u64,
+    pub peak_rss_bytes: u64,
+    pub host_requests: u32,
+    pub host_us: u64,
+}
+
+impl From<&CallUsage> for Usage {
+    fn from(u: &CallUsage) -> Self {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Usage {
+            wall_us: us(u.wall),
+            cpu_user_us: us(u.cpu_user),
+            cpu_sys_us: us(u.cpu_sys),
+            peak_rss_bytes: u.peak_rss,
+            host_requests: u.host_requests,
+            host_us: us(u.host_time),
+        }
+    }
+}
+
+impl From<Usage> for CallUsage {
+    fn from(u: Usage) -> Self {
+        CallUsage {
+            wall: Duration::from_micros(u.wall_us),
+            cpu_user: Duration::from_micros(u.cpu_user_us),
+            cpu_sys: Duration::from_micros(u.cpu_sys_us),
+            peak_rss: u.peak_rss_bytes,
+            host_requests: u.host_requests,
+            host_time: Duration::from_micros(u.host_us),
+        }
+    }
 }
 
 /// What a client asks.
@@ -64,6 +102,9 @@ pub enum Request {
         /// The call's timeout (default: its pool's).
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// Answer with what the call cost (`call --remote -v`).
+        #[serde(default)]
+        measure: bool,
     },
     /// Look for queued runs now (`snakepit run --enqueue` on SQLite queued one):
     /// answered with [`Reply::Woken`], or [`Reply::Error`] by a serve with no scheduler.
@@ -93,10 +134,15 @@ pub enum Reply {
     /// The call returned this value.
     Result {
         value: serde_json::Value,
+        /// What it cost, when the request asked (`measure`) and a worker answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// The call failed.
     Failed {
         failure: CallFailure,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
     },
     /// The scheduler looks for queued runs now.
     Woken,
@@ -660,6 +706,7 @@ async fn serve_connection(
                 kwargs,
                 ctx,
                 timeout_ms,
+                measure,
             } => {
                 call(
                     &mut stream,
@@ -668,6 +715,7 @@ async fn serve_connection(
                     kwargs,
                     ctx,
                     timeout_ms.map(Duration::from_millis),
+                    measure,
                 )
                 .await
             }
@@ -698,6 +746,7 @@ async fn call(
     kwargs: Option<serde_json::Value>,
     ctx: Option<serde_json::Value>,
     timeout: Option<Duration>,
+    measure: bool,
 ) -> std::io::Result<()> {
     let (kwargs, ctx) = match (map_of("--kwargs", kwargs), map_of("--ctx", ctx)) {
         (Ok(k), Ok(c)) => (k, c),
@@ -708,13 +757,23 @@ async fn call(
     // Bounded: a client slower than the plugin gets records dropped and counted (calllog.rs).
     let (tx, mut logs) = mpsc::channel(1024);
     let began = Instant::now();
-    let outcome = host.submit(reference, |c| {
+    let options = |c: snakepit::Call| {
         let c = c.kwargs(kwargs).context(crate::call_context(ctx)).logs(tx);
         match timeout {
             Some(t) => c.timeout(t),
             None => c,
         }
-    });
+    };
+    let outcome = async {
+        if measure {
+            host.submit_measured(reference, options).await
+        } else {
+            snakepit::Measured {
+                result: host.submit(reference, options).await,
+                usage: None,
+            }
+        }
+    };
     tokio::pin!(outcome);
     let result = loop {
         tokio::select! {
@@ -735,13 +794,17 @@ async fn call(
         .await?;
     }
     tracing::debug!(reference, took = ?began.elapsed(), "remote call");
-    let reply =
-        match result.and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string()))) {
-            Ok(value) => Reply::Result { value },
-            Err(e) => Reply::Failed {
-                failure: CallFailure::from(&e),
-            },
-        };
+    let usage = result.usage.as_ref().map(Usage::from);
+    let reply = match result
+        .result
+        .and_then(|v| v.to_json().map_err(|e| CallError::Protocol(e.to_string())))
+    {
+        Ok(value) => Reply::Result { value, usage },
+        Err(e) => Reply::Failed {
+            failure: CallFailure::from(&e),
+            usage,
+        },
+    };
     send(stream, &reply).await
 }
 
