@@ -88,6 +88,7 @@ mod config;
 mod convert;
 mod grants;
 mod params;
+mod payload;
 mod sandbox;
 mod sql;
 mod sqlite;
@@ -116,6 +117,9 @@ pub use params::{Dialect, NamedSql};
 pub use toml_diag::{line_col, parse_duration, toml_error};
 
 use api::{ApiClient, CallFailure};
+use payload::{
+    connector_error, failure, grant_hint, list_of_maps, map_field, permission_error, str_field,
+};
 use sql::{BatchError, Mode, SqlError, SqlPool, TxCmd};
 
 /// The event whose hooks see every named query before it runs.
@@ -196,21 +200,6 @@ struct Caller {
     pool: Arc<str>,
     call_id: u64,
     run_id: Option<Arc<str>>,
-}
-
-fn failure(type_name: &str, message: impl Into<String>) -> HostFailure {
-    HostFailure {
-        type_name: type_name.into(),
-        message: message.into(),
-    }
-}
-
-fn connector_error(message: impl Into<String>) -> HostFailure {
-    failure("ConnectorError", message)
-}
-
-fn permission_error(message: impl Into<String>) -> HostFailure {
-    failure("PermissionError", message)
 }
 
 impl Connectors {
@@ -839,59 +828,6 @@ impl HostHandler for Connectors {
             .lock()
             .recover()
             .retain(|_, t| !(t.call_id == call_id && &*t.pool == pool));
-    }
-}
-
-fn grant_hint(package: &str, connector: &str, key: &str) -> String {
-    format!(
-        "package {package:?} may not use connector {connector:?}: add {connector:?} to [plugins.{}] {key} in app.toml",
-        config::key(package)
-    )
-}
-
-fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str, HostFailure> {
-    payload
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| connector_error(format!("{method}: the payload has no str {key:?}")))
-}
-
-/// `key`, a list of dicts (`sql.run_many`'s parameter sets).
-fn list_of_maps(
-    payload: &Value,
-    method: &str,
-    key: &str,
-) -> Result<Vec<Vec<(String, Value)>>, HostFailure> {
-    let Some(Value::List(items)) = payload.get(key) else {
-        return Err(connector_error(format!(
-            "{method}: the payload has no list {key:?} (one dict of parameters per run)"
-        )));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::Map(m) => Ok(m.clone()),
-            other => Err(connector_error(format!(
-                "{method}: {key}[{i}] is a {}, not a dict",
-                other.type_name()
-            ))),
-        })
-        .collect()
-}
-
-fn map_field(
-    payload: &Value,
-    method: &str,
-    key: &str,
-) -> Result<Vec<(String, Value)>, HostFailure> {
-    match payload.get(key) {
-        None | Some(Value::Nil) => Ok(Vec::new()),
-        Some(Value::Map(m)) => Ok(m.clone()),
-        Some(other) => Err(connector_error(format!(
-            "{method}: {key:?} is a {}, not a dict",
-            other.type_name()
-        ))),
     }
 }
 
