@@ -33,6 +33,8 @@
 //! Connection URLs, passwords and tokens stay here: a worker only ever sends names and
 //! parameters.
 //!
+//! [`PoolBuilder::shared_host_handler`]: snakepit::PoolBuilder::shared_host_handler
+//!
 //! `sql.run_many` runs a named query once per parameter set, all in one transaction:
 //! checked against the grants like `sql.run`, offered to the hooks once, audited as one
 //! call with the total row count; a failing set rolls the whole batch back and its
@@ -87,6 +89,7 @@ mod audit;
 mod config;
 mod convert;
 mod grants;
+mod hooks;
 mod params;
 mod payload;
 mod sandbox;
@@ -101,9 +104,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
 
 use snakepit::sync::Recover;
-use snakepit::{
-    Call, CallError, HostFailure, HostFuture, HostHandler, HostRequest, Pool, PoolBuilder, Value,
-};
+use snakepit::{HostFailure, HostFuture, HostHandler, HostRequest, Value};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
@@ -113,30 +114,16 @@ pub use config::{
     Secret, SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use grants::{Grant, Grants};
+pub use hooks::{BeforeQuery, BEFORE_QUERY};
 pub use params::{Dialect, NamedSql};
 pub use toml_diag::{line_col, parse_duration, toml_error};
 
 use api::{ApiClient, CallFailure};
+use hooks::Hooks;
 use payload::{
     connector_error, failure, grant_hint, list_of_maps, map_field, permission_error, str_field,
 };
 use sql::{BatchError, Mode, SqlError, SqlPool, TxCmd};
-
-/// The event whose hooks see every named query before it runs.
-pub const BEFORE_QUERY: &str = "connector.before_query";
-
-/// The `connector.before_query` hooks and the pool they run in.
-///
-/// The hooks run in a pool of their own, started at the first named query, so that a
-/// query made by the only worker of a busy pool never waits for a worker of that same
-/// pool (which would deadlock). Build it without a host handler: a hook cannot use
-/// connectors (its own queries would need the hook again).
-pub struct BeforeQuery {
-    /// The hooks' references, called in order; the first that raises vetoes the query.
-    pub hooks: Vec<String>,
-    /// The builder of their pool.
-    pub pool: PoolBuilder,
-}
 
 /// One problem [`Connectors::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,12 +152,6 @@ struct Inner {
     home: OnceLock<Handle>,
     /// Test mode: the open sandbox, if any (see [`Connectors::open_sandbox`]).
     sandbox: RwLock<Option<Arc<sandbox::Sandbox>>>,
-}
-
-struct Hooks {
-    refs: Vec<String>,
-    builder: Mutex<Option<PoolBuilder>>,
-    pool: tokio::sync::OnceCell<Result<Pool, String>>,
 }
 
 /// An open transaction: the call that owns it and the channel to its task.
@@ -225,11 +206,7 @@ impl Connectors {
                 ApiClient::new(c.clone()).map_err(|why| err(format!("[api.{name}]"), why))?;
             api.insert(name.clone(), client);
         }
-        let hooks = before_query.filter(|b| !b.hooks.is_empty()).map(|b| Hooks {
-            refs: b.hooks,
-            builder: Mutex::new(Some(b.pool)),
-            pool: tokio::sync::OnceCell::new(),
-        });
+        let hooks = before_query.filter(|b| !b.hooks.is_empty()).map(Hooks::new);
         Ok(Connectors {
             inner: Arc::new(Inner {
                 config,
@@ -562,55 +539,6 @@ impl Connectors {
                 ))))
             }
         }
-    }
-
-    /// Calls the `connector.before_query` hooks in their pool; the first that fails
-    /// vetoes the query.
-    async fn before_query(
-        &self,
-        connector: &str,
-        query: &str,
-        package: &str,
-    ) -> Result<(), HostFailure> {
-        let Some(hooks) = &self.inner.hooks else {
-            return Ok(());
-        };
-        let pool = hooks
-            .pool
-            .get_or_init(|| async {
-                let builder = hooks.builder.lock().recover().take();
-                match builder {
-                    Some(b) => b
-                        .name("connector-hooks")
-                        .build()
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("the hooks' pool was not given".to_owned()),
-                }
-            })
-            .await
-            .as_ref()
-            .map_err(|e| connector_error(format!("the {BEFORE_QUERY} hooks cannot run: {e}")))?;
-        let payload: Vec<(String, Value)> = vec![
-            ("connector".into(), connector.into()),
-            ("query".into(), query.into()),
-            ("package".into(), package.into()),
-        ];
-        for r in &hooks.refs {
-            if let Err(e) = pool
-                .submit(Call::new(r.as_str()).context(payload.clone()))
-                .await
-            {
-                let message = match e {
-                    CallError::Raised(x) => x.message,
-                    other => other.to_string(),
-                };
-                return Err(permission_error(format!(
-                    "{BEFORE_QUERY} hook {r} vetoed query {query:?} of connector {connector:?}: {message}"
-                )));
-            }
-        }
-        Ok(())
     }
 
     async fn api_call(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
