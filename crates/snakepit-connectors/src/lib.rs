@@ -89,6 +89,7 @@ mod audit;
 mod config;
 mod convert;
 mod grants;
+mod home;
 mod hooks;
 mod params;
 mod payload;
@@ -98,7 +99,6 @@ mod sqlite;
 mod toml_diag;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime};
@@ -233,18 +233,6 @@ impl Connectors {
         Arc::new(self.clone())
     }
 
-    /// Sends every audit record to `sink` too (besides `tracing`), replacing the sink
-    /// set before.
-    pub fn set_audit_sink(&self, sink: impl AuditSink) {
-        *self.inner.sink.write().recover() = Some(Arc::new(sink));
-    }
-
-    /// The sink set last, to wrap: a second consumer of the records (metrics) calls it
-    /// and sets itself.
-    pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
-        self.inner.sink.read().recover().clone()
-    }
-
     /// Test mode (`snakepit test`): from now until [`Connectors::close_sandbox`], every
     /// SQL statement of every call runs in one transaction per SQL connector, opened at
     /// the connector's first use and rolled back at the close; named queries and batches
@@ -343,56 +331,6 @@ impl Connectors {
                 reason: f.message,
             }]
         })
-    }
-
-    /// Runs `fut` on the connectors' home runtime (see the crate docs), inline when
-    /// already there.
-    async fn on_home<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, HostFailure> {
-        let here = Handle::current();
-        let home = self.inner.home.get_or_init(|| here.clone());
-        if home.id() == here.id() {
-            return Ok(fut.await);
-        }
-        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-        impl<T> Drop for AbortOnDrop<T> {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let mut task = AbortOnDrop(home.spawn(fut));
-        (&mut task.0)
-            .await
-            .map_err(|e| connector_error(format!("the connector task failed: {e}")))
-    }
-
-    fn audit(
-        &self,
-        who: &Caller,
-        connector: &str,
-        target: &str,
-        rows: Option<u64>,
-        start: (SystemTime, Instant),
-        outcome: Outcome,
-    ) {
-        let record = AuditRecord {
-            time: start.0,
-            package: who.package.clone(),
-            call_id: who.call_id,
-            run_id: who.run_id.clone(),
-            connector: connector.to_owned(),
-            target: target.to_owned(),
-            rows,
-            duration: start.1.elapsed(),
-            outcome,
-        };
-        audit::trace(&record);
-        let sink = self.inner.sink.read().recover().clone();
-        if let Some(sink) = sink {
-            sink.record(&record);
-        }
     }
 
     async fn serve(self, req: HostRequest) -> Result<Value, HostFailure> {
