@@ -87,6 +87,7 @@
 mod api;
 mod api_call;
 mod audit;
+mod check;
 mod config;
 mod convert;
 mod grants;
@@ -107,11 +108,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use snakepit::sync::Recover;
 use snakepit::{HostFailure, HostFuture, HostHandler, HostRequest, Value};
 use tokio::runtime::Handle;
 
 pub use audit::{AuditRecord, AuditSink, Outcome};
+pub use check::ConnectorProblem;
 pub use config::{
     expand_vars, mask_url, ApiConfig, Backend, ConnectorsConfig, Endpoint, LoadError, PathPart,
     Secret, SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
@@ -126,15 +127,6 @@ use hooks::Hooks;
 use payload::{connector_error, failure};
 use sql::SqlPool;
 use tx::Tx;
-
-/// One problem [`Connectors::check`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectorProblem {
-    /// `[sql.billing]` (the database is unreachable) or
-    /// `[sql.billing.queries] drafts-for-period` (the query does not prepare).
-    pub entry: String,
-    pub reason: String,
-}
 
 /// The connectors of an install, serving its workers. Cheap to clone.
 #[derive(Clone)]
@@ -224,101 +216,6 @@ impl Connectors {
     /// These connectors as a pool's host handler.
     pub fn handler(&self) -> Arc<dyn HostHandler> {
         Arc::new(self.clone())
-    }
-
-    /// Test mode (`snakepit test`): from now until [`Connectors::close_sandbox`], every
-    /// SQL statement of every call runs in one transaction per SQL connector, opened at
-    /// the connector's first use and rolled back at the close; named queries and batches
-    /// in savepoints of their own, a plugin's transactions as savepoints (see
-    /// `sandbox.rs`). One sandbox at a time: a second is refused.
-    pub fn open_sandbox(&self) -> Result<(), String> {
-        let mut sandbox = self.inner.sandbox.write().recover();
-        if sandbox.is_some() {
-            return Err("a sandbox is open already (one test at a time)".into());
-        }
-        *sandbox = Some(Arc::default());
-        Ok(())
-    }
-
-    /// Ends the open sandbox: every write made in it is rolled back, and the API base
-    /// URLs it replaced are restored. Nothing to do when none is open.
-    pub async fn close_sandbox(&self) -> Result<(), String> {
-        let sandbox = self.inner.sandbox.write().recover().take();
-        match sandbox {
-            Some(s) => self
-                .on_home(async move { s.end().await })
-                .await
-                .map_err(|f| f.message)?,
-            None => Ok(()),
-        }
-    }
-
-    /// Points API connector `name` at `base_url` (a test server) until the open
-    /// sandbox closes.
-    pub fn sandbox_api_base(&self, name: &str, base_url: &str) -> Result<(), String> {
-        let Some(sandbox) = self.sandbox() else {
-            return Err(
-                "no sandbox is open: point an API connector elsewhere inside a test".into(),
-            );
-        };
-        if !self.inner.api.contains_key(name) {
-            return Err(self.unknown("API", name));
-        }
-        let parsed =
-            reqwest::Url::parse(base_url).map_err(|e| format!("{base_url:?} is not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{base_url:?} is not an http:// or https:// URL"));
-        }
-        sandbox.set_api_base(name, base_url.trim_end_matches('/'));
-        Ok(())
-    }
-
-    fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
-        self.inner.sandbox.read().recover().clone()
-    }
-
-    /// Connects to every SQL connector's database and prepares each of its named
-    /// queries there: a database that cannot be reached is a problem of the connector
-    /// (`[sql.billing]`), a query that does not prepare (a typo, a missing table or
-    /// column) one of the query (`[sql.billing.queries] drafts-for-period`).
-    pub async fn check(&self) -> Vec<ConnectorProblem> {
-        let this = self.clone();
-        let work = async move {
-            let mut problems = Vec::new();
-            for (name, cfg) in &this.inner.config.sql {
-                let pool = &this.inner.sql[name];
-                let queries: Vec<(&str, &str)> = cfg
-                    .queries
-                    .iter()
-                    .map(|(q, s)| (q.as_str(), s.sql.as_str()))
-                    .collect();
-                match sql::prepare_all(pool, &queries).await {
-                    Ok(bad) => problems.extend(bad.into_iter().map(|(q, why)| ConnectorProblem {
-                        entry: format!("[sql.{}.queries] {}", config::key(name), config::key(&q)),
-                        reason: this.inner.config.scrub(&why),
-                    })),
-                    Err(e) => {
-                        let mut why = format!("cannot connect to {}: {e}", cfg.url.masked());
-                        if why.ends_with("unable to open database file") {
-                            why.push_str(
-                                " (does the file exist? create it, or add ?mode=rwc to the url to let snakepit create it)",
-                            );
-                        }
-                        problems.push(ConnectorProblem {
-                            entry: format!("[sql.{}]", config::key(name)),
-                            reason: this.inner.config.scrub(&why),
-                        })
-                    }
-                }
-            }
-            problems
-        };
-        self.on_home(work).await.unwrap_or_else(|f| {
-            vec![ConnectorProblem {
-                entry: "connectors".into(),
-                reason: f.message,
-            }]
-        })
     }
 
     async fn serve(self, req: HostRequest) -> Result<Value, HostFailure> {
