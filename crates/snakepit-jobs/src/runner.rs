@@ -598,36 +598,7 @@ impl Runner {
         };
         let mut previous = Value::Nil;
         for (position, step) in run.job.steps.iter().enumerate() {
-            let kwargs: Map = step
-                .kwargs
-                .iter()
-                .map(|(k, v)| (k.clone(), cx.render(v)))
-                .collect();
-            let context: Map = vec![
-                ("connectors".into(), Value::Nil),
-                ("pools".into(), Value::Nil),
-                ("job_id".into(), Value::from(run.job.name.as_str())),
-                ("run_id".into(), Value::from(run.id.as_str())),
-                ("step_name".into(), Value::from(step.name.as_str())),
-                ("params".into(), Value::Map(run.params.clone())),
-                ("step_kwargs".into(), Value::Map(kwargs.clone())),
-                ("previous_step".into(), previous.clone()),
-                (
-                    "logger".into(),
-                    Value::from(format!("job.{}", run.job.name)),
-                ),
-                (
-                    "session_user".into(),
-                    Value::from(run.session_user.as_str()),
-                ),
-            ];
-            let attempt = StepAttempt {
-                run,
-                position,
-                step,
-                kwargs,
-                context,
-            };
+            let attempt = StepAttempt::new(run, position, step, &cx, previous.clone());
             match self.step(attempt, sink, emit, halt).await? {
                 StepOutcome::Succeeded(value) => previous = value,
                 StepOutcome::Failed(message) => return Ok((RunStatus::Failed, Some(message))),
@@ -862,6 +833,49 @@ struct StepAttempt<'a> {
     step: &'a StepDef,
     kwargs: Map,
     context: Map,
+}
+
+impl<'a> StepAttempt<'a> {
+    /// Step `position` of `run`: its kwargs rendered with `cx`, and its job-step
+    /// context, with `previous`, the result of the step before.
+    fn new(
+        run: &'a QueuedRun,
+        position: usize,
+        step: &'a StepDef,
+        cx: &TemplateContext<'_>,
+        previous: Value,
+    ) -> StepAttempt<'a> {
+        let kwargs: Map = step
+            .kwargs
+            .iter()
+            .map(|(k, v)| (k.clone(), cx.render(v)))
+            .collect();
+        let context: Map = vec![
+            ("connectors".into(), Value::Nil),
+            ("pools".into(), Value::Nil),
+            ("job_id".into(), Value::from(run.job.name.as_str())),
+            ("run_id".into(), Value::from(run.id.as_str())),
+            ("step_name".into(), Value::from(step.name.as_str())),
+            ("params".into(), Value::Map(run.params.clone())),
+            ("step_kwargs".into(), Value::Map(kwargs.clone())),
+            ("previous_step".into(), previous),
+            (
+                "logger".into(),
+                Value::from(format!("job.{}", run.job.name)),
+            ),
+            (
+                "session_user".into(),
+                Value::from(run.session_user.as_str()),
+            ),
+        ];
+        StepAttempt {
+            run,
+            position,
+            step,
+            kwargs,
+            context,
+        }
+    }
 }
 
 enum StepOutcome {
