@@ -2,7 +2,11 @@
 //! long it took and how it ended; never parameter values.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use snakepit::sync::Recover;
+
+use crate::{Caller, Connectors};
 
 /// How a connector call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,4 +92,45 @@ pub(crate) fn trace(r: &AuditRecord) {
         outcome = %r.outcome,
         "connector call"
     );
+}
+
+impl Connectors {
+    /// Sends every audit record to `sink` too (besides `tracing`), replacing the sink
+    /// set before.
+    pub fn set_audit_sink(&self, sink: impl AuditSink) {
+        *self.inner.sink.write().recover() = Some(Arc::new(sink));
+    }
+
+    /// The sink set last, to wrap: a second consumer of the records (metrics) calls it
+    /// and sets itself.
+    pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
+        self.inner.sink.read().recover().clone()
+    }
+
+    pub(crate) fn audit(
+        &self,
+        who: &Caller,
+        connector: &str,
+        target: &str,
+        rows: Option<u64>,
+        start: (SystemTime, Instant),
+        outcome: Outcome,
+    ) {
+        let record = AuditRecord {
+            time: start.0,
+            package: who.package.clone(),
+            call_id: who.call_id,
+            run_id: who.run_id.clone(),
+            connector: connector.to_owned(),
+            target: target.to_owned(),
+            rows,
+            duration: start.1.elapsed(),
+            outcome,
+        };
+        trace(&record);
+        let sink = self.inner.sink.read().recover().clone();
+        if let Some(sink) = sink {
+            sink.record(&record);
+        }
+    }
 }

@@ -33,6 +33,8 @@
 //! Connection URLs, passwords and tokens stay here: a worker only ever sends names and
 //! parameters.
 //!
+//! [`PoolBuilder::shared_host_handler`]: snakepit::PoolBuilder::shared_host_handler
+//!
 //! `sql.run_many` runs a named query once per parameter set, all in one transaction:
 //! checked against the grants like `sql.run`, offered to the hooks once, audited as one
 //! call with the total row count; a failing set rolls the whole batch back and its
@@ -83,65 +85,48 @@
 //! ```
 
 mod api;
+mod api_call;
 mod audit;
+mod check;
 mod config;
 mod convert;
 mod grants;
+mod home;
+mod hooks;
 mod params;
+mod payload;
 mod sandbox;
 mod sql;
+mod sql_run;
 mod sqlite;
+#[cfg(test)]
+mod testing;
 mod toml_diag;
+mod tx;
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Instant, SystemTime};
 
-use snakepit::sync::Recover;
-use snakepit::{
-    Call, CallError, HostFailure, HostFuture, HostHandler, HostRequest, Pool, PoolBuilder, Value,
-};
+use snakepit::{HostFailure, HostFuture, HostHandler, HostRequest, Value};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
 
 pub use audit::{AuditRecord, AuditSink, Outcome};
+pub use check::ConnectorProblem;
 pub use config::{
     expand_vars, mask_url, ApiConfig, Backend, ConnectorsConfig, Endpoint, LoadError, PathPart,
     Secret, SqlConfig, Url, DEFAULT_API_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
 };
 pub use grants::{Grant, Grants};
+pub use hooks::{BeforeQuery, BEFORE_QUERY};
 pub use params::{Dialect, NamedSql};
 pub use toml_diag::{line_col, parse_duration, toml_error};
 
-use api::{ApiClient, CallFailure};
-use sql::{BatchError, Mode, SqlError, SqlPool, TxCmd};
-
-/// The event whose hooks see every named query before it runs.
-pub const BEFORE_QUERY: &str = "connector.before_query";
-
-/// The `connector.before_query` hooks and the pool they run in.
-///
-/// The hooks run in a pool of their own, started at the first named query, so that a
-/// query made by the only worker of a busy pool never waits for a worker of that same
-/// pool (which would deadlock). Build it without a host handler: a hook cannot use
-/// connectors (its own queries would need the hook again).
-pub struct BeforeQuery {
-    /// The hooks' references, called in order; the first that raises vetoes the query.
-    pub hooks: Vec<String>,
-    /// The builder of their pool.
-    pub pool: PoolBuilder,
-}
-
-/// One problem [`Connectors::check`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectorProblem {
-    /// `[sql.billing]` (the database is unreachable) or
-    /// `[sql.billing.queries] drafts-for-period` (the query does not prepare).
-    pub entry: String,
-    pub reason: String,
-}
+use api::ApiClient;
+use hooks::Hooks;
+use payload::{connector_error, failure};
+use sql::SqlPool;
+use tx::Tx;
 
 /// The connectors of an install, serving its workers. Cheap to clone.
 #[derive(Clone)]
@@ -163,21 +148,6 @@ struct Inner {
     sandbox: RwLock<Option<Arc<sandbox::Sandbox>>>,
 }
 
-struct Hooks {
-    refs: Vec<String>,
-    builder: Mutex<Option<PoolBuilder>>,
-    pool: tokio::sync::OnceCell<Result<Pool, String>>,
-}
-
-/// An open transaction: the call that owns it and the channel to its task.
-struct Tx {
-    pool: Arc<str>,
-    call_id: u64,
-    cmds: mpsc::UnboundedSender<TxCmd>,
-    /// How its SQL's `:name` parameters are rewritten.
-    dialect: Dialect,
-}
-
 impl std::fmt::Debug for Connectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connectors")
@@ -196,21 +166,6 @@ struct Caller {
     pool: Arc<str>,
     call_id: u64,
     run_id: Option<Arc<str>>,
-}
-
-fn failure(type_name: &str, message: impl Into<String>) -> HostFailure {
-    HostFailure {
-        type_name: type_name.into(),
-        message: message.into(),
-    }
-}
-
-fn connector_error(message: impl Into<String>) -> HostFailure {
-    failure("ConnectorError", message)
-}
-
-fn permission_error(message: impl Into<String>) -> HostFailure {
-    failure("PermissionError", message)
 }
 
 impl Connectors {
@@ -236,11 +191,7 @@ impl Connectors {
                 ApiClient::new(c.clone()).map_err(|why| err(format!("[api.{name}]"), why))?;
             api.insert(name.clone(), client);
         }
-        let hooks = before_query.filter(|b| !b.hooks.is_empty()).map(|b| Hooks {
-            refs: b.hooks,
-            builder: Mutex::new(Some(b.pool)),
-            pool: tokio::sync::OnceCell::new(),
-        });
+        let hooks = before_query.filter(|b| !b.hooks.is_empty()).map(Hooks::new);
         Ok(Connectors {
             inner: Arc::new(Inner {
                 config,
@@ -265,168 +216,6 @@ impl Connectors {
     /// These connectors as a pool's host handler.
     pub fn handler(&self) -> Arc<dyn HostHandler> {
         Arc::new(self.clone())
-    }
-
-    /// Sends every audit record to `sink` too (besides `tracing`), replacing the sink
-    /// set before.
-    pub fn set_audit_sink(&self, sink: impl AuditSink) {
-        *self.inner.sink.write().recover() = Some(Arc::new(sink));
-    }
-
-    /// The sink set last, to wrap: a second consumer of the records (metrics) calls it
-    /// and sets itself.
-    pub fn audit_sink(&self) -> Option<Arc<dyn AuditSink>> {
-        self.inner.sink.read().recover().clone()
-    }
-
-    /// Test mode (`snakepit test`): from now until [`Connectors::close_sandbox`], every
-    /// SQL statement of every call runs in one transaction per SQL connector, opened at
-    /// the connector's first use and rolled back at the close; named queries and batches
-    /// in savepoints of their own, a plugin's transactions as savepoints (see
-    /// `sandbox.rs`). One sandbox at a time: a second is refused.
-    pub fn open_sandbox(&self) -> Result<(), String> {
-        let mut sandbox = self.inner.sandbox.write().recover();
-        if sandbox.is_some() {
-            return Err("a sandbox is open already (one test at a time)".into());
-        }
-        *sandbox = Some(Arc::default());
-        Ok(())
-    }
-
-    /// Ends the open sandbox: every write made in it is rolled back, and the API base
-    /// URLs it replaced are restored. Nothing to do when none is open.
-    pub async fn close_sandbox(&self) -> Result<(), String> {
-        let sandbox = self.inner.sandbox.write().recover().take();
-        match sandbox {
-            Some(s) => self
-                .on_home(async move { s.end().await })
-                .await
-                .map_err(|f| f.message)?,
-            None => Ok(()),
-        }
-    }
-
-    /// Points API connector `name` at `base_url` (a test server) until the open
-    /// sandbox closes.
-    pub fn sandbox_api_base(&self, name: &str, base_url: &str) -> Result<(), String> {
-        let Some(sandbox) = self.sandbox() else {
-            return Err(
-                "no sandbox is open: point an API connector elsewhere inside a test".into(),
-            );
-        };
-        if !self.inner.api.contains_key(name) {
-            return Err(self.unknown("API", name));
-        }
-        let parsed =
-            reqwest::Url::parse(base_url).map_err(|e| format!("{base_url:?} is not a URL: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(format!("{base_url:?} is not an http:// or https:// URL"));
-        }
-        sandbox.set_api_base(name, base_url.trim_end_matches('/'));
-        Ok(())
-    }
-
-    fn sandbox(&self) -> Option<Arc<sandbox::Sandbox>> {
-        self.inner.sandbox.read().recover().clone()
-    }
-
-    /// The number of transactions open now (held by calls that have not ended).
-    pub fn open_transactions(&self) -> usize {
-        self.inner.txs.lock().recover().len()
-    }
-
-    /// Connects to every SQL connector's database and prepares each of its named
-    /// queries there: a database that cannot be reached is a problem of the connector
-    /// (`[sql.billing]`), a query that does not prepare (a typo, a missing table or
-    /// column) one of the query (`[sql.billing.queries] drafts-for-period`).
-    pub async fn check(&self) -> Vec<ConnectorProblem> {
-        let this = self.clone();
-        let work = async move {
-            let mut problems = Vec::new();
-            for (name, cfg) in &this.inner.config.sql {
-                let pool = &this.inner.sql[name];
-                let queries: Vec<(&str, &str)> = cfg
-                    .queries
-                    .iter()
-                    .map(|(q, s)| (q.as_str(), s.sql.as_str()))
-                    .collect();
-                match sql::prepare_all(pool, &queries).await {
-                    Ok(bad) => problems.extend(bad.into_iter().map(|(q, why)| ConnectorProblem {
-                        entry: format!("[sql.{}.queries] {}", config::key(name), config::key(&q)),
-                        reason: this.inner.config.scrub(&why),
-                    })),
-                    Err(e) => {
-                        let mut why = format!("cannot connect to {}: {e}", cfg.url.masked());
-                        if why.ends_with("unable to open database file") {
-                            why.push_str(
-                                " (does the file exist? create it, or add ?mode=rwc to the url to let snakepit create it)",
-                            );
-                        }
-                        problems.push(ConnectorProblem {
-                            entry: format!("[sql.{}]", config::key(name)),
-                            reason: this.inner.config.scrub(&why),
-                        })
-                    }
-                }
-            }
-            problems
-        };
-        self.on_home(work).await.unwrap_or_else(|f| {
-            vec![ConnectorProblem {
-                entry: "connectors".into(),
-                reason: f.message,
-            }]
-        })
-    }
-
-    /// Runs `fut` on the connectors' home runtime (see the crate docs), inline when
-    /// already there.
-    async fn on_home<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, HostFailure> {
-        let here = Handle::current();
-        let home = self.inner.home.get_or_init(|| here.clone());
-        if home.id() == here.id() {
-            return Ok(fut.await);
-        }
-        struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-        impl<T> Drop for AbortOnDrop<T> {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
-        }
-        let mut task = AbortOnDrop(home.spawn(fut));
-        (&mut task.0)
-            .await
-            .map_err(|e| connector_error(format!("the connector task failed: {e}")))
-    }
-
-    fn audit(
-        &self,
-        who: &Caller,
-        connector: &str,
-        target: &str,
-        rows: Option<u64>,
-        start: (SystemTime, Instant),
-        outcome: Outcome,
-    ) {
-        let record = AuditRecord {
-            time: start.0,
-            package: who.package.clone(),
-            call_id: who.call_id,
-            run_id: who.run_id.clone(),
-            connector: connector.to_owned(),
-            target: target.to_owned(),
-            rows,
-            duration: start.1.elapsed(),
-            outcome,
-        };
-        audit::trace(&record);
-        let sink = self.inner.sink.read().recover().clone();
-        if let Some(sink) = sink {
-            sink.record(&record);
-        }
     }
 
     async fn serve(self, req: HostRequest) -> Result<Value, HostFailure> {
@@ -457,362 +246,6 @@ impl Connectors {
         }
     }
 
-    /// A named query, `sql.run` (one parameter set, autocommit) or `sql.run_many` (a
-    /// list of them, in one transaction): grants, parameters, hooks, then the database.
-    /// Either is one audited call.
-    async fn sql_run(
-        &self,
-        who: &Caller,
-        payload: &Value,
-        many: bool,
-    ) -> Result<Value, HostFailure> {
-        let method = if many { "sql.run_many" } else { "sql.run" };
-        let connector = str_field(payload, method, "connector")?;
-        let query = str_field(payload, method, "query")?;
-        let sets = if many {
-            list_of_maps(payload, method, "params")?
-        } else {
-            vec![map_field(payload, method, "params")?]
-        };
-        let start = (SystemTime::now(), Instant::now());
-        let Some(cfg) = self.inner.config.sql.get(connector) else {
-            return Err(connector_error(self.unknown("SQL", connector)));
-        };
-        let denied = |why: String| {
-            self.audit(who, connector, query, None, start, Outcome::Denied);
-            Err(permission_error(why))
-        };
-        if !self.inner.grants.connector(&who.package, connector) {
-            return denied(grant_hint(&who.package, connector, "connectors"));
-        }
-        let Some(named) = cfg.queries.get(query) else {
-            self.audit(who, connector, query, None, start, Outcome::Failed);
-            let known: Vec<&str> = cfg.queries.keys().map(String::as_str).collect();
-            return Err(connector_error(format!(
-                "connector {connector:?} has no query {query:?} (it has: {}); add it to [sql.{}.queries] in connectors.toml",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config::key(connector)
-            )));
-        };
-        let write = query.ends_with(":write");
-        if write && !self.inner.grants.write(&who.package) {
-            return denied(format!(
-                "package {:?} may not run write query {query:?} of connector {connector:?}: set write = true in [plugins.{}] in app.toml",
-                who.package,
-                config::key(&who.package)
-            ));
-        }
-        // Where a message names the parameter set at fault (run_many).
-        let at = |set: Option<usize>| match set {
-            Some(i) if many => format!(", parameter set {i}"),
-            _ => String::new(),
-        };
-        let mut values = Vec::with_capacity(sets.len());
-        for (i, set) in sets.iter().enumerate() {
-            match named.bind_values(set) {
-                Ok(v) => values.push(v.into_iter().cloned().collect::<Vec<Value>>()),
-                Err(why) => {
-                    self.audit(who, connector, query, None, start, Outcome::Failed);
-                    return Err(connector_error(format!(
-                        "connector {connector:?}, query {query:?}{}: {why}",
-                        at(Some(i))
-                    )));
-                }
-            }
-        }
-        if let Err(veto) = self.before_query(connector, query, &who.package).await {
-            self.audit(who, connector, query, None, start, Outcome::Vetoed);
-            return Err(veto);
-        }
-        let mode = if write { Mode::Write } else { Mode::Read };
-        let res = if values.is_empty() {
-            Ok(Vec::new())
-        } else {
-            let (this, name, q) = (self.clone(), connector.to_owned(), query.to_owned());
-            let sandbox = self.sandbox();
-            self.on_home(async move {
-                let pool = &this.inner.sql[&name];
-                let named = &this.inner.config.sql[&name].queries[&q];
-                match sandbox {
-                    Some(s) => s.run(&name, pool, named.clone(), values).await,
-                    None => sql::run_named(pool, named, values, mode, many).await,
-                }
-            })
-            .await?
-        };
-        match res {
-            Ok(outs) => {
-                let rows = outs.iter().map(|o| o.affected).sum::<u64>();
-                self.audit(who, connector, query, Some(rows), start, Outcome::Ok);
-                Ok(if write {
-                    Value::map([("rows_affected", Value::Int(rows as i64))])
-                } else if many {
-                    Value::List(outs.into_iter().map(|o| Value::List(o.rows)).collect())
-                } else {
-                    Value::List(outs.into_iter().flat_map(|o| o.rows).collect())
-                })
-            }
-            Err(BatchError { set, error }) => {
-                self.audit(who, connector, query, None, start, Outcome::Failed);
-                let why = match error {
-                    SqlError::PoolTimedOut => format!(
-                        "no connection to {} within {:?} (is the server up? `snakepit check` tells why)",
-                        cfg.url.masked(),
-                        sql::ACQUIRE_TIMEOUT
-                    ),
-                    e => e.to_string(),
-                };
-                let rolled_back = if many && set.is_some() {
-                    " (the whole batch was rolled back)"
-                } else {
-                    ""
-                };
-                Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}, query {query:?}{}: {why}{rolled_back}",
-                    at(set)
-                ))))
-            }
-        }
-    }
-
-    /// Calls the `connector.before_query` hooks in their pool; the first that fails
-    /// vetoes the query.
-    async fn before_query(
-        &self,
-        connector: &str,
-        query: &str,
-        package: &str,
-    ) -> Result<(), HostFailure> {
-        let Some(hooks) = &self.inner.hooks else {
-            return Ok(());
-        };
-        let pool = hooks
-            .pool
-            .get_or_init(|| async {
-                let builder = hooks.builder.lock().recover().take();
-                match builder {
-                    Some(b) => b
-                        .name("connector-hooks")
-                        .build()
-                        .await
-                        .map_err(|e| e.to_string()),
-                    None => Err("the hooks' pool was not given".to_owned()),
-                }
-            })
-            .await
-            .as_ref()
-            .map_err(|e| connector_error(format!("the {BEFORE_QUERY} hooks cannot run: {e}")))?;
-        let payload: Vec<(String, Value)> = vec![
-            ("connector".into(), connector.into()),
-            ("query".into(), query.into()),
-            ("package".into(), package.into()),
-        ];
-        for r in &hooks.refs {
-            if let Err(e) = pool
-                .submit(Call::new(r.as_str()).context(payload.clone()))
-                .await
-            {
-                let message = match e {
-                    CallError::Raised(x) => x.message,
-                    other => other.to_string(),
-                };
-                return Err(permission_error(format!(
-                    "{BEFORE_QUERY} hook {r} vetoed query {query:?} of connector {connector:?}: {message}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    async fn api_call(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
-        let connector = str_field(payload, "api.call", "connector")?;
-        let endpoint = str_field(payload, "api.call", "endpoint")?;
-        let params = map_field(payload, "api.call", "params")?;
-        let start = (SystemTime::now(), Instant::now());
-        let Some(client) = self.inner.api.get(connector) else {
-            return Err(connector_error(self.unknown("API", connector)));
-        };
-        if !self.inner.grants.connector(&who.package, connector) {
-            self.audit(who, connector, endpoint, None, start, Outcome::Denied);
-            return Err(permission_error(grant_hint(
-                &who.package,
-                connector,
-                "connectors",
-            )));
-        }
-        let Some(ep) = client.cfg.endpoints.get(endpoint) else {
-            self.audit(who, connector, endpoint, None, start, Outcome::Failed);
-            let known: Vec<&str> = client.cfg.endpoints.keys().map(String::as_str).collect();
-            return Err(connector_error(format!(
-                "connector {connector:?} has no endpoint {endpoint:?} (it has: {}); add it to [api.{}.endpoints] in connectors.toml",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") },
-                config::key(connector)
-            )));
-        };
-        let base = self.sandbox().and_then(|s| s.api_base(connector));
-        match client.call(endpoint, ep, &params, base.as_deref()).await {
-            Ok((status, body)) => {
-                let outcome = if status >= 400 {
-                    Outcome::HttpError(status)
-                } else {
-                    Outcome::Ok
-                };
-                self.audit(who, connector, endpoint, None, start, outcome);
-                Ok(Value::map([
-                    ("status", Value::Int(status.into())),
-                    ("body", body),
-                ]))
-            }
-            Err(f) => {
-                self.audit(who, connector, endpoint, None, start, Outcome::Failed);
-                let why = match f {
-                    CallFailure::Usage(m) => m,
-                    CallFailure::Transport(e) if e.is_timeout() => {
-                        format!("no answer within {:?}", client.cfg.timeout)
-                    }
-                    CallFailure::Transport(e) => {
-                        let mut causes = String::new();
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(s) = src {
-                            causes.push_str(&format!(": {s}"));
-                            src = s.source();
-                        }
-                        let m = format!("{}{causes}", e.without_url());
-                        format!("cannot reach {}: {m}", client.cfg.base_url)
-                    }
-                };
-                Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}, endpoint {endpoint:?}: {why}"
-                ))))
-            }
-        }
-    }
-
-    async fn tx_begin(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
-        let connector = str_field(payload, "tx.begin", "pool")?.to_owned();
-        let start = (SystemTime::now(), Instant::now());
-        let Some(pool) = self.inner.sql.get(&connector).cloned() else {
-            return Err(connector_error(self.unknown("SQL", &connector)));
-        };
-        if !self.inner.grants.raw_pool(&who.package, &connector) {
-            self.audit(who, &connector, "transaction", None, start, Outcome::Denied);
-            return Err(permission_error(format!(
-                "package {:?} may not open transactions on {connector:?}: add {connector:?} to [plugins.{}] raw_pools in app.toml",
-                who.package,
-                config::key(&who.package)
-            )));
-        }
-        let (cmds, rx) = mpsc::unbounded_channel();
-        let (began_tx, began) = oneshot::channel();
-        let this = self.clone();
-        let (owner, name) = (who.clone(), connector.clone());
-        let dialect = self.inner.config.sql[&connector].backend.dialect();
-        let sandbox = self.sandbox();
-        self.on_home(async move {
-            tokio::spawn(async move {
-                let (rows, outcome) = match sandbox {
-                    Some(s) => s.transaction(&name, &pool, rx, began_tx).await,
-                    None => sql::transaction(&pool, rx, began_tx).await,
-                };
-                this.audit(&owner, &name, "transaction", rows, start, outcome);
-            });
-        })
-        .await?;
-        match began.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(connector_error(self.inner.config.scrub(&format!(
-                    "connector {connector:?}: cannot begin a transaction: {e}"
-                ))))
-            }
-            Err(_) => return Err(connector_error("the transaction task ended")),
-        }
-        // Registered only now: if this request is dropped before (its call ended), the
-        // channel closes with it and the transaction task rolls back by itself.
-        let id = self.inner.next_tx.fetch_add(1, Ordering::Relaxed);
-        self.inner.txs.lock().recover().insert(
-            id,
-            Tx {
-                pool: who.pool.clone(),
-                call_id: who.call_id,
-                cmds,
-                dialect,
-            },
-        );
-        Ok(Value::map([("tx", Value::Int(id as i64))]))
-    }
-
-    /// The channel of transaction `tx` of the caller's call.
-    fn tx_channel(
-        &self,
-        who: &Caller,
-        payload: &Value,
-        method: &str,
-    ) -> Result<(u64, mpsc::UnboundedSender<TxCmd>, Dialect), HostFailure> {
-        let id =
-            payload.get("tx").and_then(Value::as_i64).ok_or_else(|| {
-                connector_error(format!("{method}: the payload has no int \"tx\""))
-            })? as u64;
-        let txs = self.inner.txs.lock().recover();
-        match txs.get(&id) {
-            Some(t) if t.pool == who.pool && t.call_id == who.call_id => {
-                Ok((id, t.cmds.clone(), t.dialect))
-            }
-            _ => Err(connector_error(format!(
-                "transaction {id} is not open in this call (it was committed, rolled back, or belongs to another call)"
-            ))),
-        }
-    }
-
-    async fn tx_execute(&self, who: &Caller, payload: &Value) -> Result<Value, HostFailure> {
-        let (id, cmds, dialect) = self.tx_channel(who, payload, "tx.execute")?;
-        let text = str_field(payload, "tx.execute", "sql")?;
-        let params = map_field(payload, "tx.execute", "params")?;
-        let sql = params::parse(text, dialect)
-            .map_err(|why| connector_error(format!("tx.execute: the SQL {why}")))?;
-        let (reply, answer) = oneshot::channel();
-        cmds.send(TxCmd::Execute { sql, params, reply })
-            .map_err(|_| connector_error(format!("transaction {id} has ended")))?;
-        match answer.await {
-            Ok(Ok(out)) => Ok(Value::map([
-                ("rowcount", Value::Int(out.affected as i64)),
-                ("rows", Value::List(out.rows)),
-            ])),
-            Ok(Err(e)) => Err(connector_error(
-                self.inner.config.scrub(&format!("transaction {id}: {e}")),
-            )),
-            Err(_) => Err(connector_error(format!("transaction {id} has ended"))),
-        }
-    }
-
-    async fn tx_end(
-        &self,
-        who: &Caller,
-        payload: &Value,
-        commit: bool,
-    ) -> Result<Value, HostFailure> {
-        let method = if commit { "tx.commit" } else { "tx.rollback" };
-        let (id, cmds, _) = self.tx_channel(who, payload, method)?;
-        self.inner.txs.lock().recover().remove(&id);
-        let (reply, answer) = oneshot::channel();
-        let cmd = if commit {
-            TxCmd::Commit(reply)
-        } else {
-            TxCmd::Rollback(reply)
-        };
-        cmds.send(cmd)
-            .map_err(|_| connector_error(format!("transaction {id} has ended")))?;
-        match answer.await {
-            Ok(Ok(())) => Ok(Value::Nil),
-            Ok(Err(e)) => Err(connector_error(
-                self.inner
-                    .config
-                    .scrub(&format!("transaction {id}: {method}: {e}")),
-            )),
-            Err(_) => Err(connector_error(format!("transaction {id} has ended"))),
-        }
-    }
-
     fn unknown(&self, kind: &str, name: &str) -> String {
         let names: Vec<&str> = self.inner.config.names().collect();
         format!(
@@ -833,227 +266,14 @@ impl HostHandler for Connectors {
     }
 
     fn call_ended(&self, pool: &str, call_id: u64) {
-        // Dropping a transaction's channel makes its task roll back.
-        self.inner
-            .txs
-            .lock()
-            .recover()
-            .retain(|_, t| !(t.call_id == call_id && &*t.pool == pool));
-    }
-}
-
-fn grant_hint(package: &str, connector: &str, key: &str) -> String {
-    format!(
-        "package {package:?} may not use connector {connector:?}: add {connector:?} to [plugins.{}] {key} in app.toml",
-        config::key(package)
-    )
-}
-
-fn str_field<'v>(payload: &'v Value, method: &str, key: &str) -> Result<&'v str, HostFailure> {
-    payload
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| connector_error(format!("{method}: the payload has no str {key:?}")))
-}
-
-/// `key`, a list of dicts (`sql.run_many`'s parameter sets).
-fn list_of_maps(
-    payload: &Value,
-    method: &str,
-    key: &str,
-) -> Result<Vec<Vec<(String, Value)>>, HostFailure> {
-    let Some(Value::List(items)) = payload.get(key) else {
-        return Err(connector_error(format!(
-            "{method}: the payload has no list {key:?} (one dict of parameters per run)"
-        )));
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| match item {
-            Value::Map(m) => Ok(m.clone()),
-            other => Err(connector_error(format!(
-                "{method}: {key}[{i}] is a {}, not a dict",
-                other.type_name()
-            ))),
-        })
-        .collect()
-}
-
-fn map_field(
-    payload: &Value,
-    method: &str,
-    key: &str,
-) -> Result<Vec<(String, Value)>, HostFailure> {
-    match payload.get(key) {
-        None | Some(Value::Nil) => Ok(Vec::new()),
-        Some(Value::Map(m)) => Ok(m.clone()),
-        Some(other) => Err(connector_error(format!(
-            "{method}: {key:?} is a {}, not a dict",
-            other.type_name()
-        ))),
+        self.call_ended_txs(pool, call_id);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snakepit::RawValue;
-
-    fn request(call_id: u64, method: &str, payload: Value) -> HostRequest {
-        HostRequest {
-            pool: "default".into(),
-            worker: 0,
-            call_id,
-            reference: "txs.mod:f".into(),
-            run_id: None,
-            method: method.into(),
-            payload: RawValue::encode(&payload),
-        }
-    }
-
-    async fn sqlite_connectors(dir: &std::path::Path) -> Connectors {
-        let toml = "[sql.billing]\nurl = \"sqlite://b.db?mode=rwc\"\n[sql.billing.queries]\ncount = \"SELECT count(*) AS n FROM t\"\n\"add:write\" = \"INSERT INTO t (x) VALUES (:x)\"\n";
-        let cfg =
-            ConnectorsConfig::parse(toml, &dir.join("connectors.toml"), dir, |_| None).unwrap();
-        let mut m = BTreeMap::new();
-        m.insert(
-            "txs".to_owned(),
-            Grant {
-                raw_pools: Some(vec!["billing".into()]),
-                ..Default::default()
-            },
-        );
-        let c = Connectors::new(cfg, Grants::new(m), None).unwrap();
-        let setup = Value::map([("pool", Value::from("billing"))]);
-        let tx = c.handle(request(1, "tx.begin", setup)).await.unwrap();
-        let id = tx.get("tx").cloned().unwrap();
-        let ddl = Value::map([
-            ("tx", id.clone()),
-            ("sql", Value::from("CREATE TABLE t (x INTEGER)")),
-        ]);
-        c.handle(request(1, "tx.execute", ddl)).await.unwrap();
-        c.handle(request(1, "tx.commit", Value::map([("tx", id)])))
-            .await
-            .unwrap();
-        c
-    }
-
-    async fn count(c: &Connectors) -> Value {
-        let q = Value::map([
-            ("connector", Value::from("billing")),
-            ("query", Value::from("count")),
-        ]);
-        c.handle(request(99, "sql.run", q)).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_transaction_belongs_to_its_call_and_rolls_back_when_the_call_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = sqlite_connectors(dir.path()).await;
-        let tx = c
-            .handle(request(
-                7,
-                "tx.begin",
-                Value::map([("pool", Value::from("billing"))]),
-            ))
-            .await
-            .unwrap();
-        let id = tx.get("tx").cloned().unwrap();
-        let insert = |call| {
-            let p = Value::map([
-                ("tx", id.clone()),
-                ("sql", Value::from("INSERT INTO t (x) VALUES (:x)")),
-                ("params", Value::map([("x", Value::Int(1))])),
-            ]);
-            c.handle(request(call, "tx.execute", p))
-        };
-        let done = insert(7).await.unwrap();
-        assert_eq!(done.get("rowcount"), Some(&Value::Int(1)));
-        // Another call cannot use it.
-        let e = insert(8).await.unwrap_err();
-        assert!(e.message.contains("is not open in this call"), "{e:?}");
-        assert_eq!(c.open_transactions(), 1);
-        // The call ends without a commit: rolled back.
-        c.call_ended("default", 7);
-        assert_eq!(c.open_transactions(), 0);
-        // Its write lock is gone (the next writer gets through) and its row with it.
-        let tx = c
-            .handle(request(
-                9,
-                "tx.begin",
-                Value::map([("pool", Value::from("billing"))]),
-            ))
-            .await
-            .unwrap();
-        let p = Value::map([
-            ("tx", tx.get("tx").cloned().unwrap()),
-            ("sql", Value::from("INSERT INTO t (x) VALUES (2)")),
-        ]);
-        c.handle(request(9, "tx.execute", p)).await.unwrap();
-        let p = Value::map([("tx", tx.get("tx").cloned().unwrap())]);
-        c.handle(request(9, "tx.commit", p)).await.unwrap();
-        let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
-        assert_eq!(count(&c).await, want);
-    }
-
-    fn add(x: i64) -> HostRequest {
-        let p = Value::map([
-            ("connector", Value::from("billing")),
-            ("query", Value::from("add:write")),
-            ("params", Value::map([("x", Value::Int(x))])),
-        ]);
-        request(5, "sql.run", p)
-    }
-
-    /// A SQLite query runs inside the handler's future: ready on its first poll, on the
-    /// thread that polls it (this test's runtime has only that one).
-    #[tokio::test]
-    async fn a_sqlite_query_is_done_on_the_first_poll() {
-        use futures_util::FutureExt;
-        let dir = tempfile::tempdir().unwrap();
-        let c = sqlite_connectors(dir.path()).await;
-        let done = c.handle(add(1)).now_or_never();
-        let want = Value::map([("rows_affected", Value::Int(1))]);
-        assert_eq!(done.map(Result::unwrap), Some(want));
-        let rows = c
-            .handle(request(
-                5,
-                "sql.run",
-                Value::map([
-                    ("connector", Value::from("billing")),
-                    ("query", Value::from("count")),
-                ]),
-            ))
-            .now_or_never();
-        let want = Value::List(vec![Value::map([("n", Value::Int(1))])]);
-        assert_eq!(rows.map(Result::unwrap), Some(want));
-    }
-
-    /// A statement that finds the database locked waits for the lock (the busy timeout)
-    /// off the runtime thread: the thread stays free, and the statement runs once the
-    /// lock is released. Run inline, it would either fail at once (no busy timeout) or
-    /// hold this test's only runtime thread until the timeout and fail.
-    #[tokio::test]
-    async fn a_locked_sqlite_database_is_waited_for_off_the_runtime_thread() {
-        use futures_util::FutureExt;
-        let dir = tempfile::tempdir().unwrap();
-        let c = sqlite_connectors(dir.path()).await;
-        let other = rusqlite::Connection::open(dir.path().join("b.db")).unwrap();
-        other
-            .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (x) VALUES (7)")
-            .unwrap();
-        let mut write = c.handle(add(1));
-        assert!(
-            (&mut write).now_or_never().is_none(),
-            "the write did not wait for the lock"
-        );
-        other.execute_batch("COMMIT").unwrap();
-        let want = Value::map([("rows_affected", Value::Int(1))]);
-        assert_eq!(write.await.unwrap(), want);
-        let want = Value::List(vec![Value::map([("n", Value::Int(2))])]);
-        assert_eq!(count(&c).await, want);
-    }
+    use crate::testing::{request, sqlite_connectors};
 
     #[tokio::test]
     async fn unknown_names_and_payloads_are_sentences() {

@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::Outcome;
 use crate::params::NamedSql;
 use crate::sql::{self, AnyTx, BatchError, Output, SqlError, SqlPool, TxCmd};
+use crate::Connectors;
 
 /// A command to the task that holds a connector's sandbox transaction.
 enum Cmd {
@@ -297,4 +298,57 @@ async fn run(
     tx.command(format!("RELEASE SAVEPOINT {QUERY_SAVEPOINT}"))
         .await?;
     Ok(outs)
+}
+
+impl Connectors {
+    /// Test mode (`snakepit test`): from now until [`Connectors::close_sandbox`], every
+    /// SQL statement of every call runs in one transaction per SQL connector, opened at
+    /// the connector's first use and rolled back at the close; named queries and batches
+    /// in savepoints of their own, a plugin's transactions as savepoints (see
+    /// `sandbox.rs`). One sandbox at a time: a second is refused.
+    pub fn open_sandbox(&self) -> Result<(), String> {
+        let mut sandbox = self.inner.sandbox.write().recover();
+        if sandbox.is_some() {
+            return Err("a sandbox is open already (one test at a time)".into());
+        }
+        *sandbox = Some(Arc::default());
+        Ok(())
+    }
+
+    /// Ends the open sandbox: every write made in it is rolled back, and the API base
+    /// URLs it replaced are restored. Nothing to do when none is open.
+    pub async fn close_sandbox(&self) -> Result<(), String> {
+        let sandbox = self.inner.sandbox.write().recover().take();
+        match sandbox {
+            Some(s) => self
+                .on_home(async move { s.end().await })
+                .await
+                .map_err(|f| f.message)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Points API connector `name` at `base_url` (a test server) until the open
+    /// sandbox closes.
+    pub fn sandbox_api_base(&self, name: &str, base_url: &str) -> Result<(), String> {
+        let Some(sandbox) = self.sandbox() else {
+            return Err(
+                "no sandbox is open: point an API connector elsewhere inside a test".into(),
+            );
+        };
+        if !self.inner.api.contains_key(name) {
+            return Err(self.unknown("API", name));
+        }
+        let parsed =
+            reqwest::Url::parse(base_url).map_err(|e| format!("{base_url:?} is not a URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{base_url:?} is not an http:// or https:// URL"));
+        }
+        sandbox.set_api_base(name, base_url.trim_end_matches('/'));
+        Ok(())
+    }
+
+    pub(crate) fn sandbox(&self) -> Option<Arc<Sandbox>> {
+        self.inner.sandbox.read().recover().clone()
+    }
 }

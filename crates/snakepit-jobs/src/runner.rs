@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use snakepit::{Call, CallError, CallUsage, LogRecord, Map, Measured, Value};
+use snakepit::{Call, CallError, CallUsage, LogRecord, Map, Measured, RawValue, Value};
 use snakepit_host::{Backoff, Host};
 use snakepit_state::{
     Claim, LogLine, NewRun, RunStatus, State, StateError, StepEnd, StepError, StepStatus,
@@ -598,36 +598,7 @@ impl Runner {
         };
         let mut previous = Value::Nil;
         for (position, step) in run.job.steps.iter().enumerate() {
-            let kwargs: Map = step
-                .kwargs
-                .iter()
-                .map(|(k, v)| (k.clone(), cx.render(v)))
-                .collect();
-            let context: Map = vec![
-                ("connectors".into(), Value::Nil),
-                ("pools".into(), Value::Nil),
-                ("job_id".into(), Value::from(run.job.name.as_str())),
-                ("run_id".into(), Value::from(run.id.as_str())),
-                ("step_name".into(), Value::from(step.name.as_str())),
-                ("params".into(), Value::Map(run.params.clone())),
-                ("step_kwargs".into(), Value::Map(kwargs.clone())),
-                ("previous_step".into(), previous.clone()),
-                (
-                    "logger".into(),
-                    Value::from(format!("job.{}", run.job.name)),
-                ),
-                (
-                    "session_user".into(),
-                    Value::from(run.session_user.as_str()),
-                ),
-            ];
-            let attempt = StepAttempt {
-                run,
-                position,
-                step,
-                kwargs,
-                context,
-            };
+            let attempt = StepAttempt::new(run, position, step, &cx, previous.clone());
             match self.step(attempt, sink, emit, halt).await? {
                 StepOutcome::Succeeded(value) => previous = value,
                 StepOutcome::Failed(message) => return Ok((RunStatus::Failed, Some(message))),
@@ -655,201 +626,46 @@ impl Runner {
         emit: &(dyn Fn(RunEvent) + Sync),
         halt: &mut HaltSignal,
     ) -> Result<StepOutcome, StateError> {
-        let StepAttempt {
-            run,
-            position,
-            step,
-            kwargs,
-            context,
-        } = a;
-        let id = run.id.as_str();
-        let claim = &run.claim;
+        let s = StepRun {
+            runner: self,
+            a,
+            sink,
+            emit,
+        };
+        let (run, position, step) = (s.a.run, s.a.position, s.a.step);
         // A re-queued run's steps count their attempts on from the node that died.
         let mut attempt = run.prior_attempts.get(position).copied().unwrap_or(0);
         let attempts = attempt.saturating_add(step.retries).saturating_add(1);
-        let note = |attempt: u32, level: i64, message: String| LogLine {
-            run_id: id.to_owned(),
-            step: Some(step.name.clone()),
-            attempt: Some(i64::from(attempt)),
-            time: self.clock.now(),
-            level,
-            logger: RUNNER_LOGGER.to_owned(),
-            message,
-        };
         // What this step's attempts cost, summed.
         let mut cost: Option<CallUsage> = None;
         loop {
             attempt += 1;
             self.state
-                .start_step(claim, position, attempt, self.clock.now())
+                .start_step(&run.claim, position, attempt, self.clock.now())
                 .await?;
             emit(RunEvent::StepStarted {
                 step: step.name.clone(),
                 attempt,
                 attempts,
             });
-            // Bounded: records that find it full are dropped and counted (see
-            // `snakepit::LogSink`), so a flooding step cannot grow the runner.
-            let (tx, mut rx) = mpsc::channel::<LogRecord>(STEP_LOG_CHANNEL);
-            let call = self.caller.call_step(
-                &step.callable,
-                Box::new(|c: Call| {
-                    let c = c
-                        .kwargs(kwargs.clone())
-                        .context(context.clone())
-                        .logs(tx)
-                        .run_id(id);
-                    match step.timeout {
-                        Some(t) => c.timeout(t),
-                        None => c,
-                    }
-                }),
-            );
-            tokio::pin!(call);
-            let line = |r: LogRecord| {
-                let message = match r.exc_text {
-                    Some(exc) if !exc.is_empty() => format!("{}\n{exc}", r.message),
-                    _ => r.message,
-                };
-                let time = DateTime::from_timestamp_micros((r.time * 1e6) as i64)
-                    .unwrap_or_else(|| self.clock.now());
-                LogLine {
-                    run_id: id.to_owned(),
-                    step: Some(step.name.clone()),
-                    attempt: Some(i64::from(attempt)),
-                    time,
-                    level: r.level,
-                    logger: r.logger,
-                    message,
-                }
-            };
-            let ended = loop {
-                tokio::select! {
-                    biased;
-                    Some(r) = rx.recv() => {
-                        let l = line(r);
-                        emit(RunEvent::Log(l.clone()));
-                        sink.push(l);
-                    }
-                    r = &mut call => break Ok(r),
-                    h = halted(halt) => break Err(h),
-                }
-            };
-            // Records sent before the result are in the channel already.
-            while let Ok(r) = rx.try_recv() {
-                let l = line(r);
-                emit(RunEvent::Log(l.clone()));
-                sink.push(l);
-            }
-            let ended = ended.map(|m| {
+            let ended = s.call(attempt, halt).await.map(|m| {
                 if let Some(u) = &m.usage {
                     cost.get_or_insert_with(CallUsage::default).add(u);
                 }
                 m.result
             });
             let usage = cost.as_ref().map(step_usage);
-            let failure = match ended {
-                Err(h) => {
-                    sink.push(note(attempt, 30, h.note()));
-                    sink.flush().await;
-                    return Ok(StepOutcome::Halted(h));
-                }
-                Ok(Ok(raw)) => match (raw.to_json(), raw.decode()) {
-                    (Ok(json), Ok(value)) => {
-                        sink.flush().await;
-                        let end = StepEnd {
-                            status: StepStatus::Succeeded,
-                            attempts: attempt,
-                            result: Some(json),
-                            error: None,
-                            usage,
-                        };
-                        self.state
-                            .finish_step(claim, position, &end, self.clock.now())
-                            .await?;
-                        emit(RunEvent::StepEnded {
-                            step: step.name.clone(),
-                            status: StepStatus::Succeeded,
-                            attempts: attempt,
-                            error: None,
-                        });
-                        return Ok(StepOutcome::Succeeded(value));
-                    }
-                    (Err(e), _) | (_, Err(e)) => CallError::Unserializable(e.to_string()),
-                },
-                Ok(Err(CallError::ShutDown)) => {
-                    sink.push(note(attempt, 30, "step stopped: the pool shut down".into()));
-                    sink.flush().await;
-                    return Ok(StepOutcome::Halted(Halt::Interrupt));
-                }
-                Ok(Err(e)) => e,
+            let failure = match s.settle(attempt, ended, usage).await? {
+                Ok(outcome) => return Ok(outcome),
+                Err(failure) => failure,
             };
-            let error = step_error(&failure);
             if attempt < attempts && retryable(&failure) {
-                let delay = backoff_delay(step.backoff, attempt);
-                sink.push(note(
-                    attempt,
-                    30,
-                    format!(
-                        "attempt {attempt}/{attempts} failed: {}: {}; retrying in {}",
-                        error.type_name,
-                        error.message,
-                        humantime::format_duration(delay)
-                    ),
-                ));
-                sink.flush().await;
-                let end = StepEnd {
-                    status: StepStatus::Retrying,
-                    attempts: attempt,
-                    result: None,
-                    error: Some(error.clone()),
-                    usage,
-                };
-                self.state
-                    .finish_step(claim, position, &end, self.clock.now())
-                    .await?;
-                emit(RunEvent::StepRetrying {
-                    step: step.name.clone(),
-                    attempt,
-                    error,
-                    delay,
-                });
-                tokio::select! {
-                    () = self.clock.sleep(delay) => continue,
-                    h = halted(halt) => return Ok(StepOutcome::Halted(h)),
+                match s.retry(attempt, attempts, &failure, usage, halt).await? {
+                    Some(h) => return Ok(StepOutcome::Halted(h)),
+                    None => continue,
                 }
             }
-            let why = if retryable(&failure) {
-                format!("after {attempt} attempt(s)")
-            } else {
-                "(not retried: it would fail the same way)".to_owned()
-            };
-            sink.push(note(
-                attempt,
-                40,
-                format!("step failed {why}: {}: {}", error.type_name, error.message),
-            ));
-            sink.flush().await;
-            let summary = format!(
-                "step {:?} failed {why}: {}: {}",
-                step.name, error.type_name, error.message
-            );
-            let end = StepEnd {
-                status: StepStatus::Failed,
-                attempts: attempt,
-                result: None,
-                error: Some(error.clone()),
-                usage,
-            };
-            self.state
-                .finish_step(claim, position, &end, self.clock.now())
-                .await?;
-            emit(RunEvent::StepEnded {
-                step: step.name.clone(),
-                status: StepStatus::Failed,
-                attempts: attempt,
-                error: Some(error),
-            });
+            let summary = s.fail(attempt, &failure, usage).await?;
             return Ok(StepOutcome::Failed(summary));
         }
     }
@@ -864,10 +680,280 @@ struct StepAttempt<'a> {
     context: Map,
 }
 
+impl<'a> StepAttempt<'a> {
+    /// Step `position` of `run`: its kwargs rendered with `cx`, and its job-step
+    /// context, with `previous`, the result of the step before.
+    fn new(
+        run: &'a QueuedRun,
+        position: usize,
+        step: &'a StepDef,
+        cx: &TemplateContext<'_>,
+        previous: Value,
+    ) -> StepAttempt<'a> {
+        let kwargs: Map = step
+            .kwargs
+            .iter()
+            .map(|(k, v)| (k.clone(), cx.render(v)))
+            .collect();
+        let context: Map = vec![
+            ("connectors".into(), Value::Nil),
+            ("pools".into(), Value::Nil),
+            ("job_id".into(), Value::from(run.job.name.as_str())),
+            ("run_id".into(), Value::from(run.id.as_str())),
+            ("step_name".into(), Value::from(step.name.as_str())),
+            ("params".into(), Value::Map(run.params.clone())),
+            ("step_kwargs".into(), Value::Map(kwargs.clone())),
+            ("previous_step".into(), previous),
+            (
+                "logger".into(),
+                Value::from(format!("job.{}", run.job.name)),
+            ),
+            (
+                "session_user".into(),
+                Value::from(run.session_user.as_str()),
+            ),
+        ];
+        StepAttempt {
+            run,
+            position,
+            step,
+            kwargs,
+            context,
+        }
+    }
+}
+
 enum StepOutcome {
     Succeeded(Value),
     Failed(String),
     Halted(Halt),
+}
+
+/// A step being run: its attempt, the runner, and where its log lines and events go.
+struct StepRun<'a> {
+    runner: &'a Runner,
+    a: StepAttempt<'a>,
+    sink: &'a LogSink,
+    emit: &'a (dyn Fn(RunEvent) + Sync),
+}
+
+impl StepRun<'_> {
+    /// Calls the step once, passing its log records on as they come; the halt instead
+    /// if one comes first.
+    async fn call(&self, attempt: u32, halt: &mut HaltSignal) -> Result<Measured, Halt> {
+        let StepAttempt {
+            run,
+            step,
+            kwargs,
+            context,
+            ..
+        } = &self.a;
+        let id = run.id.as_str();
+        // Bounded: records that find it full are dropped and counted (see
+        // `snakepit::LogSink`), so a flooding step cannot grow the runner.
+        let (tx, mut rx) = mpsc::channel::<LogRecord>(STEP_LOG_CHANNEL);
+        let call = self.runner.caller.call_step(
+            &step.callable,
+            Box::new(|c: Call| {
+                let c = c
+                    .kwargs(kwargs.clone())
+                    .context(context.clone())
+                    .logs(tx)
+                    .run_id(id);
+                match step.timeout {
+                    Some(t) => c.timeout(t),
+                    None => c,
+                }
+            }),
+        );
+        tokio::pin!(call);
+        let ended = loop {
+            tokio::select! {
+                biased;
+                Some(r) = rx.recv() => self.log(attempt, r),
+                r = &mut call => break Ok(r),
+                h = halted(halt) => break Err(h),
+            }
+        };
+        // Records sent before the result are in the channel already.
+        while let Ok(r) = rx.try_recv() {
+            self.log(attempt, r);
+        }
+        ended
+    }
+
+    /// Emits one of the step's log records and writes it to the run's log.
+    fn log(&self, attempt: u32, r: LogRecord) {
+        let message = match r.exc_text {
+            Some(exc) if !exc.is_empty() => format!("{}\n{exc}", r.message),
+            _ => r.message,
+        };
+        let time = DateTime::from_timestamp_micros((r.time * 1e6) as i64)
+            .unwrap_or_else(|| self.runner.clock.now());
+        let l = LogLine {
+            run_id: self.a.run.id.as_str().to_owned(),
+            step: Some(self.a.step.name.clone()),
+            attempt: Some(i64::from(attempt)),
+            time,
+            level: r.level,
+            logger: r.logger,
+            message,
+        };
+        (self.emit)(RunEvent::Log(l.clone()));
+        self.sink.push(l);
+    }
+
+    /// One of the runner's own lines about the step.
+    fn note(&self, attempt: u32, level: i64, message: String) -> LogLine {
+        LogLine {
+            run_id: self.a.run.id.as_str().to_owned(),
+            step: Some(self.a.step.name.clone()),
+            attempt: Some(i64::from(attempt)),
+            time: self.runner.clock.now(),
+            level,
+            logger: RUNNER_LOGGER.to_owned(),
+            message,
+        }
+    }
+
+    /// Ends the step when the attempt settles it (a result, a halt, the pool shut
+    /// down); else returns the attempt's failure.
+    async fn settle(
+        &self,
+        attempt: u32,
+        ended: Result<Result<RawValue, CallError>, Halt>,
+        usage: Option<StepUsage>,
+    ) -> Result<Result<StepOutcome, CallError>, StateError> {
+        let failure = match ended {
+            Err(h) => {
+                self.sink.push(self.note(attempt, 30, h.note()));
+                self.sink.flush().await;
+                return Ok(Ok(StepOutcome::Halted(h)));
+            }
+            Ok(Ok(raw)) => match (raw.to_json(), raw.decode()) {
+                (Ok(json), Ok(value)) => {
+                    let end = StepEnd {
+                        status: StepStatus::Succeeded,
+                        attempts: attempt,
+                        result: Some(json),
+                        error: None,
+                        usage,
+                    };
+                    let event = RunEvent::StepEnded {
+                        step: self.a.step.name.clone(),
+                        status: StepStatus::Succeeded,
+                        attempts: attempt,
+                        error: None,
+                    };
+                    self.end(&end, event).await?;
+                    return Ok(Ok(StepOutcome::Succeeded(value)));
+                }
+                (Err(e), _) | (_, Err(e)) => CallError::Unserializable(e.to_string()),
+            },
+            Ok(Err(CallError::ShutDown)) => {
+                let note = self.note(attempt, 30, "step stopped: the pool shut down".into());
+                self.sink.push(note);
+                self.sink.flush().await;
+                return Ok(Ok(StepOutcome::Halted(Halt::Interrupt)));
+            }
+            Ok(Err(e)) => e,
+        };
+        Ok(Err(failure))
+    }
+
+    /// Records a failed attempt that will be retried, then waits out its backoff; the
+    /// halt instead if one comes first.
+    async fn retry(
+        &self,
+        attempt: u32,
+        attempts: u32,
+        failure: &CallError,
+        usage: Option<StepUsage>,
+        halt: &mut HaltSignal,
+    ) -> Result<Option<Halt>, StateError> {
+        let error = step_error(failure);
+        let delay = backoff_delay(self.a.step.backoff, attempt);
+        self.sink.push(self.note(
+            attempt,
+            30,
+            format!(
+                "attempt {attempt}/{attempts} failed: {}: {}; retrying in {}",
+                error.type_name,
+                error.message,
+                humantime::format_duration(delay)
+            ),
+        ));
+        let end = StepEnd {
+            status: StepStatus::Retrying,
+            attempts: attempt,
+            result: None,
+            error: Some(error.clone()),
+            usage,
+        };
+        let event = RunEvent::StepRetrying {
+            step: self.a.step.name.clone(),
+            attempt,
+            error,
+            delay,
+        };
+        self.end(&end, event).await?;
+        tokio::select! {
+            () = self.runner.clock.sleep(delay) => Ok(None),
+            h = halted(halt) => Ok(Some(h)),
+        }
+    }
+
+    /// Records the step's failure, retries spent or not allowed; the run's error.
+    async fn fail(
+        &self,
+        attempt: u32,
+        failure: &CallError,
+        usage: Option<StepUsage>,
+    ) -> Result<String, StateError> {
+        let error = step_error(failure);
+        let why = if retryable(failure) {
+            format!("after {attempt} attempt(s)")
+        } else {
+            "(not retried: it would fail the same way)".to_owned()
+        };
+        self.sink.push(self.note(
+            attempt,
+            40,
+            format!("step failed {why}: {}: {}", error.type_name, error.message),
+        ));
+        let summary = format!(
+            "step {:?} failed {why}: {}: {}",
+            self.a.step.name, error.type_name, error.message
+        );
+        let end = StepEnd {
+            status: StepStatus::Failed,
+            attempts: attempt,
+            result: None,
+            error: Some(error.clone()),
+            usage,
+        };
+        let event = RunEvent::StepEnded {
+            step: self.a.step.name.clone(),
+            status: StepStatus::Failed,
+            attempts: attempt,
+            error: Some(error),
+        };
+        self.end(&end, event).await?;
+        Ok(summary)
+    }
+
+    /// Waits for the step's log lines to be written, then records the attempt's end
+    /// and emits its event.
+    async fn end(&self, end: &StepEnd, event: RunEvent) -> Result<(), StateError> {
+        self.sink.flush().await;
+        let (run, position) = (self.a.run, self.a.position);
+        self.runner
+            .state
+            .finish_step(&run.claim, position, end, self.runner.clock.now())
+            .await?;
+        (self.emit)(event);
+        Ok(())
+    }
 }
 
 /// Sets the halt unless one is set already (the first reason holds).
