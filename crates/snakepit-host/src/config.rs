@@ -350,7 +350,7 @@ pub struct Install {
     pub connectors: Connectors,
 }
 
-/// The events snakepit documents (SPEC §2): `[hooks]` may name others, which only
+/// The events snakepit documents (README, "Plugin host"): `[hooks]` may name others, which only
 /// `dispatch` raises.
 pub const EVENTS: [&str; 3] = ["screen.before_save", "screen.after_save", BEFORE_QUERY];
 
