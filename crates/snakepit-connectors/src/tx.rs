@@ -184,14 +184,14 @@ mod tests {
     async fn a_transaction_belongs_to_its_call_and_rolls_back_when_the_call_ends() {
         let dir = tempfile::tempdir().unwrap();
         let c = sqlite_connectors(dir.path()).await;
-        let tx = c
-            .handle(request(
-                7,
+        let begin = |call| {
+            c.handle(request(
+                call,
                 "tx.begin",
                 Value::map([("pool", Value::from("billing"))]),
             ))
-            .await
-            .unwrap();
+        };
+        let tx = begin(7).await.unwrap();
         let id = tx.get("tx").cloned().unwrap();
         let insert = |call| {
             let p = Value::map([
@@ -211,14 +211,7 @@ mod tests {
         c.call_ended("default", 7);
         assert_eq!(c.open_transactions(), 0);
         // Its write lock is gone (the next writer gets through) and its row with it.
-        let tx = c
-            .handle(request(
-                9,
-                "tx.begin",
-                Value::map([("pool", Value::from("billing"))]),
-            ))
-            .await
-            .unwrap();
+        let tx = begin(9).await.unwrap();
         let p = Value::map([
             ("tx", tx.get("tx").cloned().unwrap()),
             ("sql", Value::from("INSERT INTO t (x) VALUES (2)")),
