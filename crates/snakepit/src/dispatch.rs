@@ -31,14 +31,13 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::calllog::CallLog;
-use crate::error::CallError;
+use crate::calllog::{CallLog, CurrentCall};
+use crate::error::{call_error, CallError};
 use crate::event::RetireReason;
 use crate::host::HostRequest;
 use crate::pool::PoolConfig;
 use crate::sync::Recover;
 use crate::usage::{CallUsage, Measured};
-use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
 

@@ -19,13 +19,12 @@
 //! moments (spawning, reaping) never stall a caller or another slot.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use snakepit_proto::{
-    ExceptionKind, FrameBuffer, FromWorker, HostFailure, LogRecord, PyException, RawValue,
-    ToWorker, PROTOCOL_VERSION,
+    FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, ToWorker, PROTOCOL_VERSION,
 };
 use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -34,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::calllog::{log_record, now_unix, CallLog};
+use crate::calllog::{now_unix, CurrentCall};
 use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
 use crate::error::{CallError, ExitStatus, SpawnError};
 use crate::event::{EventKind, RetireReason};
@@ -60,26 +59,6 @@ enum End {
     Retire(RetireReason),
     /// The pool is stopping and the queue is empty.
     Stop,
-}
-
-/// The call in hand, for routing the lines a worker writes to its fds.
-#[derive(Default)]
-pub(crate) struct CurrentCall(Mutex<Option<Arc<CallLog>>>);
-
-impl CurrentCall {
-    pub(crate) fn set(&self, v: Option<Arc<CallLog>>) {
-        *self.0.lock().recover() = v;
-    }
-
-    /// Logs `rec` within the budget of the call in hand (see [`crate::calllog`]);
-    /// before the worker's first call, to `tracing` only.
-    pub(crate) fn forward(&self, rec: LogRecord, pool: &str, worker: usize) {
-        let log = self.0.lock().recover().clone();
-        match log {
-            Some(log) => log.forward(rec),
-            None => log_record(&rec, pool, worker),
-        }
-    }
 }
 
 /// Starts the slot's thread. `ready` gets the outcome of the first start.
@@ -119,18 +98,6 @@ fn pin(pid: nix::unistd::Pid, cpu: usize) -> bool {
 fn answer(reply: &mut Option<Reply>, result: Result<RawValue, CallError>) {
     if let Some(r) = reply.take() {
         let _ = r.send(result);
-    }
-}
-
-pub(crate) fn call_error(e: PyException, reference: &str) -> CallError {
-    match e.kind {
-        ExceptionKind::Raised => CallError::Raised(e),
-        ExceptionKind::Reference => CallError::BadReference {
-            reference: reference.to_owned(),
-            message: e.message,
-        },
-        ExceptionKind::Cancelled => CallError::Cancelled,
-        ExceptionKind::Encode => CallError::Unserializable(e.message),
     }
 }
 
