@@ -32,10 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::calllog::{CallLog, CurrentCall};
+use crate::config::PoolConfig;
 use crate::error::{call_error, CallError};
 use crate::event::RetireReason;
 use crate::host::HostRequest;
-use crate::pool::PoolConfig;
 use crate::sync::Recover;
 use crate::usage::{CallUsage, Measured};
 

@@ -90,6 +90,7 @@
 //! ```
 
 mod calllog;
+mod config;
 mod dispatch;
 mod error;
 mod event;
@@ -104,6 +105,7 @@ mod usage;
 mod worker;
 
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
+pub use config::DEFAULT_ENV;
 pub use dispatch::{HOST_BYTES_IN_FLIGHT, HOST_REQUESTS_IN_FLIGHT};
 pub use error::{BuildError, CallError, ExitStatus, SpawnError};
 pub use event::{EventKind, RetireReason, WorkerEvent};
@@ -111,7 +113,7 @@ pub use host::{HostFuture, HostHandler, HostRequest};
 pub use isolation::{
     format_size, helper_command, Enforce, Enforced, Enforcement, Filesystem, Isolation,
 };
-pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus, DEFAULT_ENV};
+pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus};
 pub use shim::{resolve_interpreter, shim_dir, TEST_BOOTSTRAP};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,

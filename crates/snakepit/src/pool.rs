@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use snakepit_proto::{
-    encode_call, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION,
-};
+use snakepit_proto::{encode_call, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::calllog::LogSink;
+use crate::config::{PoolConfig, DEFAULT_ENV};
 use crate::dispatch::{Checkout, Dispatch, Waiting};
 use crate::sync::Recover;
 
@@ -23,71 +22,8 @@ use crate::launcher::{LaunchMode, Launcher};
 use crate::usage::Measured;
 use crate::worker;
 
-/// The variables passed to workers (and interpreter probes) by default.
-pub const DEFAULT_ENV: &[&str] = &["TZ", "LANG", "LC_ALL", "PATH"];
-
 /// Keyword arguments or context: str keys to values, in order.
 pub type Map = Vec<(String, Value)>;
-
-/// Everything a worker slot needs to know, fixed when the pool is built.
-pub(crate) struct PoolConfig {
-    pub name: Arc<str>,
-    pub generation: u64,
-    pub python: PathBuf,
-    pub shim_dir: PathBuf,
-    pub sys_path: Vec<PathBuf>,
-    pub workers: usize,
-    pub call_timeout: Duration,
-    pub kill_grace: Duration,
-    pub max_calls: Option<u64>,
-    pub max_calls_jitter: u64,
-    pub max_rss: Option<u64>,
-    pub queue_limit: usize,
-    pub spawn_timeout: Duration,
-    pub env: Vec<(OsString, OsString)>,
-    pub frame_limit: usize,
-    pub handler: Arc<dyn HostHandler>,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    pub confine: Arc<Confinement>,
-    /// `pin_workers`: the CPU each slot's worker is pinned to (slot i: the i-th allowed
-    /// CPU, round robin); empty when workers float.
-    pub cpus: Vec<usize>,
-}
-
-impl PoolConfig {
-    /// The CPU slot `slot`'s worker is pinned to, if the pool pins its workers.
-    pub(crate) fn cpu_of(&self, slot: usize) -> Option<usize> {
-        (!self.cpus.is_empty()).then(|| self.cpus[slot % self.cpus.len()])
-    }
-
-    /// The shim's command-line options for one worker (after the mode word).
-    pub(crate) fn worker_args(&self, worker_id: usize, generation: u64) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            "--fd".into(),
-            crate::process::WORKER_FD.to_string().into(),
-            "--protocol".into(),
-            PROTOCOL_VERSION.to_string().into(),
-            "--frame-limit".into(),
-            self.frame_limit.to_string().into(),
-            "--pool".into(),
-            (*self.name).into(),
-            "--generation".into(),
-            generation.to_string().into(),
-            "--worker-id".into(),
-            worker_id.to_string().into(),
-        ];
-        for p in &self.sys_path {
-            args.push("--sys-path".into());
-            args.push(p.into());
-        }
-        if !self.confine.plan.is_empty() {
-            args.push("--confine".into());
-            args.push(self.confine.plan.clone().into());
-        }
-        args
-    }
-}
 
 /// Builds a [`Pool`]. Every setting has a default; see each method.
 pub struct PoolBuilder {

@@ -20,13 +20,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 
+use crate::config::{PoolConfig, WORKER_FD};
 use crate::error::{ExitStatus, SpawnError};
 use crate::launcher::Launcher;
-use crate::pool::PoolConfig;
 use crate::sync::Recover;
 
-/// The fd number a worker finds its socket on.
-pub(crate) const WORKER_FD: i32 = 3;
 /// How many of a worker's last stderr lines are kept for crash reports.
 const STDERR_TAIL: usize = 20;
 

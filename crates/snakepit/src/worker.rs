@@ -34,11 +34,12 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::calllog::{now_unix, CurrentCall};
+use crate::config::PoolConfig;
 use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
 use crate::error::{CallError, ExitStatus, SpawnError};
 use crate::event::{EventKind, RetireReason};
 use crate::launcher::Launcher;
-use crate::pool::{Phase, PoolConfig, Shared};
+use crate::pool::{Phase, Shared};
 use crate::process::{FdLineSink, WorkerProcess};
 use crate::sync::Recover;
 
