@@ -11,16 +11,16 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::calllog::LogSink;
 use crate::config::{PoolConfig, DEFAULT_ENV};
-use crate::dispatch::{Checkout, Dispatch, Waiting};
+use crate::dispatch::{Checkout, Dispatch, Job, Waiting};
 use crate::sync::Recover;
 
 use crate::error::{BuildError, CallError, SpawnError};
-use crate::event::{EventKind, WorkerEvent};
+use crate::event::WorkerEvent;
 use crate::host::{HostHandler, NoHandler};
 use crate::isolation::{harden_supervisor, Confinement, Enforcement, Isolation};
 use crate::launcher::{LaunchMode, Launcher};
 use crate::usage::Measured;
-use crate::worker;
+use crate::worker::{self, Phase, Shared, SlotInfo};
 
 /// Keyword arguments or context: str keys to values, in order.
 pub type Map = Vec<(String, Value)>;
@@ -347,98 +347,6 @@ struct CallEnded<'a> {
 impl Drop for CallEnded<'_> {
     fn drop(&mut self) {
         self.handler.call_ended(self.pool, self.call_id);
-    }
-}
-
-/// One call on its way to a worker.
-pub(crate) struct Job {
-    pub id: u64,
-    pub reference: Arc<str>,
-    /// The encoded CALL (or VALIDATE) frame.
-    pub frame: Vec<u8>,
-    pub deadline: Instant,
-    pub timeout: Duration,
-    pub logs: Option<LogSink>,
-    pub run_id: Option<Arc<str>>,
-}
-
-/// Where the pool is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Running,
-    /// Finish the queue and the calls in hand until this instant, then stop.
-    Draining(Instant),
-}
-
-/// State shared by the pool handle and its worker slots.
-pub(crate) struct Shared {
-    pub events: broadcast::Sender<WorkerEvent>,
-    pub phase: watch::Sender<Phase>,
-    pub live: AtomicUsize,
-    pub failing: AtomicUsize,
-    pub restarts: AtomicU64,
-    pub last_spawn_error: Mutex<Option<SpawnError>>,
-    pub dispatch: Dispatch,
-    /// What each slot is doing, for [`Pool::status`].
-    pub slots: Vec<SlotInfo>,
-}
-
-/// A slot's life as its thread last told it (for [`Pool::status`]; off the call path).
-#[derive(Default)]
-pub(crate) struct SlotInfo(Mutex<SlotLife>);
-
-#[derive(Default, Clone, Copy)]
-struct SlotLife {
-    /// The live worker's pid and when it became ready.
-    live: Option<(u32, Instant)>,
-    backoff: bool,
-    stopped: bool,
-    restarts: u64,
-}
-
-impl SlotInfo {
-    fn update(&self, f: impl FnOnce(&mut SlotLife)) {
-        f(&mut self.0.lock().recover());
-    }
-    /// A worker is starting (or the slot backs off first, when `backoff`).
-    pub(crate) fn starting(&self, backoff: bool) {
-        self.update(|l| {
-            l.live = None;
-            l.backoff = backoff;
-        });
-    }
-    /// Worker `pid` said hello.
-    pub(crate) fn ready(&self, pid: u32) {
-        self.update(|l| {
-            l.live = Some((pid, Instant::now()));
-            l.backoff = false;
-        });
-    }
-    /// The worker is gone and will be replaced.
-    pub(crate) fn replaced(&self) {
-        self.update(|l| {
-            l.live = None;
-            l.restarts += 1;
-        });
-    }
-    /// The slot's thread ended.
-    pub(crate) fn stopped(&self) {
-        self.update(|l| {
-            l.live = None;
-            l.stopped = true;
-        });
-    }
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, cfg: &PoolConfig, worker: usize, pid: Option<u32>, kind: EventKind) {
-        let _ = self.events.send(WorkerEvent {
-            pool: cfg.name.clone(),
-            worker,
-            generation: cfg.generation,
-            pid,
-            kind,
-        });
     }
 }
 

@@ -18,8 +18,8 @@
 //! worker (the parent-death signal follows the forking thread), and a slot's blocking
 //! moments (spawning, reaping) never stall a caller or another slot.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -29,19 +29,99 @@ use snakepit_proto::{
 use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::calllog::{now_unix, CurrentCall};
 use crate::config::PoolConfig;
-use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
+use crate::dispatch::{Dispatch, Handback, Lease, Reply, Wire, WireError};
 use crate::error::{CallError, ExitStatus, SpawnError};
-use crate::event::{EventKind, RetireReason};
+use crate::event::{EventKind, RetireReason, WorkerEvent};
 use crate::launcher::Launcher;
-use crate::pool::{Phase, Shared};
 use crate::process::{FdLineSink, WorkerProcess};
 use crate::sync::Recover;
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Finish the queue and the calls in hand until this instant, then stop.
+    Draining(Instant),
+}
+
+/// State shared by the pool handle and its worker slots.
+pub(crate) struct Shared {
+    pub events: broadcast::Sender<WorkerEvent>,
+    pub phase: watch::Sender<Phase>,
+    pub live: AtomicUsize,
+    pub failing: AtomicUsize,
+    pub restarts: AtomicU64,
+    pub last_spawn_error: Mutex<Option<SpawnError>>,
+    pub dispatch: Dispatch,
+    /// What each slot is doing, for [`Pool::status`](crate::Pool::status).
+    pub slots: Vec<SlotInfo>,
+}
+
+/// A slot's life as its thread last told it (for [`Pool::status`](crate::Pool::status);
+/// off the call path).
+#[derive(Default)]
+pub(crate) struct SlotInfo(pub(crate) Mutex<SlotLife>);
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct SlotLife {
+    /// The live worker's pid and when it became ready.
+    pub live: Option<(u32, Instant)>,
+    pub backoff: bool,
+    pub stopped: bool,
+    pub restarts: u64,
+}
+
+impl SlotInfo {
+    fn update(&self, f: impl FnOnce(&mut SlotLife)) {
+        f(&mut self.0.lock().recover());
+    }
+    /// A worker is starting (or the slot backs off first, when `backoff`).
+    pub(crate) fn starting(&self, backoff: bool) {
+        self.update(|l| {
+            l.live = None;
+            l.backoff = backoff;
+        });
+    }
+    /// Worker `pid` said hello.
+    pub(crate) fn ready(&self, pid: u32) {
+        self.update(|l| {
+            l.live = Some((pid, Instant::now()));
+            l.backoff = false;
+        });
+    }
+    /// The worker is gone and will be replaced.
+    pub(crate) fn replaced(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.restarts += 1;
+        });
+    }
+    /// The slot's thread ended.
+    pub(crate) fn stopped(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.stopped = true;
+        });
+    }
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, cfg: &PoolConfig, worker: usize, pid: Option<u32>, kind: EventKind) {
+        let _ = self.events.send(WorkerEvent {
+            pool: cfg.name.clone(),
+            worker,
+            generation: cfg.generation,
+            pid,
+            kind,
+        });
+    }
+}
 
 /// One worker slot of a pool.
 pub(crate) struct Slot {
