@@ -6,6 +6,7 @@
 //! reaped, so that nothing it spawned survives it and its pid cannot be reused meanwhile.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::CommandExt;
@@ -22,7 +23,6 @@ use tokio::net::unix::pipe;
 
 use crate::config::{PoolConfig, WORKER_FD};
 use crate::error::{ExitStatus, SpawnError};
-use crate::launcher::Launcher;
 use crate::sync::Recover;
 
 /// How many of a worker's last stderr lines are kept for crash reports.
@@ -201,11 +201,13 @@ impl WorkerProcess {
 
     /// Ends the worker for good. With a grace period: waits that long for it to exit on
     /// its own, then SIGTERMs its process group and waits as long again; then (or at once,
-    /// without one) SIGKILLs the group. Reaps it and collects the rest of its stderr.
+    /// without one) SIGKILLs the group. Reaps it (`exit_status`, awaited once the worker
+    /// is dead, is its raw wait status from whoever reaps it) and collects the rest of its
+    /// stderr.
     pub(crate) async fn finish(
         &mut self,
         grace: Option<Duration>,
-        launcher: &Launcher,
+        exit_status: impl Future<Output = Option<i32>>,
     ) -> ExitStatus {
         if let Some(s) = self.status {
             return s;
@@ -225,8 +227,7 @@ impl WorkerProcess {
         // Anything the worker left in its group goes with it; the zombie keeps the pid
         // (and so the group id) from being reused until it is reaped below.
         kill_worker(self.pid);
-        let status = launcher
-            .exit_status(self.pid)
+        let status = exit_status
             .await
             .map_or(ExitStatus::Unknown, ExitStatus::from_raw);
         self.status = Some(status);

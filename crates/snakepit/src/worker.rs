@@ -263,7 +263,9 @@ impl Slot {
                 End::Retire(_) => None,
             };
             self.cfg.confine.worker_ending(self.id);
-            let status = proc.finish(grace, &self.launcher).await;
+            let status = proc
+                .finish(grace, self.launcher.exit_status(proc.pid))
+                .await;
             match end {
                 End::Died(mut reply) => {
                     let stderr = proc.stderr_tail.lock().recover().lines();
@@ -389,7 +391,10 @@ impl Slot {
             Ok(()) => Ok((proc, sock, buf)),
             Err(e) => {
                 let status = proc
-                    .finish(Some(Duration::from_millis(200)), &self.launcher)
+                    .finish(
+                        Some(Duration::from_millis(200)),
+                        self.launcher.exit_status(proc.pid),
+                    )
                     .await;
                 let stderr = proc.stderr_tail.lock().recover().lines();
                 Err(match e {
