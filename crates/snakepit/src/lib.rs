@@ -96,6 +96,7 @@ mod error;
 mod event;
 mod host;
 mod isolation;
+mod kill;
 mod launcher;
 mod pool;
 mod process;

@@ -23,6 +23,7 @@ use tokio::net::unix::pipe;
 
 use crate::config::{PoolConfig, WORKER_FD};
 use crate::error::{ExitStatus, SpawnError};
+use crate::kill::kill_worker;
 use crate::sync::Recover;
 
 /// How many of a worker's last stderr lines are kept for crash reports.
@@ -243,13 +244,6 @@ impl WorkerProcess {
         }
         status
     }
-}
-
-/// SIGKILLs a worker and its process group. Both: a worker may leave its group (it is
-/// free to call `setpgid`), and its group may hold what it started.
-pub(crate) fn kill_worker(pid: Pid) {
-    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    let _ = killpg(pid, Signal::SIGKILL);
 }
 
 /// The resident set size of a process, in bytes.
