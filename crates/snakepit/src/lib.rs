@@ -55,6 +55,27 @@
 //! a cache directory at first use: nothing is installed into the worker's interpreter.
 //! The wire protocol is in the `snakepit-proto` crate.
 //!
+//! # Module chain
+//!
+//! Each module uses only the modules above it, so that no two import each other (a test
+//! reads the sources and holds them to this list):
+//!
+//! 1. `sync`: locks that shrug off poisoning.
+//! 2. `error`: the error enums, and a worker's exception as a [`CallError`].
+//! 3. `kill`: SIGKILL of a worker and its process group.
+//! 4. `event`: worker lifecycle events.
+//! 5. `usage`: what a call cost.
+//! 6. `calllog`: a call's log records and their budget, and the call in a worker's hands.
+//! 7. `host`: host requests and their handler.
+//! 8. `isolation`: what confines the workers, and the CPU watchdog.
+//! 9. `config`: what every part of a pool needs to know, fixed at build time.
+//! 10. `shim`: the embedded Python shim, and the interpreter it runs on.
+//! 11. `process`: a worker process, started, watched, killed and reaped.
+//! 12. `launcher`: the fork-servers that start the workers.
+//! 13. `dispatch`: leases, the queue of waiting callers, and a call's exchange.
+//! 14. `worker`: a slot, owning one worker process at a time.
+//! 15. `pool`: the builder and the handle callers use.
+//!
 //! # Example
 //!
 //! The same as the README's (this one is compiled by the doc tests):
@@ -120,3 +141,131 @@ pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };
 pub use usage::{CallUsage, Measured};
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// The module chain of the crate doc: its numbered list of `module` names.
+    fn declared_chain(lib: &str) -> Vec<String> {
+        lib.lines()
+            .skip_while(|l| l.trim() != "//! # Module chain")
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! #"))
+            .filter_map(|l| {
+                let item = l.strip_prefix("//! ")?;
+                let (number, rest) = item.split_once(". `")?;
+                number.parse::<u32>().ok()?;
+                Some(rest.split_once('`')?.0.to_owned())
+            })
+            .collect()
+    }
+
+    /// The modules `lib.rs` declares.
+    fn declared_modules(lib: &str) -> Vec<String> {
+        lib.lines()
+            .filter_map(|l| {
+                let l = l.strip_prefix("pub ").unwrap_or(l);
+                Some(l.strip_prefix("mod ")?.strip_suffix(';')?.to_owned())
+            })
+            .collect()
+    }
+
+    /// The source files of module `name`: `name.rs`, or everything under `name/`.
+    fn files_of(src: &Path, name: &str) -> Vec<PathBuf> {
+        let file = src.join(format!("{name}.rs"));
+        if file.exists() {
+            return vec![file];
+        }
+        let mut files = Vec::new();
+        let mut dirs = vec![src.join(name)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("a module file or directory") {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
+    /// The first path segment of every `crate::` path in `text` (each of a
+    /// `crate::{a, b::c}` group), code, comments and doc links alike.
+    fn crate_paths(text: &str) -> Vec<String> {
+        let ident = |s: &str| {
+            s.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        };
+        let mut found = Vec::new();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            match rest.strip_prefix('{') {
+                None => found.push(ident(rest)),
+                Some(group) => {
+                    let mut depth = 0;
+                    let mut start = true;
+                    for (i, c) in group.char_indices() {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => break,
+                            '}' => depth -= 1,
+                            ',' if depth == 0 => start = true,
+                            c if c.is_whitespace() => {}
+                            _ if start && depth == 0 => {
+                                found.push(ident(&group[i..]));
+                                start = false;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Each module may use only the modules before it in the chain of the crate doc, so
+    /// that no two modules import each other, however indirectly.
+    #[test]
+    fn modules_only_use_modules_earlier_in_the_chain() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        let chain = declared_chain(&lib);
+        let mut problems = Vec::new();
+        let mut declared = declared_modules(&lib);
+        declared.sort();
+        let mut listed = chain.clone();
+        listed.sort();
+        if declared != listed {
+            problems.push(format!(
+                "lib.rs declares modules {declared:?}, its module chain lists {listed:?}"
+            ));
+        }
+        for (rank, module) in chain.iter().enumerate() {
+            for file in files_of(&src, module) {
+                let text = std::fs::read_to_string(&file).unwrap();
+                let mut later: Vec<String> = crate_paths(&text)
+                    .into_iter()
+                    .filter(|used| chain.iter().position(|m| m == used) > Some(rank))
+                    .collect();
+                later.sort();
+                later.dedup();
+                for used in later {
+                    problems.push(format!(
+                        "{} ({module}) uses crate::{used}, later in the chain",
+                        file.strip_prefix(&src).unwrap().display()
+                    ));
+                }
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "the module chain is broken:\n{}",
+            problems.join("\n")
+        );
+    }
+}
