@@ -25,31 +25,78 @@
 //!
 //! # Theory of operation
 //!
-//! A [`Pool`] owns a fixed number of worker *slots*. Each slot is an OS thread running
-//! its own single-threaded tokio runtime; it owns one worker process at a time, its end
-//! of a `socketpair`, and the worker's stdout/stderr pipes. Calls go into one bounded
-//! queue shared by the slots; an idle slot takes the next call, writes it as a CALL
-//! frame, and answers the caller's oneshot with the RESULT or EXCEPTION frame that comes
-//! back, serving the worker's HOST_REQUESTs (its connector calls) and LOG records
-//! meanwhile. The value of a RESULT is not decoded: it reaches the caller as a
-//! [`RawValue`].
+//! A [`Pool`] has a fixed number of worker *slots*. Each slot is an OS thread running its
+//! own single-threaded tokio runtime, and owns one worker process at a time: it has the
+//! worker started, waits for its HANDSHAKE, and lends it to the pool as a *lease* (the
+//! worker's pid, the supervisor's end of its `socketpair`, the buffer its frames are read
+//! into).
 //!
-//! Every call ends. The slot watches the call's deadline, the caller (a dropped future is
-//! a cancellation), the worker's exit (pidfd) and its socket (EOF, garbage): a timed-out
-//! or dropped call is cancelled in the worker (CANCEL frame and `SIGUSR1`), and the
-//! worker's process group is killed if it does not stop within the grace period. A
-//! worker that dies is replaced at once; one that keeps dying young backs off (100 ms
-//! doubling, capped at 10 s) and the pool reports the slot as failing. Workers are
-//! recycled after `max_calls_per_worker` calls (with jitter) or above `max_worker_rss`,
-//! after the call in hand. Each worker runs in its own process group with the
-//! parent-death signal set, so nothing outlives the supervisor.
+//! **A caller makes its own call.** [`Pool::submit`] encodes the CALL frame on the
+//! caller's task and checks a lease out of the pool's dispatch: an idle worker (with
+//! [`PoolBuilder::pin_workers`], the one pinned to the caller's CPU if it is idle; else
+//! the one checked in last), or a place in a bounded FIFO of waiting callers; the wait
+//! counts against the call's timeout, and a full queue answers [`CallError::Overloaded`].
+//! The caller then talks to the worker itself, on its own runtime's reactor: it writes
+//! the frame, reads the worker's frames until the RESULT or EXCEPTION of its call, and
+//! checks the worker back in, to the first caller still waiting if there is one. On this
+//! path no other thread takes part. Meanwhile the caller passes the call's LOG records on
+//! (within [`LINES_PER_SEC`] and [`BYTES_PER_SEC`]; see [`Call::logs`]) and serves the
+//! worker's HOST_REQUESTs mid-call from its own task: `echo` itself, anything else with
+//! the pool's [`HostHandler`], whose futures it polls next to the socket. A request that
+//! does not name the call in hand, or that finds [`HOST_REQUESTS_IN_FLIGHT`] requests or
+//! [`HOST_BYTES_IN_FLIGHT`] bytes in flight, is refused. The value of a RESULT is not
+//! decoded: it reaches the caller as a [`RawValue`]. However a submitted call ends, the
+//! handler's `call_ended` hears of it.
 //!
-//! Every worker is forked from a per-pool template (the fork-server) and confines itself
-//! before any plugin code runs, by a plan the pool works out at build time
-//! ([`Isolation`], [`Enforcement`]): no capabilities, no_new_privs, a Landlock domain of
-//! its own, a seccomp filter, and cgroups, rlimits and a private TMPDIR for the
-//! `[isolation]` settings. A setting the machine cannot enforce makes
-//! [`PoolBuilder::build`] fail with a sentence, unless the pool is best-effort.
+//! **Everything else is handed back to the slot**, which owns the process between calls
+//! and watches it (its pidfd) while it is idle:
+//! - a call past its deadline answers [`CallError::Timeout`] at once, and a call whose
+//!   future is dropped is cancelled: either way the slot sends CANCEL and `SIGUSR1`, and
+//!   waits up to the kill grace for the worker's answer, refusing its host requests
+//!   meanwhile; a worker that answers is lent again, one that does not is retired;
+//! - a worker whose socket closes is reaped, and its caller answered with
+//!   [`CallError::WorkerCrashed`]: the exit status, the pool's limit that killed it if
+//!   one did, and the last lines of its stderr;
+//! - a worker is retired when it breaks the protocol (its caller gets
+//!   [`CallError::Protocol`]), after `max_calls_per_worker` calls (plus jitter), or when
+//!   its resident size is over `max_worker_rss` after a call.
+//!
+//! A worker that goes is finished. With a grace period (the kill grace, after a SHUTDOWN
+//! frame, for one retired for its calls or its size or at shutdown; 500 ms for one that
+//! died) it gets that long to exit, then its process group gets SIGTERM and as long
+//! again; then (at once for one retired after a timeout, a cancellation or a protocol
+//! violation) it and its group get SIGKILL. Its exit status is collected and the rest of
+//! its output read. The slot starts the next worker at once; one whose workers fail to
+//! start, or die within a second without serving a call, waits from the second failure in
+//! a row on (100 ms doubling, capped at 10 s). A slot whose worker fails to start counts
+//! as failing; when no worker is live and every slot fails, calls answer
+//! [`CallError::Unavailable`]. What a worker writes to its stdout and stderr descriptors
+//! is read by its slot and logged as records of the call in hand.
+//!
+//! [`Pool::events`] tells of each worker's life: `Ready` (with its start-up time),
+//! `SpawnFailed`, `Exited` (it died on its own: status and stderr), `Retired` (a
+//! [`RetireReason`]: `MaxCalls`, `Rss`, `Timeout`, `Cancelled`, `Protocol` or
+//! `Shutdown`, and its status) and `Backoff`. [`Pool::shutdown`] stops taking calls,
+//! sends the idle workers back to their slots to stop, lets the calls in hand and those
+//! waiting finish until its deadline, then kills the workers still in a call; dropping
+//! the last clone of a pool kills its workers without waiting.
+//!
+//! **Workers are forked, not started.** A pool starts a template process, the
+//! fork-server (its interpreter with the shim imported, on a thread of its own, SIGTERM as
+//! its parent-death signal), and asks it for each worker with a SPAWN frame that carries
+//! the worker's end of a new `socketpair` and its stdout and stderr pipes; the template
+//! forks, answers with the pid, reaps its children and reports their exit statuses. A
+//! template that dies while the pool is open is started again; when the supervisor goes
+//! away it kills its children's process groups. A pool whose limits need cgroups has a
+//! template per slot, in the slot's cgroups; [`PoolBuilder::fresh_interpreters`] makes a
+//! template per worker, which serves that worker alone.
+//!
+//! Each worker confines itself before any plugin code runs, by a plan the pool works out
+//! at build time ([`Isolation`], [`Enforcement`]) and hands its templates: no
+//! capabilities, no_new_privs, a Landlock domain of its own, a seccomp filter, and
+//! cgroups, rlimits and a private TMPDIR for the `[isolation]` settings. A setting the
+//! machine cannot enforce makes [`PoolBuilder::build`] fail with a sentence, unless the
+//! pool is best-effort.
 //!
 //! The Python side is the shim in `python-shim/`, embedded in this crate and written to
 //! a cache directory at first use: nothing is installed into the worker's interpreter.
