@@ -10,7 +10,7 @@
 //! `N log lines dropped`. The worker is not killed: a noisy plugin keeps working, and
 //! memory stays bounded whatever it writes.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use snakepit_proto::LogRecord;
@@ -196,6 +196,26 @@ pub(crate) fn log_record(rec: &LogRecord, pool: &str, worker: usize) {
         l if l >= 20 => ev!(tracing::Level::INFO),
         l if l >= 10 => ev!(tracing::Level::DEBUG),
         _ => ev!(tracing::Level::TRACE),
+    }
+}
+
+/// The call in hand, for routing the lines a worker writes to its fds.
+#[derive(Default)]
+pub(crate) struct CurrentCall(Mutex<Option<Arc<CallLog>>>);
+
+impl CurrentCall {
+    pub(crate) fn set(&self, v: Option<Arc<CallLog>>) {
+        *self.0.lock().recover() = v;
+    }
+
+    /// Logs `rec` within the budget of the call in hand (see [`crate::calllog`]);
+    /// before the worker's first call, to `tracing` only.
+    pub(crate) fn forward(&self, rec: LogRecord, pool: &str, worker: usize) {
+        let log = self.0.lock().recover().clone();
+        match log {
+            Some(log) => log.forward(rec),
+            None => log_record(&rec, pool, worker),
+        }
     }
 }
 

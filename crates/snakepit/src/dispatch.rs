@@ -31,16 +31,27 @@ use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::calllog::CallLog;
-use crate::error::CallError;
+use crate::calllog::{CallLog, CurrentCall, LogSink};
+use crate::config::PoolConfig;
+use crate::error::{call_error, CallError};
 use crate::event::RetireReason;
 use crate::host::HostRequest;
-use crate::pool::PoolConfig;
 use crate::sync::Recover;
 use crate::usage::{CallUsage, Measured};
-use crate::worker::{call_error, CurrentCall};
 
 pub(crate) type Reply = oneshot::Sender<Result<RawValue, CallError>>;
+
+/// One call on its way to a worker.
+pub(crate) struct Job {
+    pub id: u64,
+    pub reference: Arc<str>,
+    /// The encoded CALL (or VALIDATE) frame.
+    pub frame: Vec<u8>,
+    pub deadline: Instant,
+    pub timeout: Duration,
+    pub logs: Option<LogSink>,
+    pub run_id: Option<Arc<str>>,
+}
 
 /// A ready worker, checked out of the pool for one call.
 pub(crate) struct Lease {
@@ -338,7 +349,7 @@ pub(crate) async fn call_on(
     cfg: &Arc<PoolConfig>,
     dispatch: &Dispatch,
     lease: Lease,
-    job: &crate::pool::Job,
+    job: &Job,
 ) -> Measured {
     let began = Instant::now();
     let log = Arc::new(CallLog::new(
@@ -696,12 +707,7 @@ fn refusal(
 }
 
 /// Writes the job's frame and reads until its answer, serving logs and host requests.
-async fn exchange(
-    cfg: &Arc<PoolConfig>,
-    lease: &mut Lease,
-    job: &crate::pool::Job,
-    log: &CallLog,
-) -> Exchange {
+async fn exchange(cfg: &Arc<PoolConfig>, lease: &mut Lease, job: &Job, log: &CallLog) -> Exchange {
     let slot = lease.slot;
     let mut wire = match Wire::open(&mut lease.reg, &lease.sock, &mut lease.buf) {
         Ok(w) => w,

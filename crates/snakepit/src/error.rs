@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use snakepit_proto::PyException;
+use snakepit_proto::{ExceptionKind, PyException};
 
 /// How a worker process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,5 +161,17 @@ impl CallError {
             CallError::Overloaded(_) => "overloaded",
             CallError::Cancelled | CallError::ShutDown => "cancelled",
         }
+    }
+}
+
+pub(crate) fn call_error(e: PyException, reference: &str) -> CallError {
+    match e.kind {
+        ExceptionKind::Raised => CallError::Raised(e),
+        ExceptionKind::Reference => CallError::BadReference {
+            reference: reference.to_owned(),
+            message: e.message,
+        },
+        ExceptionKind::Cancelled => CallError::Cancelled,
+        ExceptionKind::Encode => CallError::Unserializable(e.message),
     }
 }

@@ -34,8 +34,8 @@ use snakepit_proto::{read_frame, FromWorker, ToWorker};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
+use crate::config::PoolConfig;
 use crate::error::{ExitStatus, SpawnError};
-use crate::pool::PoolConfig;
 use crate::process::{
     exec_shim, line_text, raw_status, reap_child, FdLineSink, StderrTail, WorkerProcess, MAX_LINE,
 };

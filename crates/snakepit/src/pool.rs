@@ -6,88 +6,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use snakepit_proto::{
-    encode_call, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT, PROTOCOL_VERSION,
-};
+use snakepit_proto::{encode_call, RawValue, ToWorker, Value, DEFAULT_FRAME_LIMIT};
 use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::calllog::LogSink;
-use crate::dispatch::{Checkout, Dispatch, Waiting};
+use crate::config::{PoolConfig, DEFAULT_ENV};
+use crate::dispatch::{Checkout, Dispatch, Job, Waiting};
 use crate::sync::Recover;
 
 use crate::error::{BuildError, CallError, SpawnError};
-use crate::event::{EventKind, WorkerEvent};
+use crate::event::WorkerEvent;
 use crate::host::{HostHandler, NoHandler};
 use crate::isolation::{harden_supervisor, Confinement, Enforcement, Isolation};
 use crate::launcher::{LaunchMode, Launcher};
 use crate::usage::Measured;
-use crate::worker;
-
-/// The variables passed to workers (and interpreter probes) by default.
-pub const DEFAULT_ENV: &[&str] = &["TZ", "LANG", "LC_ALL", "PATH"];
+use crate::worker::{self, Phase, Shared, SlotInfo};
 
 /// Keyword arguments or context: str keys to values, in order.
 pub type Map = Vec<(String, Value)>;
-
-/// Everything a worker slot needs to know, fixed when the pool is built.
-pub(crate) struct PoolConfig {
-    pub name: Arc<str>,
-    pub generation: u64,
-    pub python: PathBuf,
-    pub shim_dir: PathBuf,
-    pub sys_path: Vec<PathBuf>,
-    pub workers: usize,
-    pub call_timeout: Duration,
-    pub kill_grace: Duration,
-    pub max_calls: Option<u64>,
-    pub max_calls_jitter: u64,
-    pub max_rss: Option<u64>,
-    pub queue_limit: usize,
-    pub spawn_timeout: Duration,
-    pub env: Vec<(OsString, OsString)>,
-    pub frame_limit: usize,
-    pub handler: Arc<dyn HostHandler>,
-    pub backoff_base: Duration,
-    pub backoff_cap: Duration,
-    pub confine: Arc<Confinement>,
-    /// `pin_workers`: the CPU each slot's worker is pinned to (slot i: the i-th allowed
-    /// CPU, round robin); empty when workers float.
-    pub cpus: Vec<usize>,
-}
-
-impl PoolConfig {
-    /// The CPU slot `slot`'s worker is pinned to, if the pool pins its workers.
-    pub(crate) fn cpu_of(&self, slot: usize) -> Option<usize> {
-        (!self.cpus.is_empty()).then(|| self.cpus[slot % self.cpus.len()])
-    }
-
-    /// The shim's command-line options for one worker (after the mode word).
-    pub(crate) fn worker_args(&self, worker_id: usize, generation: u64) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            "--fd".into(),
-            crate::process::WORKER_FD.to_string().into(),
-            "--protocol".into(),
-            PROTOCOL_VERSION.to_string().into(),
-            "--frame-limit".into(),
-            self.frame_limit.to_string().into(),
-            "--pool".into(),
-            (*self.name).into(),
-            "--generation".into(),
-            generation.to_string().into(),
-            "--worker-id".into(),
-            worker_id.to_string().into(),
-        ];
-        for p in &self.sys_path {
-            args.push("--sys-path".into());
-            args.push(p.into());
-        }
-        if !self.confine.plan.is_empty() {
-            args.push("--confine".into());
-            args.push(self.confine.plan.clone().into());
-        }
-        args
-    }
-}
 
 /// Builds a [`Pool`]. Every setting has a default; see each method.
 pub struct PoolBuilder {
@@ -411,98 +347,6 @@ struct CallEnded<'a> {
 impl Drop for CallEnded<'_> {
     fn drop(&mut self) {
         self.handler.call_ended(self.pool, self.call_id);
-    }
-}
-
-/// One call on its way to a worker.
-pub(crate) struct Job {
-    pub id: u64,
-    pub reference: Arc<str>,
-    /// The encoded CALL (or VALIDATE) frame.
-    pub frame: Vec<u8>,
-    pub deadline: Instant,
-    pub timeout: Duration,
-    pub logs: Option<LogSink>,
-    pub run_id: Option<Arc<str>>,
-}
-
-/// Where the pool is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Running,
-    /// Finish the queue and the calls in hand until this instant, then stop.
-    Draining(Instant),
-}
-
-/// State shared by the pool handle and its worker slots.
-pub(crate) struct Shared {
-    pub events: broadcast::Sender<WorkerEvent>,
-    pub phase: watch::Sender<Phase>,
-    pub live: AtomicUsize,
-    pub failing: AtomicUsize,
-    pub restarts: AtomicU64,
-    pub last_spawn_error: Mutex<Option<SpawnError>>,
-    pub dispatch: Dispatch,
-    /// What each slot is doing, for [`Pool::status`].
-    pub slots: Vec<SlotInfo>,
-}
-
-/// A slot's life as its thread last told it (for [`Pool::status`]; off the call path).
-#[derive(Default)]
-pub(crate) struct SlotInfo(Mutex<SlotLife>);
-
-#[derive(Default, Clone, Copy)]
-struct SlotLife {
-    /// The live worker's pid and when it became ready.
-    live: Option<(u32, Instant)>,
-    backoff: bool,
-    stopped: bool,
-    restarts: u64,
-}
-
-impl SlotInfo {
-    fn update(&self, f: impl FnOnce(&mut SlotLife)) {
-        f(&mut self.0.lock().recover());
-    }
-    /// A worker is starting (or the slot backs off first, when `backoff`).
-    pub(crate) fn starting(&self, backoff: bool) {
-        self.update(|l| {
-            l.live = None;
-            l.backoff = backoff;
-        });
-    }
-    /// Worker `pid` said hello.
-    pub(crate) fn ready(&self, pid: u32) {
-        self.update(|l| {
-            l.live = Some((pid, Instant::now()));
-            l.backoff = false;
-        });
-    }
-    /// The worker is gone and will be replaced.
-    pub(crate) fn replaced(&self) {
-        self.update(|l| {
-            l.live = None;
-            l.restarts += 1;
-        });
-    }
-    /// The slot's thread ended.
-    pub(crate) fn stopped(&self) {
-        self.update(|l| {
-            l.live = None;
-            l.stopped = true;
-        });
-    }
-}
-
-impl Shared {
-    pub(crate) fn emit(&self, cfg: &PoolConfig, worker: usize, pid: Option<u32>, kind: EventKind) {
-        let _ = self.events.send(WorkerEvent {
-            pool: cfg.name.clone(),
-            worker,
-            generation: cfg.generation,
-            pid,
-            kind,
-        });
     }
 }
 

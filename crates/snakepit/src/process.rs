@@ -6,6 +6,7 @@
 //! reaped, so that nothing it spawned survives it and its pid cannot be reused meanwhile.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::os::unix::process::CommandExt;
@@ -20,13 +21,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::unix::pipe;
 
+use crate::config::{PoolConfig, WORKER_FD};
 use crate::error::{ExitStatus, SpawnError};
-use crate::launcher::Launcher;
-use crate::pool::PoolConfig;
+use crate::kill::kill_worker;
 use crate::sync::Recover;
 
-/// The fd number a worker finds its socket on.
-pub(crate) const WORKER_FD: i32 = 3;
 /// How many of a worker's last stderr lines are kept for crash reports.
 const STDERR_TAIL: usize = 20;
 
@@ -203,11 +202,13 @@ impl WorkerProcess {
 
     /// Ends the worker for good. With a grace period: waits that long for it to exit on
     /// its own, then SIGTERMs its process group and waits as long again; then (or at once,
-    /// without one) SIGKILLs the group. Reaps it and collects the rest of its stderr.
+    /// without one) SIGKILLs the group. Reaps it (`exit_status`, awaited once the worker
+    /// is dead, is its raw wait status from whoever reaps it) and collects the rest of its
+    /// stderr.
     pub(crate) async fn finish(
         &mut self,
         grace: Option<Duration>,
-        launcher: &Launcher,
+        exit_status: impl Future<Output = Option<i32>>,
     ) -> ExitStatus {
         if let Some(s) = self.status {
             return s;
@@ -227,8 +228,7 @@ impl WorkerProcess {
         // Anything the worker left in its group goes with it; the zombie keeps the pid
         // (and so the group id) from being reused until it is reaped below.
         kill_worker(self.pid);
-        let status = launcher
-            .exit_status(self.pid)
+        let status = exit_status
             .await
             .map_or(ExitStatus::Unknown, ExitStatus::from_raw);
         self.status = Some(status);
@@ -244,13 +244,6 @@ impl WorkerProcess {
         }
         status
     }
-}
-
-/// SIGKILLs a worker and its process group. Both: a worker may leave its group (it is
-/// free to call `setpgid`), and its group may hold what it started.
-pub(crate) fn kill_worker(pid: Pid) {
-    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-    let _ = killpg(pid, Signal::SIGKILL);
 }
 
 /// The resident set size of a process, in bytes.

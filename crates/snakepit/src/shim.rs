@@ -281,7 +281,7 @@ fn write_private(file: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn probe_interpreter(python: &Path) -> Result<PathBuf, SpawnError> {
-    let (mut cmd, _ruleset) = crate::isolation::helper_command(python, crate::pool::DEFAULT_ENV);
+    let (mut cmd, _ruleset) = crate::isolation::helper_command(python, crate::config::DEFAULT_ENV);
     let out = cmd
         .args([
             "-c",

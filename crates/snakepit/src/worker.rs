@@ -18,30 +18,110 @@
 //! worker (the parent-death signal follows the forking thread), and a slot's blocking
 //! moments (spawning, reaping) never stall a caller or another slot.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use snakepit_proto::{
-    ExceptionKind, FrameBuffer, FromWorker, HostFailure, LogRecord, PyException, RawValue,
-    ToWorker, PROTOCOL_VERSION,
+    FrameBuffer, FromWorker, HostFailure, LogRecord, RawValue, ToWorker, PROTOCOL_VERSION,
 };
 use std::io::Write;
 use std::os::unix::net::UnixStream as StdUnixStream;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::calllog::{log_record, now_unix, CallLog};
-use crate::dispatch::{Handback, Lease, Reply, Wire, WireError};
+use crate::calllog::{now_unix, CurrentCall};
+use crate::config::PoolConfig;
+use crate::dispatch::{Dispatch, Handback, Lease, Reply, Wire, WireError};
 use crate::error::{CallError, ExitStatus, SpawnError};
-use crate::event::{EventKind, RetireReason};
+use crate::event::{EventKind, RetireReason, WorkerEvent};
 use crate::launcher::Launcher;
-use crate::pool::{Phase, PoolConfig, Shared};
 use crate::process::{FdLineSink, WorkerProcess};
 use crate::sync::Recover;
+
+/// Where the pool is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Running,
+    /// Finish the queue and the calls in hand until this instant, then stop.
+    Draining(Instant),
+}
+
+/// State shared by the pool handle and its worker slots.
+pub(crate) struct Shared {
+    pub events: broadcast::Sender<WorkerEvent>,
+    pub phase: watch::Sender<Phase>,
+    pub live: AtomicUsize,
+    pub failing: AtomicUsize,
+    pub restarts: AtomicU64,
+    pub last_spawn_error: Mutex<Option<SpawnError>>,
+    pub dispatch: Dispatch,
+    /// What each slot is doing, for [`Pool::status`](crate::Pool::status).
+    pub slots: Vec<SlotInfo>,
+}
+
+/// A slot's life as its thread last told it (for [`Pool::status`](crate::Pool::status);
+/// off the call path).
+#[derive(Default)]
+pub(crate) struct SlotInfo(pub(crate) Mutex<SlotLife>);
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct SlotLife {
+    /// The live worker's pid and when it became ready.
+    pub live: Option<(u32, Instant)>,
+    pub backoff: bool,
+    pub stopped: bool,
+    pub restarts: u64,
+}
+
+impl SlotInfo {
+    fn update(&self, f: impl FnOnce(&mut SlotLife)) {
+        f(&mut self.0.lock().recover());
+    }
+    /// A worker is starting (or the slot backs off first, when `backoff`).
+    pub(crate) fn starting(&self, backoff: bool) {
+        self.update(|l| {
+            l.live = None;
+            l.backoff = backoff;
+        });
+    }
+    /// Worker `pid` said hello.
+    pub(crate) fn ready(&self, pid: u32) {
+        self.update(|l| {
+            l.live = Some((pid, Instant::now()));
+            l.backoff = false;
+        });
+    }
+    /// The worker is gone and will be replaced.
+    pub(crate) fn replaced(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.restarts += 1;
+        });
+    }
+    /// The slot's thread ended.
+    pub(crate) fn stopped(&self) {
+        self.update(|l| {
+            l.live = None;
+            l.stopped = true;
+        });
+    }
+}
+
+impl Shared {
+    pub(crate) fn emit(&self, cfg: &PoolConfig, worker: usize, pid: Option<u32>, kind: EventKind) {
+        let _ = self.events.send(WorkerEvent {
+            pool: cfg.name.clone(),
+            worker,
+            generation: cfg.generation,
+            pid,
+            kind,
+        });
+    }
+}
 
 /// One worker slot of a pool.
 pub(crate) struct Slot {
@@ -60,26 +140,6 @@ enum End {
     Retire(RetireReason),
     /// The pool is stopping and the queue is empty.
     Stop,
-}
-
-/// The call in hand, for routing the lines a worker writes to its fds.
-#[derive(Default)]
-pub(crate) struct CurrentCall(Mutex<Option<Arc<CallLog>>>);
-
-impl CurrentCall {
-    pub(crate) fn set(&self, v: Option<Arc<CallLog>>) {
-        *self.0.lock().recover() = v;
-    }
-
-    /// Logs `rec` within the budget of the call in hand (see [`crate::calllog`]);
-    /// before the worker's first call, to `tracing` only.
-    pub(crate) fn forward(&self, rec: LogRecord, pool: &str, worker: usize) {
-        let log = self.0.lock().recover().clone();
-        match log {
-            Some(log) => log.forward(rec),
-            None => log_record(&rec, pool, worker),
-        }
-    }
 }
 
 /// Starts the slot's thread. `ready` gets the outcome of the first start.
@@ -119,18 +179,6 @@ fn pin(pid: nix::unistd::Pid, cpu: usize) -> bool {
 fn answer(reply: &mut Option<Reply>, result: Result<RawValue, CallError>) {
     if let Some(r) = reply.take() {
         let _ = r.send(result);
-    }
-}
-
-pub(crate) fn call_error(e: PyException, reference: &str) -> CallError {
-    match e.kind {
-        ExceptionKind::Raised => CallError::Raised(e),
-        ExceptionKind::Reference => CallError::BadReference {
-            reference: reference.to_owned(),
-            message: e.message,
-        },
-        ExceptionKind::Cancelled => CallError::Cancelled,
-        ExceptionKind::Encode => CallError::Unserializable(e.message),
     }
 }
 
@@ -215,7 +263,9 @@ impl Slot {
                 End::Retire(_) => None,
             };
             self.cfg.confine.worker_ending(self.id);
-            let status = proc.finish(grace, &self.launcher).await;
+            let status = proc
+                .finish(grace, self.launcher.exit_status(proc.pid))
+                .await;
             match end {
                 End::Died(mut reply) => {
                     let stderr = proc.stderr_tail.lock().recover().lines();
@@ -341,7 +391,10 @@ impl Slot {
             Ok(()) => Ok((proc, sock, buf)),
             Err(e) => {
                 let status = proc
-                    .finish(Some(Duration::from_millis(200)), &self.launcher)
+                    .finish(
+                        Some(Duration::from_millis(200)),
+                        self.launcher.exit_status(proc.pid),
+                    )
                     .await;
                 let stderr = proc.stderr_tail.lock().recover().lines();
                 Err(match e {

@@ -616,7 +616,7 @@ impl Confinement {
                                 "call over its CPU limit; killing the worker"
                             );
                             c.killed_for_cpu(slot);
-                            crate::process::kill_worker(pid);
+                            crate::kill::kill_worker(pid);
                         }
                     }
                 }
