@@ -121,7 +121,10 @@
 //! 12. `launcher`: the fork-servers that start the workers.
 //! 13. `dispatch`: leases, the queue of waiting callers, and a call's exchange.
 //! 14. `worker`: a slot, owning one worker process at a time.
-//! 15. `pool`: the builder and the handle callers use.
+//! 15. `call`: a call to make, and the shape of a reference.
+//! 16. `status`: snapshots of a pool's health.
+//! 17. `pool`: the handle callers use.
+//! 18. `builder`: a pool's settings, turned into a started pool.
 //!
 //! # Example
 //!
@@ -157,6 +160,8 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
+mod call;
 mod calllog;
 mod config;
 mod dispatch;
@@ -169,10 +174,13 @@ mod launcher;
 mod pool;
 mod process;
 mod shim;
+mod status;
 pub mod sync;
 mod usage;
 mod worker;
 
+pub use builder::PoolBuilder;
+pub use call::{Call, Map};
 pub use calllog::{LogSink, BYTES_PER_SEC, LINES_PER_SEC};
 pub use config::DEFAULT_ENV;
 pub use dispatch::{HOST_BYTES_IN_FLIGHT, HOST_REQUESTS_IN_FLIGHT};
@@ -182,11 +190,12 @@ pub use host::{HostFuture, HostHandler, HostRequest};
 pub use isolation::{
     format_size, helper_command, Enforce, Enforced, Enforcement, Filesystem, Isolation,
 };
-pub use pool::{Call, Map, Pool, PoolBuilder, PoolStatus, WorkerState, WorkerStatus};
+pub use pool::Pool;
 pub use shim::{resolve_interpreter, shim_dir, TEST_BOOTSTRAP};
 pub use snakepit_proto::{
     DateTime, ExceptionKind, HostFailure, LogRecord, PyException, RawValue, Value,
 };
+pub use status::{PoolStatus, WorkerState, WorkerStatus};
 pub use usage::{CallUsage, Measured};
 
 #[cfg(test)]

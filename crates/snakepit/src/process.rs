@@ -1,7 +1,7 @@
 //! A worker process: how it is started, watched, killed and reaped.
 //!
 //! Death is watched through a pidfd (readable once the process has exited) and, in the
-//! worker actor, through the socket's EOF: either one ends the worker's life, and the
+//! slot that owns the worker, through the socket's EOF: either one ends the worker's life, and the
 //! cleanup has a deadline. The whole process group is killed, before the worker is
 //! reaped, so that nothing it spawned survives it and its pid cannot be reused meanwhile.
 
