@@ -13,7 +13,13 @@ impl From<snakepit_host::HostError> for CliError {
             HostError::Config { file, reason } => CliError::Config { file, reason },
             HostError::Usage(m) => CliError::Usage(m),
             HostError::Pool(m) => CliError::Pool(m),
-            e @ HostError::Invalid(_) => CliError::Usage(e.to_string()),
+            HostError::Invalid(problems) => {
+                let file = problems.first().map(|p| p.file.clone()).unwrap_or_default();
+                CliError::Invalid {
+                    message: HostError::Invalid(problems).to_string(),
+                    file,
+                }
+            }
         }
     }
 }

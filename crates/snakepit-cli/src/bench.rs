@@ -248,8 +248,8 @@ pub async fn run(
             s.calls, s.ok, s.errors.total(), s.errors.raised, s.errors.timeout, s.errors.crashed, s.errors.overloaded, s.errors.cancelled
         );
         outln!(
-            "latency p50 {} µs, p99 {} µs; {} calls/s; {} workers restarted (recycled by max_calls_per_worker / max_worker_rss, or replaced after a crash)",
-            s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted
+            "latency p50 {} µs, p99 {} µs; {} calls/s; {} worker{} restarted (recycled by max_calls_per_worker / max_worker_rss, or replaced after a crash)",
+            s.p50_us, s.p99_us, s.calls_per_sec, s.workers_restarted, if s.workers_restarted == 1 { "" } else { "s" }
         );
         outln!(
             "worker CPU per call p50 {} µs, p99 {} µs (of {} measured calls, one in {MEASURE_EVERY}); peak worker RSS {:.1} MiB",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use snakepit_host::control::{Client, Reply, Request};
+use snakepit_host::control::{Client, ControlError, Reply, Request};
 use snakepit_jobs::{enqueue_for_any_node, RunEvent, RunRequest};
 use snakepit_state::{RunStatus, State, Trigger};
 use tokio::sync::mpsc;
@@ -33,9 +33,13 @@ pub async fn enqueue(apps: Apps, opts: Options, wait: bool) -> Result<ExitCode, 
         None
     } else {
         let client = Client::connect(&apps.dir).await.map_err(|e| {
+            let why = match e {
+                ControlError::NotRunning { .. } => "none is running".to_owned(),
+                e => e.to_string(),
+            };
             CliError::Usage(format!(
                 "--enqueue queues the run for a running `snakepit serve`, and on SQLite \
-                 ([runtime] state in {}) only the serve of this apps dir can run it: {e}; \
+                 ([runtime] state in {}) only the serve of this apps dir can run it: {why}; \
                  start `snakepit serve`, run the job here without --enqueue, or share a \
                  PostgreSQL state between nodes ([runtime] state = \"postgres://…\")",
                 apps.dir.join("app.toml").display()
@@ -158,7 +162,7 @@ pub async fn status(apps: Apps, json: bool) -> Result<ExitCode, CliError> {
     }
     if nodes.is_empty() {
         outln!(
-            "no node has served {} (a node is a `snakepit serve`)",
+            "no node serves {} now (a node is a `snakepit serve`; one that stops cleanly leaves the list)",
             state.url()
         );
         return Ok(ExitCode::SUCCESS);

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 pub enum CliError {
     #[error("{file}: {reason}")]
     Config { file: PathBuf, reason: String },
+    /// An install whose files hold problems: `message` lists each with its file (the
+    /// first one's is `file`).
+    #[error("{message}")]
+    Invalid { file: PathBuf, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -17,7 +21,7 @@ impl CliError {
     /// Exit code: 2 for bad input (files, flags, references), 3 when workers could not run.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Config { .. } | CliError::Usage(_) => 2,
+            CliError::Config { .. } | CliError::Invalid { .. } | CliError::Usage(_) => 2,
             CliError::Pool(_) => 3,
         }
     }
@@ -27,8 +31,12 @@ impl CliError {
     /// `unavailable` (exit 3).
     pub fn to_json(&self) -> serde_json::Value {
         let error = match self {
-            CliError::Config { file, reason } => serde_json::json!({
-                "kind": "config", "message": reason, "file": file.display().to_string(),
+            CliError::Config {
+                file,
+                reason: message,
+            }
+            | CliError::Invalid { file, message } => serde_json::json!({
+                "kind": "config", "message": message, "file": file.display().to_string(),
             }),
             CliError::Usage(m) => serde_json::json!({"kind": "usage", "message": m}),
             CliError::Pool(m) => serde_json::json!({"kind": "unavailable", "message": m}),

@@ -92,7 +92,7 @@ fn answer_error(
     }
     errln!("snakepit: {e}");
     let kind = match &e {
-        CliError::Config { .. } => "config",
+        CliError::Config { .. } | CliError::Invalid { .. } => "config",
         CliError::Usage(_) => "usage",
         CliError::Pool(_) => "pool",
     };

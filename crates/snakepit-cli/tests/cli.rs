@@ -917,6 +917,9 @@ fn json_answers_failures_in_json_with_the_same_exit_codes() {
     let dir = apps();
     let bad = tempfile::tempdir().unwrap();
     std::fs::write(bad.path().join("app.toml"), "[runtime]\nworkerz = 2\n").unwrap();
+    // jobs.toml's problems are a file's too (`config`, with the file), not bad flags.
+    let bad_jobs = tempfile::tempdir().unwrap();
+    std::fs::write(bad_jobs.path().join("jobs.toml"), "x = [\n").unwrap();
     for (apps, args, code, kind) in [
         (dir.path(), &["call", "demo.calls:boom"][..], 1, "raised"),
         (dir.path(), &["call", "demo.calls:nope"], 2, "reference"),
@@ -953,6 +956,8 @@ fn json_answers_failures_in_json_with_the_same_exit_codes() {
         (bad.path(), &["serve"], 2, "config"),
         (bad.path(), &["run", "x"], 2, "config"),
         (bad.path(), &["jobs"], 2, "config"),
+        (bad_jobs.path(), &["jobs"], 2, "config"),
+        (bad_jobs.path(), &["run", "x"], 2, "config"),
     ] {
         let plain = command(apps, args)
             .stdin(std::process::Stdio::null())
@@ -980,6 +985,9 @@ fn json_answers_failures_in_json_with_the_same_exit_codes() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{json_args:?}: {e}: {:?}", text(&out.stdout)));
         assert_eq!(v["error"]["kind"], kind, "{json_args:?}: {v}");
+        if kind == "config" {
+            assert!(v["error"]["file"].as_str().is_some(), "{json_args:?}: {v}");
+        }
         assert!(
             v["error"]["message"]
                 .as_str()

@@ -287,8 +287,12 @@ impl fmt::Display for HostStatus {
         writeln!(f, "apps {}", self.apps.display())?;
         writeln!(
             f,
-            "generation {} serving since {} ({} reloads, {} refused)",
-            self.generation, self.since, self.reloads, self.failed_reloads
+            "generation {} serving since {} ({} reload{}, {} refused)",
+            self.generation,
+            self.since,
+            self.reloads,
+            if self.reloads == 1 { "" } else { "s" },
+            self.failed_reloads
         )?;
         pools(f, &self.pools)?;
         for r in &self.retiring {
