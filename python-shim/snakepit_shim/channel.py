@@ -39,7 +39,7 @@ from .codec import Codec
 Route = Callable[[Any, bool], None]
 
 BUFFER_SIZE = 1 << 16  # the reusable receive buffer; a larger frame gets its own
-SPIN_NS = 50_000  # how long a sync host request polls for its reply before it sleeps
+SPIN_NS = 150_000  # how long a sync host request polls for its reply before it sleeps
 SPIN_MAX_MISSES = 6  # a poll that ran out skips the next 2, 4, ... 64 chances
 _yield = getattr(os, "sched_yield", lambda: None)
 _unpack_len = protocol._LEN.unpack_from
